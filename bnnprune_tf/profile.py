@@ -1,0 +1,224 @@
+"""Per-layer cost of a BNN: binary MACs (BOPs), float MACs, parameters, memory.
+
+The counting rules are Larq's (``larq.models.summary``), so totals agree with
+it on any model: a MAC-containing layer does ``weights x output pixels`` MACs
+per non-bias weight tensor, at the precision ``max(input precision, weight
+precision)`` (a float input makes even binary weights a float MAC); a weight's
+precision is its quantizer's (1 for ``ste_sign``), 32 otherwise; BatchNorm's
+``beta``/``moving_mean`` and ``gamma``/``moving_variance`` pairs count once
+each, as they fold into one scale and one offset.
+
+Example::
+
+    from bnnprune_tf import models, profile
+    model = models.build("mnist_bnn", input_shape=(28, 28, 1))
+    p = profile.profile(model)
+    print(p.binary_macs, p.float_macs, p.memory_bytes)
+    print(p.to_markdown())
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import larq as lq
+import numpy as np
+import tensorflow as tf
+
+from bnnprune_tf.errors import ModelError
+
+MAC_LAYERS = (
+    lq.layers.QuantConv1D,
+    lq.layers.QuantConv2D,
+    lq.layers.QuantDense,
+    lq.layers.QuantDepthwiseConv2D,
+    lq.layers.QuantSeparableConv1D,
+    lq.layers.QuantSeparableConv2D,
+    tf.keras.layers.Conv1D,
+    tf.keras.layers.Conv2D,
+    tf.keras.layers.Dense,
+    tf.keras.layers.DepthwiseConv2D,
+    tf.keras.layers.SeparableConv1D,
+    tf.keras.layers.SeparableConv2D,
+)
+QUANT_LAYERS = tuple(t for t in MAC_LAYERS if t.__module__.startswith("larq"))
+_BN_FUSED_PAIRS = (("beta", "moving_mean"), ("gamma", "moving_variance"))
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Cost of one layer. MACs are per inference of one sample."""
+
+    name: str
+    kind: str
+    output_shape: tuple
+    binary_macs: int = 0
+    float_macs: int = 0
+    binary_params: int = 0
+    float_params: int = 0
+    memory_bits: int = 0
+    macs_by_precision: dict = field(default_factory=dict)
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.memory_bits / 8
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Per-layer costs and their totals; :meth:`to_markdown` renders a table."""
+
+    name: str
+    layers: tuple[LayerCost, ...]
+
+    def _total(self, attr: str) -> int:
+        return sum(getattr(layer, attr) for layer in self.layers)
+
+    binary_macs = property(lambda self: self._total("binary_macs"))
+    float_macs = property(lambda self: self._total("float_macs"))
+    binary_params = property(lambda self: self._total("binary_params"))
+    float_params = property(lambda self: self._total("float_params"))
+    memory_bits = property(lambda self: self._total("memory_bits"))
+    memory_bytes = property(lambda self: self.memory_bits / 8)
+
+    @property
+    def macs_by_precision(self) -> dict[int, int]:
+        total: dict[int, int] = {}
+        for layer in self.layers:
+            for bits, n in layer.macs_by_precision.items():
+                total[bits] = total.get(bits, 0) + n
+        return total
+
+    def layer(self, name: str) -> LayerCost:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer named {name!r} in the profile of {self.name!r}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready: per-layer rows and totals."""
+        totals = {k: getattr(self, k) for k in
+                  ("binary_macs", "float_macs", "binary_params", "float_params", "memory_bytes")}
+        return {"model": self.name, "totals": totals,
+                "layers": [dict(asdict(l), memory_bytes=l.memory_bytes) for l in self.layers]}
+
+    def to_markdown(self, only_costly: bool = True) -> str:
+        """A markdown table; ``only_costly`` hides layers without params or MACs."""
+        head = ("| layer | kind | output | binary MACs | float MACs | binary params "
+                "| float params | memory (bytes) |\n|---|---|---|---:|---:|---:|---:|---:|")
+        rows = [
+            f"| {l.name} | {l.kind} | {l.output_shape} | {l.binary_macs:,} | {l.float_macs:,} "
+            f"| {l.binary_params:,} | {l.float_params:,} | {l.memory_bytes:,.0f} |"
+            for l in self.layers
+            if not only_costly or l.memory_bits or l.binary_macs or l.float_macs
+        ]
+        rows.append(f"| **total** | | | {self.binary_macs:,} | {self.float_macs:,} "
+                    f"| {self.binary_params:,} | {self.float_params:,} | {self.memory_bytes:,.0f} |")
+        return "\n".join([head, *rows])
+
+
+def _weight_name(weight) -> str:
+    return weight.name.split("/")[-1].split(":")[0]
+
+
+def _counted_weights(layer):
+    weights = list(layer.weights)
+    if isinstance(layer, tf.keras.layers.BatchNormalization):
+        names = [_weight_name(w) for w in weights]
+        drop = {a for a, b in _BN_FUSED_PAIRS if a in names and b in names}
+        weights = [w for w in weights if _weight_name(w) not in drop]
+    return weights
+
+
+def _output_pixels(layer) -> int:
+    shape = layer.output_shape
+    if isinstance(shape, list):
+        raise ModelError(f"layer {layer.name!r} has several outputs; it cannot be profiled")
+    if len(shape) == 4:
+        return int(np.prod(shape[1:3]))
+    if len(shape) == 3:
+        return int(shape[1])
+    return 1
+
+
+def _input_precision(layer) -> int:
+    quantizer = getattr(layer, "input_quantizer", None)
+    return getattr(quantizer, "precision", None) or 32
+
+
+def layer_cost(layer: tf.keras.layers.Layer) -> LayerCost:
+    """The cost of one (non-nested) layer."""
+    if not isinstance(layer, MAC_LAYERS) and hasattr(layer, "kernel"):
+        raise ModelError(
+            f"layer {layer.name!r} ({type(layer).__name__}) has a kernel but is not a "
+            "layer type whose operations we know how to count; use Keras/Larq "
+            "convolution or dense layers"
+        )
+    weights = _counted_weights(layer)
+    params = {1: 0, 32: 0}
+    memory_bits = 0
+    macs: dict[int, int] = {}
+    pixels = _output_pixels(layer) if isinstance(layer, MAC_LAYERS) else 0
+    for w in weights:
+        bits = getattr(w, "precision", 32)
+        count = int(np.prod(w.shape.as_list()))
+        params[1 if bits == 1 else 32] += count
+        memory_bits += bits * count
+        if pixels and "bias" not in w.name:
+            precision = max(_input_precision(layer), bits)
+            macs[precision] = macs.get(precision, 0) + count * pixels
+    shape = layer.output_shape
+    return LayerCost(
+        name=layer.name,
+        kind=type(layer).__name__,
+        output_shape=tuple(shape[1:]) if isinstance(shape, tuple) else (),
+        binary_macs=macs.get(1, 0),
+        float_macs=sum(n for p, n in macs.items() if p > 1),
+        binary_params=params[1],
+        float_params=params[32],
+        memory_bits=memory_bits,
+        macs_by_precision=macs,
+    )
+
+
+def _flat_layers(model: tf.keras.Model, prefix: str = ""):
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.Model):
+            yield from _flat_layers(layer, prefix + layer.name + "/")
+        else:
+            yield prefix, layer
+
+
+def profile(model: tf.keras.Model, require_quantized: bool = True) -> ModelCost:
+    """Profile ``model`` layer by layer (nested models are flattened).
+
+    Args:
+        model: a built Keras (tf.keras / Keras 2) model.
+        require_quantized: raise if the model has no Larq quantized layer (a
+            plain float model is almost always a mistake here).
+
+    Raises:
+        ModelError: not a built tf.keras model, no Larq layer, or a layer whose
+            operations cannot be counted.
+    """
+    if not isinstance(model, tf.keras.Model):
+        raise ModelError(
+            f"profile() needs a tf.keras (Keras 2) model, got {type(model).__module__}."
+            f"{type(model).__name__}; load it with tf.keras.models.load_model after "
+            "importing bnnprune_tf"
+        )
+    if not model.built:
+        raise ModelError(f"model {model.name!r} is not built: call model.build(input_shape) first")
+    flat = list(_flat_layers(model))
+    if require_quantized and not any(isinstance(l, QUANT_LAYERS) for _, l in flat):
+        raise ModelError(
+            f"model {model.name!r} has no Larq quantized layer (QuantConv2D, QuantDense, ...): "
+            "it is not a BNN. Build it with larq.layers, or pass require_quantized=False "
+            "to profile a float model"
+        )
+    costs = []
+    for prefix, layer in flat:
+        cost = layer_cost(layer)
+        costs.append(cost if not prefix else
+                     LayerCost(**{**asdict(cost), "name": prefix + cost.name}))
+    return ModelCost(model.name, tuple(costs))

@@ -1,0 +1,112 @@
+"""Train and evaluate a Keras BNN on a :class:`bnnprune_tf.data.Dataset`, resumably.
+
+``fit`` is plain ``model.fit`` plus what a long run needs: a fixed seed, the
+standard ``tf.keras.callbacks.BackupAndRestore`` (an interrupted fit restarts
+from its last finished epoch, optimizer state included) and a CSV log of all
+epochs across restarts.
+
+Example::
+
+    from bnnprune_tf import data, models, training
+    ds = data.load("mnist5k")
+    model = models.build("mnist_bnn", ds.input_shape, ds.num_classes)
+    training.compile_model(model, learning_rate=1e-3)
+    history = training.fit(model, ds, epochs=2, work_dir="runs/demo/train")
+    print(training.evaluate(model, ds, "test"))
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import tensorflow as tf
+
+from bnnprune_tf.data import Dataset
+from bnnprune_tf.errors import ModelError
+
+OPTIMIZERS = {"adam": tf.keras.optimizers.Adam, "sgd": tf.keras.optimizers.SGD}
+
+
+def compile_model(model: tf.keras.Model, learning_rate: float = 1e-3, optimizer: str = "adam"):
+    """Compile for integer labels with accuracy as metric."""
+    if optimizer not in OPTIMIZERS:
+        raise ModelError(f"unknown optimizer {optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+    model.compile(
+        optimizer=OPTIMIZERS[optimizer](learning_rate=learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def fit(
+    model: tf.keras.Model,
+    dataset: Dataset,
+    epochs: int,
+    batch_size: int = 64,
+    augment: Sequence[str] = (),
+    seed: int = 0,
+    work_dir: str | os.PathLike | None = None,
+    callbacks: Sequence[tf.keras.callbacks.Callback] = (),
+    verbose: int | str = "auto",
+) -> list[dict]:
+    """Fit a compiled ``model`` on the train split, validating on the val split.
+
+    Args:
+        work_dir: if given, the fit is resumable: a backup lives in
+            ``work_dir/backup`` until the fit finishes, and every epoch's
+            metrics are appended to ``work_dir/history.csv``. Calling ``fit``
+            again after an interruption continues where it stopped.
+        callbacks: extra Keras callbacks (pruning callbacks go here).
+
+    Returns:
+        One dict per epoch (``epoch``, ``loss``, ``accuracy``, ``val_loss``,
+        ``val_accuracy``...), covering earlier interrupted attempts too.
+    """
+    if model.optimizer is None:
+        raise ModelError("compile the model first (bnnprune_tf.training.compile_model)")
+    tf.keras.utils.set_random_seed(seed)
+    train = dataset.batches("train", batch_size, shuffle=True, augment=augment, seed=seed)
+    val = dataset.batches("val", batch_size)
+    all_callbacks = list(callbacks)
+    history_file = None
+    if work_dir is not None:
+        work_dir = Path(work_dir)
+        backup = work_dir / "backup"
+        history_file = work_dir / "history.csv"
+        if not backup.exists() and history_file.exists():
+            history_file.unlink()  # a finished or never-started fit: start the log anew
+        all_callbacks = [
+            tf.keras.callbacks.BackupAndRestore(os.fspath(backup)),
+            tf.keras.callbacks.CSVLogger(os.fspath(history_file), append=True),
+            *all_callbacks,
+        ]
+    result = model.fit(train, validation_data=val, epochs=epochs, callbacks=all_callbacks,
+                       verbose=verbose)
+    if history_file is None:
+        return [{"epoch": e, **{k: float(v[e]) for k, v in result.history.items()}}
+                for e in range(len(result.epoch))]
+    shutil.rmtree(work_dir / "backup", ignore_errors=True)
+    return read_history(history_file)
+
+
+def read_history(path: str | os.PathLike) -> list[dict]:
+    """Epoch rows of a CSVLogger file; a repeated epoch keeps its last row."""
+    rows: dict[int, dict] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            epoch = int(row.pop("epoch"))
+            rows[epoch] = {"epoch": epoch, **{k: float(v) for k, v in row.items()}}
+    return [rows[e] for e in sorted(rows)]
+
+
+def evaluate(model: tf.keras.Model, dataset: Dataset, split: str = "test",
+             batch_size: int = 256) -> dict:
+    """``{"loss", "accuracy", "samples"}`` of a compiled model on ``split``."""
+    loss, accuracy = model.evaluate(dataset.batches(split, batch_size), verbose=0)[:2]
+    return {"loss": float(loss), "accuracy": float(accuracy),
+            "samples": int(len(dataset.split(split)[1]))}
