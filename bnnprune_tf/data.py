@@ -182,8 +182,12 @@ def _digits(path: str | None):
 
 
 def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path} is not a readable .gz file ({e}); re-download it or "
+                        "reinstall dataset-fashion-mnist") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] != expected_dims:
         raise DataError(
             f"{path} is not an IDX file of uint8 with {expected_dims} dimension(s); "

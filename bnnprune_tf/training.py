@@ -31,12 +31,22 @@ from bnnprune_tf.errors import ModelError
 OPTIMIZERS = {"adam": tf.keras.optimizers.Adam, "sgd": tf.keras.optimizers.SGD}
 
 
-def compile_model(model: tf.keras.Model, learning_rate: float = 1e-3, optimizer: str = "adam"):
-    """Compile for integer labels with accuracy as metric."""
+def compile_model(model: tf.keras.Model, learning_rate: float = 1e-3, optimizer: str = "adam",
+                  decay_steps: int | None = None):
+    """Compile for integer labels with accuracy as metric.
+
+    Args:
+        decay_steps: if given, the learning rate follows a cosine decay to 0
+            over this many steps (``epochs * batches per epoch``), which keeps
+            latent weights from flipping back and forth at the end of training.
+    """
     if optimizer not in OPTIMIZERS:
         raise ModelError(f"unknown optimizer {optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+    lr = learning_rate
+    if decay_steps:
+        lr = tf.keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     model.compile(
-        optimizer=OPTIMIZERS[optimizer](learning_rate=learning_rate),
+        optimizer=OPTIMIZERS[optimizer](learning_rate=lr),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -88,20 +98,25 @@ def fit(
     result = model.fit(train, validation_data=val, epochs=epochs, callbacks=all_callbacks,
                        verbose=verbose)
     if history_file is None:
-        return [{"epoch": e, **{k: float(v[e]) for k, v in result.history.items()}}
+        return [{"epoch": e + 1, **{k: float(v[e]) for k, v in result.history.items()}}
                 for e in range(len(result.epoch))]
     shutil.rmtree(work_dir / "backup", ignore_errors=True)
     return read_history(history_file)
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:
-    """Epoch rows of a CSVLogger file; a repeated epoch keeps its last row."""
+    """Epoch rows (epochs counted from 1) of a CSVLogger file; a repeated epoch
+    keeps its last row."""
     rows: dict[int, dict] = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            epoch = int(row.pop("epoch"))
+            epoch = int(row.pop("epoch")) + 1
             rows[epoch] = {"epoch": epoch, **{k: float(v) for k, v in row.items()}}
     return [rows[e] for e in sorted(rows)]
+
+
+def steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
+    return -(-len(dataset.split("train")[1]) // batch_size)
 
 
 def evaluate(model: tf.keras.Model, dataset: Dataset, split: str = "test",

@@ -1,0 +1,26 @@
+# Every target creates .venv with the pinned stack first if it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## the README's main job: train, evaluate and report the MNIST BNN (runs/mnist_bnn/)
+demo: $(STAMP)
+	$(BIN)/bnnprune run pipelines/mnist_bnn.yaml
+
+## the whole test suite, on 2 processes
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q
+
+clean:
+	rm -rf runs .pytest_cache .hypothesis

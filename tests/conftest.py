@@ -1,0 +1,45 @@
+"""Shared fixtures. Importing bnnprune_tf first makes tf.keras Keras 2."""
+
+import gzip
+import os
+import pickle
+
+import bnnprune_tf  # noqa: F401
+import numpy as np
+import pytest
+import tensorflow as tf
+
+tf.config.threading.set_inter_op_parallelism_threads(1)
+tf.config.threading.set_intra_op_parallelism_threads(1)
+
+
+def write_idx(path, array: np.ndarray):
+    """Write ``array`` (uint8) as a gzip'd IDX file, the Fashion-MNIST format."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_cifar_batch(path, images: np.ndarray, labels):
+    """Write a CIFAR-10 python batch: pickled dict, data N x 3072 (R, G, B planes)."""
+    data = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
+    with open(path, "wb") as f:
+        pickle.dump({b"batch_label": b"test", b"labels": list(labels), b"data": data,
+                     b"filenames": [b"x.png"] * len(labels)}, f)
+
+
+@pytest.fixture(scope="session")
+def mnist_small():
+    from bnnprune_tf import data
+
+    return data.load("mnist5k", seed=0, limit=600)
+
+
+def require_data(path) -> None:
+    """Skip (with the fix) when optional system data is missing, fail in CI."""
+    if not os.path.exists(path):
+        msg = f"{path} missing: sudo apt-get install dataset-fashion-mnist"
+        if os.environ.get("BNNPRUNE_REQUIRE_DATA"):
+            pytest.fail(msg)
+        pytest.skip(msg)
