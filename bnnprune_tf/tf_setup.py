@@ -17,7 +17,7 @@ Example::
 
     import bnnprune_tf            # calls configure() on import
     import tensorflow as tf
-    assert tf.keras.__name__.startswith("tf_keras")
+    assert tf.keras.layers.Layer.__module__.startswith("tf_keras")
 """
 
 import os
@@ -33,7 +33,7 @@ KERAS3_MESSAGE = (
 
 
 def _keras_is_legacy(tf_module) -> bool:
-    return tf_module.keras.__name__.startswith("tf_keras")
+    return tf_module.keras.layers.Layer.__module__.startswith("tf_keras")
 
 
 def configure() -> None:
