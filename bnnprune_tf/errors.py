@@ -27,3 +27,11 @@ class ModelError(BnnpruneError):
 
 class RecipeError(BnnpruneError):
     """A pipeline recipe does not validate, or a run directory is inconsistent."""
+
+
+class ConversionError(BnnpruneError):
+    """A model does not convert, or its flatbuffer disagrees with Keras or is unreadable."""
+
+
+class BenchmarkError(BnnpruneError):
+    """A latency benchmark cannot run: missing binary, unreachable device, unparsable output."""

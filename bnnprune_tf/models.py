@@ -14,6 +14,10 @@ Conventions every builder follows (why: ``../shared/reference/lce.md``):
   a binary max-pool after it;
 - the classifier ends in BatchNorm (no bias) and a softmax.
 
+Binary convs are named ``conv2``, ``conv3``... (``s2b1_conv`` in the ResNet), the
+classifier ``fc1``, ``fc2``..., each BatchNorm after its layer (``conv2_bn``), so
+per-layer pruning targets can name them.
+
 ``width`` scales every hidden channel count (rounded, at least 1), so tests can
 build tiny versions of the big networks.
 
@@ -91,7 +95,9 @@ def _w(channels: int, width: float) -> int:
 
 
 def _bn(x, scale=False):
-    return layers.BatchNormalization(momentum=0.9, scale=scale)(x)
+    """BatchNorm named after the layer it follows (``conv2`` -> ``conv2_bn``)."""
+    name = x._keras_history.layer.name + "_bn"
+    return layers.BatchNormalization(momentum=0.9, scale=scale, name=name)(x)
 
 
 def _bconv(x, filters, kernel_size=3, strides=1, padding="same", name=None):
@@ -123,8 +129,8 @@ def mnist_bnn(input_shape, num_classes, width):
     x = _first_conv(inputs, _w(32, width))
     x = _bn(x)
     x = layers.MaxPool2D(2)(x)
-    for filters in (64, 128):
-        x = _bconv(x, _w(filters, width))
+    for i, filters in enumerate((64, 128)):
+        x = _bconv(x, _w(filters, width), name=f"conv{i + 2}")
         x = _bn(x)
         x = layers.MaxPool2D(2)(x)
     outputs = _binary_classifier(x, [], num_classes)
@@ -150,13 +156,14 @@ def binary_mlp(input_shape, num_classes, width, hidden=(256, 256)):
 
 def _vgg(inputs, blocks: Sequence[Sequence[int]], width):
     """VGG body: each block is a list of conv widths followed by a 2x2 max-pool."""
-    x = inputs
-    for b, block in enumerate(blocks):
-        for c, filters in enumerate(block):
-            if b == 0 and c == 0:
+    x, n = inputs, 0
+    for block in blocks:
+        for filters in block:
+            n += 1
+            if n == 1:
                 x = _first_conv(x, _w(filters, width))
             else:
-                x = _bconv(x, _w(filters, width))
+                x = _bconv(x, _w(filters, width), name=f"conv{n}")
             x = _bn(x)
         x = layers.MaxPool2D(2)(x)
     return x
@@ -197,7 +204,8 @@ def binary_nin(input_shape, num_classes, width, dropout=0.0):
         (192, 5, "drop"), (192, 1), (192, 1), "avgpool",
         (192, 3, "drop"), (192, 1),
     ]
-    for i, step in enumerate(plan):
+    n = 1
+    for step in plan:
         if step == "maxpool":
             x = layers.MaxPool2D(3, strides=2, padding="same")(x)
             continue
@@ -206,7 +214,8 @@ def binary_nin(input_shape, num_classes, width, dropout=0.0):
             continue
         if len(step) == 3 and dropout > 0:
             x = layers.Dropout(dropout)(x)
-        x = _bconv(x, _w(step[0], width), step[1])
+        n += 1
+        x = _bconv(x, _w(step[0], width), step[1], name=f"conv{n}")
         x = _bn(x)
     x = lq.layers.QuantConv2D(num_classes, 1, name="conv_last")(x)
     x = layers.GlobalAveragePooling2D()(x)
@@ -222,11 +231,11 @@ def binary_alexnet(input_shape, num_classes, width):
     x = _first_conv(inputs, _w(96, width), 5)
     x = _bn(x)
     x = layers.MaxPool2D(3, strides=2)(x)
-    x = _bconv(x, _w(256, width), 5)
+    x = _bconv(x, _w(256, width), 5, name="conv2")
     x = _bn(x)
     x = layers.MaxPool2D(3, strides=2)(x)
-    for filters in (384, 384, 256):
-        x = _bconv(x, _w(filters, width))
+    for i, filters in enumerate((384, 384, 256)):
+        x = _bconv(x, _w(filters, width), name=f"conv{i + 3}")
         x = _bn(x)
     x = layers.MaxPool2D(3, strides=2)(x)
     outputs = _binary_classifier(x, [_w(4096, width), _w(4096, width)], num_classes)
@@ -247,15 +256,17 @@ def resnet18(input_shape, num_classes, width, stages=(2, 2, 2, 2)):
         for b in range(2 * blocks):
             stride = 2 if (s > 0 and b == 0) else 1
             shortcut = x
+            tag = f"s{s + 1}b{b + 1}"
             if stride != 1 or out_channels != channels:
                 shortcut = layers.AveragePooling2D(stride, padding="same")(x)
-                shortcut = tf.keras.layers.Conv2D(out_channels, 1, use_bias=False)(shortcut)
+                shortcut = tf.keras.layers.Conv2D(out_channels, 1, use_bias=False,
+                                                  name=f"{tag}_shortcut")(shortcut)
                 shortcut = _bn(shortcut)
-            y = _bconv(x, out_channels, 3, strides=stride)
+            y = _bconv(x, out_channels, 3, strides=stride, name=f"{tag}_conv")
             y = _bn(y)
-            x = layers.Add()([y, shortcut])
+            x = layers.Add(name=f"{tag}_add")([y, shortcut])
             channels = out_channels
     x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dense(num_classes)(x)
+    x = layers.Dense(num_classes, name="fc1")(x)
     outputs = layers.Activation("softmax", name="softmax")(x)
     return tf.keras.Model(inputs, outputs, name="resnet18")

@@ -8,6 +8,10 @@ precision is its quantizer's (1 for ``ste_sign``), 32 otherwise; BatchNorm's
 ``beta``/``moving_mean`` and ``gamma``/``moving_variance`` pairs count once
 each, as they fold into one scale and one offset.
 
+Masked models (:mod:`bnnprune_tf.masks`) count only what survives: unmasked
+kernel entries, biases and BatchNorm parameters of kept channels, so a masked
+model and its shrunk twin have the same profile.
+
 Example::
 
     from bnnprune_tf import models, profile
@@ -25,6 +29,7 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
+from bnnprune_tf import masks
 from bnnprune_tf.errors import ModelError
 
 MAC_LAYERS = (
@@ -121,13 +126,30 @@ def _weight_name(weight) -> str:
     return weight.name.split("/")[-1].split(":")[0]
 
 
-def _counted_weights(layer):
+def _counted_weights(layer, kept_channels: int | None):
+    """``(weight, bits, number of weights that count)`` of a layer.
+
+    A masked layer counts only unmasked kernel entries and bias entries of
+    kept filters (its mask variables are bookkeeping); a per-channel layer
+    (BatchNorm) of a masked model counts only ``kept_channels``.
+    """
+    if masks.is_masked(layer):
+        out = [(layer._kernel_var(), int(layer.full_mask().numpy().sum()))]
+        if getattr(layer, "use_bias", False):
+            out.append((layer.bias, int(layer.channel_mask.numpy().sum())))
+        return [(w, getattr(w, "precision", 32), n) for w, n in out]
     weights = list(layer.weights)
     if isinstance(layer, tf.keras.layers.BatchNormalization):
         names = [_weight_name(w) for w in weights]
         drop = {a for a, b in _BN_FUSED_PAIRS if a in names and b in names}
         weights = [w for w in weights if _weight_name(w) not in drop]
-    return weights
+    counted = []
+    for w in weights:
+        count = int(np.prod(w.shape.as_list()))
+        if kept_channels is not None:
+            count = count // int(w.shape[-1]) * kept_channels
+        counted.append((w, getattr(w, "precision", 32), count))
+    return counted
 
 
 def _output_pixels(layer) -> int:
@@ -146,22 +168,19 @@ def _input_precision(layer) -> int:
     return getattr(quantizer, "precision", None) or 32
 
 
-def layer_cost(layer: tf.keras.layers.Layer) -> LayerCost:
-    """The cost of one (non-nested) layer."""
+def layer_cost(layer: tf.keras.layers.Layer, kept_channels: int | None = None) -> LayerCost:
+    """The cost of one (non-nested) layer; ``kept_channels`` as in :func:`_counted_weights`."""
     if not isinstance(layer, MAC_LAYERS) and hasattr(layer, "kernel"):
         raise ModelError(
             f"layer {layer.name!r} ({type(layer).__name__}) has a kernel but is not a "
             "layer type whose operations we know how to count; use Keras/Larq "
             "convolution or dense layers"
         )
-    weights = _counted_weights(layer)
     params = {1: 0, 32: 0}
     memory_bits = 0
     macs: dict[int, int] = {}
     pixels = _output_pixels(layer) if isinstance(layer, MAC_LAYERS) else 0
-    for w in weights:
-        bits = getattr(w, "precision", 32)
-        count = int(np.prod(w.shape.as_list()))
+    for w, bits, count in _counted_weights(layer, kept_channels):
         params[1 if bits == 1 else 32] += count
         memory_bits += bits * count
         if pixels and "bias" not in w.name:
@@ -187,6 +206,16 @@ def _flat_layers(model: tf.keras.Model, prefix: str = ""):
             yield from _flat_layers(layer, prefix + layer.name + "/")
         else:
             yield prefix, layer
+
+
+def _kept_channels(model) -> dict[str, int]:
+    """Channels kept per BatchNorm layer of a masked model (dead channels do not count)."""
+    from bnnprune_tf.graph import PER_CHANNEL, ChannelGraph
+
+    graph = ChannelGraph(model)
+    keep = graph.keep_from_masks(model)
+    return {l.name: len(graph.keep_indices(graph.inputs[l.name], keep))
+            for l in model.layers if isinstance(l, PER_CHANNEL)}
 
 
 def profile(model: tf.keras.Model, require_quantized: bool = True) -> ModelCost:
@@ -216,9 +245,10 @@ def profile(model: tf.keras.Model, require_quantized: bool = True) -> ModelCost:
             "it is not a BNN. Build it with larq.layers, or pass require_quantized=False "
             "to profile a float model"
         )
+    kept = _kept_channels(model) if any(masks.is_masked(l) for _, l in flat) else {}
     costs = []
     for prefix, layer in flat:
-        cost = layer_cost(layer)
+        cost = layer_cost(layer, kept.get(layer.name))
         costs.append(cost if not prefix else
                      LayerCost(**{**asdict(cost), "name": prefix + cost.name}))
     return ModelCost(model.name, tuple(costs))

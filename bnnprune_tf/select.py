@@ -1,0 +1,162 @@
+"""Turn channel scores into keep-masks under a target, group by group.
+
+A *criterion* scores the filters of one producer layer (higher = more
+important); :func:`group_scores` sums the producers' scores over a channel
+group (all convs whose outputs are added share channels). :func:`select`
+keeps the best-scoring channels of each group so that the kept count meets
+the target (a global ratio, per-layer ratios, or per-layer widths), rounded
+with ``round_to``, never removing every channel of a group.
+
+Why ``round_to``: LCE packs a binary conv's *input* channels into 32-bit words
+and computes its *output* channels in blocks of 8 (aarch64), so 48 kept input
+channels cost as much as 64 and 60 kept filters as much as 64. Rounding the
+kept count *down* to a multiple makes the pruned channels turn into speed.
+``round_to="lce"`` picks 32 for groups read by a binary conv, 8 for groups
+written by one, and no rounding otherwise.
+
+Example::
+
+    from bnnprune_tf import graph, select
+    g = graph.ChannelGraph(model)
+    scores = select.group_scores(g, model, select.l1_filter_norm)
+    keep = select.select(g, scores, ratio=0.5, round_to="lce")
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+from bnnprune_tf.errors import ModelError
+from bnnprune_tf.graph import ChannelGraph
+
+Criterion = Callable[..., np.ndarray]   # (layer) -> score per output channel
+
+
+def l1_filter_norm(layer) -> np.ndarray:
+    """Sum of |latent weight| per filter (the last kernel axis)."""
+    kernel = getattr(layer, "latent_kernel", None)
+    if kernel is None:
+        kernel = getattr(layer.kernel, "latent_variable", layer.kernel)
+    k = np.abs(np.asarray(kernel))
+    return k.reshape(-1, k.shape[-1]).sum(axis=0)
+
+
+def random_scores(seed: int = 0) -> Criterion:
+    """A criterion with seeded uniform random scores (the baseline every method must beat)."""
+    rng = np.random.default_rng(seed)
+
+    def score(layer) -> np.ndarray:
+        return rng.random(int(layer.output.shape[-1]))
+
+    return score
+
+
+CRITERIA: dict[str, Callable[[int], Criterion]] = {
+    "l1": lambda seed: l1_filter_norm,
+    "random": random_scores,
+}
+
+
+def get_criterion(criterion: str | Criterion, seed: int = 0) -> Criterion:
+    if callable(criterion):
+        return criterion
+    if criterion not in CRITERIA:
+        raise ModelError(f"unknown criterion {criterion!r}: use one of {', '.join(CRITERIA)} "
+                         "or pass a function layer -> score per filter")
+    return CRITERIA[criterion](seed)
+
+
+def group_scores(graph: ChannelGraph, model, criterion: Criterion) -> dict[int, np.ndarray]:
+    """Score per channel of every prunable group: the sum over its producers.
+
+    Channels already pruned (no consumer reads them) score ``-inf``, so
+    pruning again with a larger target never brings them back.
+    """
+    kept = graph.keep_from_masks(model) if _is_masked(model) else {}
+    scores = {}
+    for g in graph.prunable_groups():
+        total = np.zeros(g.size)
+        for name in g.producers:
+            s = np.asarray(criterion(model.get_layer(name)), dtype=np.float64)
+            if s.shape != (g.size,):
+                raise ModelError(f"criterion returned shape {s.shape} for layer {name!r}, "
+                                 f"expected ({g.size},)")
+            total += s
+        if g.id in kept:
+            total[~kept[g.id]] = -np.inf
+        scores[g.id] = total
+    return scores
+
+
+def _is_masked(model) -> bool:
+    from bnnprune_tf.masks import is_masked
+
+    return any(is_masked(l) for l in model.layers)
+
+
+def _round_to(graph: ChannelGraph, group, round_to) -> int:
+    if round_to == "lce":
+        if graph.binary_consumers(group):
+            return 32
+        return 8 if graph.binary_producers(group) else 1
+    if isinstance(round_to, Mapping):
+        return max(int(round_to.get(n, 1)) for n in group.producers)
+    return int(round_to or 1)
+
+
+def kept_count(size: int, target_keep: float, multiple: int) -> int:
+    """``target_keep`` rounded down to a multiple (at least one multiple, at most ``size``)."""
+    keep = max(1, int(np.floor(target_keep + 1e-9)))
+    if multiple > 1:
+        keep = max(multiple, keep // multiple * multiple)
+    return min(size, keep)
+
+
+def select(graph: ChannelGraph, scores: dict[int, np.ndarray], ratio: float | None = None,
+           ratios: Mapping[str, float] | None = None, widths: Mapping[str, int] | None = None,
+           round_to: int | str | Mapping[str, int] | None = None) -> dict[int, np.ndarray]:
+    """Keep-masks per group (group id -> bool array) under exactly one target.
+
+    Args:
+        ratio: prune this share of channels of every prunable group.
+        ratios: ``{producer layer name: share to prune}``; other groups kept.
+        widths: ``{producer layer name: channels to keep}``; other groups kept.
+        round_to: an int, ``"lce"`` (see module doc), or ``{layer: int}``.
+
+    Ties in score keep the lower channel index.
+    """
+    given = [t is not None for t in (ratio, ratios, widths)]
+    if sum(given) != 1:
+        raise ModelError("give exactly one target: ratio=, ratios= or widths=")
+    if ratio is not None and not 0.0 <= ratio < 1.0:
+        raise ModelError(f"ratio must be in [0, 1), got {ratio}")
+    named = ratios if ratios is not None else widths
+    targets: dict[int, float] = {}
+    if named is not None:
+        for name, value in named.items():
+            if name not in graph.outputs:
+                raise ModelError(f"no layer named {name!r} in the model")
+            group = graph.group_of(name)
+            if not group.prunable:
+                raise ModelError(f"layer {name!r} cannot be pruned: {group.fixed_reason or 'no filters'}")
+            keep = (1.0 - value) * group.size if ratios is not None else float(value)
+            if ratios is not None and not 0.0 <= value < 1.0:
+                raise ModelError(f"ratio for {name!r} must be in [0, 1), got {value}")
+            if widths is not None and not 1 <= value <= group.size:
+                raise ModelError(f"width for {name!r} must be in [1, {group.size}], got {value}")
+            targets[group.id] = min(targets.get(group.id, np.inf), keep)
+    else:
+        targets = {g.id: (1.0 - ratio) * g.size for g in graph.prunable_groups()}
+    keep_masks = {}
+    for group_id, target in targets.items():
+        group = graph.group(group_id)
+        n = kept_count(group.size, target, _round_to(graph, group, round_to))
+        s = scores[group_id]
+        n = min(n, max(1, int(np.isfinite(s).sum())))
+        order = np.lexsort((np.arange(group.size), -s))    # best score first, low index on ties
+        keep = np.zeros(group.size, bool)
+        keep[order[:n]] = True
+        keep_masks[group_id] = keep
+    return keep_masks
