@@ -1,34 +1,34 @@
 """Channel-dependency groups of a Keras Sequential or functional model.
 
-Every tensor's channel (last) axis is described by a *layout*: a tuple of
-segments, each a slice of a *channel space*. A conv/dense layer creates a
-space (its output channels); pass-through layers (BatchNorm, activations,
-pooling, dropout, padding, global pooling) keep their input's layout;
-``Add``/``Multiply``/... tie the spaces of all their inputs into one group;
-``Concatenate`` joins layouts end to end (Torch-Pruning's index mapping);
-``Flatten`` repeats the layout once per pixel (channel-last order); a
-depthwise conv keeps its input layout (in = out). Groups holding a model
-input or reaching a model output, or fed to a channel-mixing op such as
-softmax, are fixed: never pruned.
+Every channel that a layer creates (a conv/dense filter, a model input
+channel) is an *element*; a tensor's channel (last) axis is described by its
+*layout*: the array of elements at each position. Pass-through layers
+(BatchNorm, activations, pooling, dropout, padding, global pooling) keep
+their input's layout; ``Add``/``Multiply``/... tie the elements at equal
+positions of all their inputs; ``Concatenate`` joins layouts end to end
+(Torch-Pruning's index mapping); ``Flatten`` repeats the layout once per
+pixel (channel-last order); a depthwise conv keeps its input layout (in = out).
 
-A group lists its *producers* (conv/dense layers whose filters are its
-channels), *consumers* (layers whose input channels or features include it)
-and the per-channel layers in between (BatchNorm, depthwise convs), which is
-all :mod:`bnnprune_tf.select` and :mod:`bnnprune_tf.shrink` need.
+Tied elements form a *channel*: it is kept or pruned as a whole. Channels made
+of the same producers form a :class:`ChannelGroup`, the unit a pruning target
+(ratio, width) applies to: a plain conv's filters are one group, all convs of a
+residual stage share one group, and an add of a concatenation with a conv
+splits that conv's filters into one group per concatenated part. Groups holding
+a model input, reaching a model output, or flowing into a channel-mixing op
+(softmax, a reshape that moves channels) are fixed: never pruned.
 
 Example::
 
     from bnnprune_tf import graph, models
     g = graph.ChannelGraph(models.build("resnet18", (32, 32, 3), width=0.25))
     for group in g.prunable_groups():
-        print(group.size, group.producers, group.consumers)
+        print(group.size, list(group.filters), group.consumers)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import larq as lq
 import numpy as np
 import tensorflow as tf
 
@@ -48,46 +48,38 @@ PASS_THROUGH = (
 )
 ELEMENTWISE = (layers.Add, layers.Subtract, layers.Multiply, layers.Average, layers.Maximum,
                layers.Minimum)
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Channels ``[start, stop)`` of channel space ``space``."""
-
-    space: int
-    start: int
-    stop: int
-
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
+SUPPORTED = ("conv/dense/depthwise (Keras and Larq), BatchNormalization, activations, "
+             "pooling, dropout, padding, Add/Multiply/..., Concatenate, Flatten, Reshape")
 
 
 @dataclass
 class ChannelGroup:
-    """Channels that must be pruned together."""
+    """Channels that share their producers; a pruning target applies to all of them.
+
+    ``filters[layer]`` gives, for each channel of the group in order, the index
+    of that layer's filter that produces it.
+    """
 
     id: int
     size: int
-    producers: list[str] = field(default_factory=list)
+    filters: dict[str, np.ndarray] = field(default_factory=dict)
     consumers: list[str] = field(default_factory=list)
     per_channel: list[str] = field(default_factory=list)
     fixed_reason: str = ""
 
     @property
+    def producers(self) -> list[str]:
+        return list(self.filters)
+
+    @property
     def prunable(self) -> bool:
-        return not self.fixed_reason and bool(self.producers)
-
-
-def _is_binary_input(layer) -> bool:
-    quantizer = getattr(layer, "input_quantizer", None)
-    return getattr(quantizer, "precision", None) == 1
+        return not self.fixed_reason and bool(self.filters)
 
 
 def _is_binary_conv(layer) -> bool:
-    kernel_q = getattr(layer, "kernel_quantizer", None)
-    return (isinstance(layer, layers.Conv2D) and _is_binary_input(layer)
-            and getattr(kernel_q, "precision", None) == 1)
+    q_in = getattr(getattr(layer, "input_quantizer", None), "precision", None)
+    q_k = getattr(getattr(layer, "kernel_quantizer", None), "precision", None)
+    return isinstance(layer, layers.Conv2D) and q_in == 1 and q_k == 1
 
 
 class ChannelGraph:
@@ -103,76 +95,79 @@ class ChannelGraph:
             raise ModelError(f"model {model.name!r} is a subclassed model; channel groups "
                              "need a Sequential or functional model")
         self.model = model
-        self._parent: list[int] = []
-        self._size: list[int] = []
-        self._fixed: dict[int, str] = {}
-        self._producer_of: dict[int, str] = {}
-        self.inputs: dict[str, tuple[Segment, ...]] = {}     # layer -> input layout
-        self.outputs: dict[str, tuple[Segment, ...]] = {}    # layer -> output layout
-        self._tensor_layout: dict[tuple, tuple[Segment, ...]] = {}
+        self._parent = np.zeros(0, np.int64)
+        self._fixed: dict[int, str] = {}              # element -> reason (resolved via roots)
+        self._made_by: list[tuple[str, int]] = []     # per space: (layer name, first element)
+        self.inputs: dict[str, np.ndarray] = {}       # layer -> input layout (element ids)
+        self.outputs: dict[str, np.ndarray] = {}      # layer -> output layout
+        self._tensor: dict[tuple, np.ndarray] = {}
+        self._producers: list[str] = []
         self._consumers: list[str] = []
         self._per_channel: list[str] = []
+        for t in model.inputs:
+            layer, node, index = t._keras_history
+            self._tensor[(layer.name, node, index)] = self._new_elements(int(t.shape[-1]),
+                                                                         "model input")
         for layer in model.layers:
-            self._visit(layer)
+            if not isinstance(layer, layers.InputLayer):
+                self._visit(layer)
         for t in model.outputs:
-            for seg in self._layout(t):
-                self._fix(seg.space, "reaches a model output")
-        self.groups = self._make_groups()
+            self._fix(self._layout(t), "reaches a model output")
+        self._build_groups()
 
     # ---------------------------------------------------------- union-find
-    def _new_space(self, size: int, fixed: str = "") -> int:
-        self._parent.append(len(self._parent))
-        self._size.append(size)
+    def _new_elements(self, n: int, fixed: str = "") -> np.ndarray:
+        start = len(self._parent)
+        self._parent = np.concatenate([self._parent, np.arange(start, start + n)])
+        elements = np.arange(start, start + n)
         if fixed:
-            self._fixed[len(self._parent) - 1] = fixed
-        return len(self._parent) - 1
+            self._fix(elements, fixed)
+        return elements
 
-    def root(self, space: int) -> int:
-        while self._parent[space] != space:
-            self._parent[space] = self._parent[self._parent[space]]
-            space = self._parent[space]
-        return space
+    def roots(self, elements: np.ndarray) -> np.ndarray:
+        r = np.asarray(elements)
+        while True:
+            nxt = self._parent[r]
+            if np.array_equal(nxt, r):
+                return r
+            r = nxt
 
-    def _union(self, a: int, b: int, layer) -> None:
-        ra, rb = self.root(a), self.root(b)
-        if ra == rb:
-            return
-        if self._size[ra] != self._size[rb]:
-            raise ModelError(f"layer {layer.name!r} ties channel sets of different sizes")
-        self._parent[rb] = ra
-        reason = self._fixed.pop(rb, "") or self._fixed.get(ra, "")
-        if reason:
-            self._fixed[ra] = reason
+    def _union(self, a: np.ndarray, b: np.ndarray) -> None:
+        for x, y in zip(self.roots(a), self.roots(b)):
+            x, y = self.roots(np.array([x, y]))
+            if x != y:
+                self._parent[y] = x
+                reason = self._fixed.pop(int(y), "")
+                if reason:
+                    self._fixed.setdefault(int(x), reason)
 
-    def _fix(self, space: int, reason: str) -> None:
-        self._fixed.setdefault(self.root(space), reason)
+    def _fix(self, elements: np.ndarray, reason: str) -> None:
+        for r in np.unique(self.roots(elements)):
+            self._fixed.setdefault(int(r), reason)
+
+    def _fixed_reason(self, element: int) -> str:
+        return self._fixed.get(int(self.roots(np.array([element]))[0]), "")
 
     # ---------------------------------------------------------- traversal
-    def _layout(self, tensor) -> tuple[Segment, ...]:
+    def _layout(self, tensor) -> np.ndarray:
         layer, node, index = tensor._keras_history
-        return self._tensor_layout[(layer.name, node, index)]
+        return self._tensor[(layer.name, node, index)]
 
     def _visit(self, layer) -> None:
         if isinstance(layer, tf.keras.Model):
             raise ModelError(f"layer {layer.name!r} is a nested model ({type(layer).__name__}); "
                              "build the model flat (functional) to prune it")
-        if isinstance(layer, layers.InputLayer):
-            size = int(layer.output.shape[-1])
-            self._set_output(layer, (Segment(self._new_space(size, "model input"), 0, size),))
-            return
         if len(layer._inbound_nodes) != 1:
-            raise ModelError(f"layer {layer.name!r} is called {len(layer._inbound_nodes)} times; "
-                             "shared layers cannot be pruned: give each call its own layer")
+            raise ModelError(
+                f"layer {layer.name!r} is called {len(layer._inbound_nodes)} times; shared "
+                "layers cannot be pruned: give each call its own layer")
         ins = [self._layout(t) for t in tf.nest.flatten(layer.input)]
-        self.inputs[layer.name] = ins[0] if len(ins) == 1 else tuple(s for l in ins for s in l)
+        self.inputs[layer.name] = np.concatenate(ins)
         out = self._output_layout(layer, ins)
-        self._set_output(layer, out)
+        self.outputs[layer.name] = out
+        self._tensor[(layer.name, 0, 0)] = out
 
-    def _set_output(self, layer, layout) -> None:
-        self.outputs[layer.name] = layout
-        self._tensor_layout[(layer.name, 0, 0)] = layout
-
-    def _output_layout(self, layer, ins):
+    def _output_layout(self, layer, ins) -> np.ndarray:
         if isinstance(layer, DEPTHWISE):
             if layer.depth_multiplier != 1:
                 raise ModelError(f"layer {layer.name!r}: depthwise convs with depth_multiplier "
@@ -182,98 +177,95 @@ class ChannelGraph:
         if isinstance(layer, PRODUCERS):
             if getattr(layer, "groups", 1) != 1:
                 raise ModelError(f"layer {layer.name!r}: grouped convolutions cannot be pruned")
-            size = int(layer.output.shape[-1])
-            space = self._new_space(size)
-            self._producer_of[space] = layer.name
+            self._producers.append(layer.name)
             self._consumers.append(layer.name)
-            return (Segment(space, 0, size),)
+            return self._new_elements(int(layer.output.shape[-1]))
         if isinstance(layer, PER_CHANNEL):
             if layer.axis not in ([-1], [len(layer.input.shape) - 1]):
                 raise ModelError(f"layer {layer.name!r}: BatchNormalization over axis "
                                  f"{layer.axis} cannot be pruned (only the channel axis)")
             self._per_channel.append(layer.name)
             return ins[0]
-        if isinstance(layer, layers.Activation) and layer.activation is tf.keras.activations.softmax \
+        if (isinstance(layer, layers.Activation) and layer.activation is tf.keras.activations.softmax) \
                 or isinstance(layer, layers.Softmax):
-            return self._mixing(layer, ins, "softmax mixes channels")
+            return self._mixing(layer, ins, "flows into a softmax, which mixes channels")
         if isinstance(layer, PASS_THROUGH):
             return ins[0]
         if isinstance(layer, ELEMENTWISE):
             return self._tie_all(layer, ins)
         if isinstance(layer, layers.Concatenate):
-            rank = len(layer.output.shape)
-            if layer.axis in (-1, rank - 1):
-                return tuple(s for l in ins for s in l)
-            return self._tie_all(layer, ins)      # concatenation along a spatial axis
+            if layer.axis in (-1, len(layer.output.shape) - 1):
+                return np.concatenate(ins)
+            return self._tie_all(layer, ins)   # along a spatial axis: channels are tied
         if isinstance(layer, layers.Flatten):
             pixels = int(np.prod(layer.input.shape[1:-1])) if len(layer.input.shape) > 2 else 1
-            return ins[0] * pixels
+            return np.tile(ins[0], pixels)
         if isinstance(layer, layers.Reshape):
             in_shape, out_shape = layer.input.shape, layer.output.shape
             if in_shape[-1] == out_shape[-1] and np.prod(in_shape[1:-1]) == np.prod(out_shape[1:-1]):
                 return ins[0]                                   # e.g. (1, 1, C) <-> (C,)
             if len(out_shape) == 2:                             # a flatten
-                return ins[0] * int(np.prod(in_shape[1:-1]))
-            return self._mixing(layer, ins, "reshape moves channels")
+                return np.tile(ins[0], int(np.prod(in_shape[1:-1])))
+            return self._mixing(layer, ins, "flows into a reshape that moves channels")
         return self._mixing(layer, ins, "", unknown=True)
 
-    def _tie_all(self, layer, ins):
-        """Element-wise ops: channel i of every input is the same channel."""
-        first = ins[0]
+    def _tie_all(self, layer, ins) -> np.ndarray:
         for other in ins[1:]:
-            if len(other) != len(first) or any(
-                    a.size != b.size or a.start or b.start
-                    or a.size != self._size[self.root(a.space)]
-                    or b.size != self._size[self.root(b.space)]
-                    for a, b in zip(first, other)):
+            if len(other) != len(ins[0]):
                 raise ModelError(f"layer {layer.name!r} ({type(layer).__name__}) combines "
-                                 "tensors whose channels come from concatenations with "
-                                 "different boundaries; this cannot be pruned")
-            for a, b in zip(first, other):
-                self._union(a.space, b.space, layer)
-        return first
+                                 f"tensors with {len(ins[0])} and {len(other)} channels")
+            self._union(ins[0], other)
+        return ins[0]
 
-    def _mixing(self, layer, ins, reason, unknown=False):
-        touched = [s for l in ins for s in l if self.root(s.space) not in self._fixed]
-        if unknown and touched:
+    def _mixing(self, layer, ins, reason, unknown=False) -> np.ndarray:
+        elements = np.concatenate(ins)
+        if unknown and any(not self._fixed_reason(e) for e in elements):
             raise ModelError(
                 f"layer {layer.name!r} ({type(layer).__name__}) is a layer type the channel "
-                "graph does not understand, and prunable channels flow into it. Supported: "
-                "conv/dense/depthwise (Keras and Larq), BatchNormalization, activations, "
-                "pooling, dropout, padding, Add/Multiply/..., Concatenate, Flatten, Reshape")
-        for seg in touched:
-            self._fix(seg.space, reason or f"flows into {type(layer).__name__}")
+                f"graph does not understand, and prunable channels flow into it. Supported: "
+                f"{SUPPORTED}")
+        self._fix(elements, reason)
         size = int(layer.output.shape[-1]) if layer.output.shape.rank else 1
-        return (Segment(self._new_space(size, "output of a channel-mixing layer"), 0, size),)
+        return self._new_elements(size, "output of a channel-mixing layer")
 
     # ---------------------------------------------------------- groups
-    def _make_groups(self) -> list[ChannelGroup]:
-        by_root: dict[int, ChannelGroup] = {}
-        for space in range(len(self._parent)):
-            r = self.root(space)
-            if r not in by_root:
-                by_root[r] = ChannelGroup(id=r, size=self._size[r],
-                                          fixed_reason=self._fixed.get(r, ""))
-            if space in self._producer_of:
-                by_root[r].producers.append(self._producer_of[space])
-        for name in self._consumers:
-            for r in dict.fromkeys(self.root(s.space) for s in self.inputs[name]):
-                by_root[r].consumers.append(name)
-        for name in self._per_channel:
-            for r in dict.fromkeys(self.root(s.space) for s in self.inputs[name]):
-                by_root[r].per_channel.append(name)
-        return sorted(by_root.values(), key=lambda g: g.id)
-
-    def group(self, group_id: int) -> ChannelGroup:
-        return next(g for g in self.groups if g.id == group_id)
-
-    def group_of(self, producer: str) -> ChannelGroup:
-        """The group whose channels are the filters of layer ``producer``."""
-        seg, = self.outputs[producer]
-        return self.group(self.root(seg.space))
+    def _build_groups(self) -> None:
+        n = len(self._parent)
+        self._root = self.roots(np.arange(n))
+        members: dict[int, dict[str, int]] = {}            # channel root -> {producer: filter}
+        for name in self._producers:
+            for f, r in enumerate(self._root[self.outputs[name]]):
+                if name in members.setdefault(int(r), {}):
+                    raise ModelError(f"two filters of layer {name!r} are tied to each other; "
+                                     "this graph cannot be pruned")
+                members[int(r)][name] = f
+        by_signature: dict[tuple, list[int]] = {}
+        for r in np.unique(self._root):
+            by_signature.setdefault(tuple(sorted(members.get(int(r), {}))), []).append(int(r))
+        self.groups: list[ChannelGroup] = []
+        self._group_of_root: dict[int, tuple[int, int]] = {}   # root -> (group id, position)
+        for signature, roots in sorted(by_signature.items(), key=lambda kv: min(kv[1])):
+            gid = len(self.groups)
+            group = ChannelGroup(id=gid, size=len(roots))
+            group.filters = {p: np.array([members[r][p] for r in roots]) for p in signature}
+            group.fixed_reason = next((self._fixed[r] for r in roots if r in self._fixed), "")
+            for pos, r in enumerate(roots):
+                self._group_of_root[r] = (gid, pos)
+            self.groups.append(group)
+        for attr, names in (("consumers", self._consumers), ("per_channel", self._per_channel)):
+            for name in names:
+                for gid in dict.fromkeys(self._group_of_root[int(r)][0]
+                                         for r in self._root[self.inputs[name]]):
+                    getattr(self.groups[gid], attr).append(name)
 
     def prunable_groups(self) -> list[ChannelGroup]:
         return [g for g in self.groups if g.prunable]
+
+    def groups_of(self, producer: str) -> list[ChannelGroup]:
+        """The groups holding filters of layer ``producer``."""
+        if producer not in self._producers:
+            raise ModelError(f"no conv/dense layer named {producer!r} in the model")
+        return [g for g in self.groups if producer in g.filters]
 
     def binary_consumers(self, group: ChannelGroup) -> bool:
         """True if a binary convolution reads these channels (LCE packs them in 32s)."""
@@ -284,35 +276,39 @@ class ChannelGraph:
         return any(_is_binary_conv(self.model.get_layer(n)) for n in group.producers)
 
     # ---------------------------------------------------------- masks <-> keep
-    def keep_indices(self, layout, keep: dict[int, np.ndarray]) -> np.ndarray:
-        """Positions along a tensor's channel axis kept under ``keep`` (group id -> bool)."""
-        out, offset = [], 0
-        for seg in layout:
-            k = keep.get(self.root(seg.space))
-            idx = np.arange(seg.size) if k is None else np.flatnonzero(k[seg.start:seg.stop])
-            out.append(idx + offset)
-            offset += seg.size
-        return np.concatenate(out) if out else np.zeros(0, int)
+    def _position(self, layout: np.ndarray):
+        gp = np.array([self._group_of_root[int(r)] for r in self._root[layout]]).reshape(-1, 2)
+        return gp[:, 0], gp[:, 1]
 
-    def layout_mask(self, layout, keep: dict[int, np.ndarray]) -> np.ndarray:
-        """0/1 vector over a tensor's channel axis (1 = kept)."""
-        mask = np.zeros(sum(s.size for s in layout), np.float32)
-        mask[self.keep_indices(layout, keep)] = 1.0
-        return mask
+    def layout_mask(self, layout: np.ndarray, keep: dict[int, np.ndarray]) -> np.ndarray:
+        """0/1 vector over a tensor's channel axis under ``keep`` (group id -> bool per channel)."""
+        gids, pos = self._position(layout)
+        out = np.ones(len(layout), np.float32)
+        for gid in np.unique(gids):
+            if int(gid) in keep:
+                sel = gids == gid
+                out[sel] = keep[int(gid)][pos[sel]]
+        return out
+
+    def keep_indices(self, layout: np.ndarray, keep: dict[int, np.ndarray]) -> np.ndarray:
+        """Positions along a tensor's channel axis that ``keep`` keeps."""
+        return np.flatnonzero(self.layout_mask(layout, keep))
 
     def apply_masks(self, model: tf.keras.Model, keep: dict[int, np.ndarray]) -> None:
-        """Set channel and input masks of ``model``'s masked layers from group keeps.
+        """Set channel and input-channel masks of ``model``'s masked layers.
 
-        ``keep`` maps a group id to a bool vector of its channels (True = kept);
-        groups not in ``keep`` are left fully kept. Weight masks are untouched.
+        ``keep`` maps a group id to a bool vector over its channels (True =
+        kept); groups not in ``keep`` are fully kept. Weight masks are untouched.
         """
-        for group_id, k in keep.items():
-            group = self.group(group_id)
-            if not k.any():
-                raise ModelError(f"group of {group.producers} would lose all its channels")
+        for gid, k in keep.items():
+            group = self.groups[gid]
+            if len(k) != group.size:
+                raise ModelError(f"keep for group {gid} has {len(k)} entries, expected {group.size}")
             if not k.all() and not group.prunable:
                 raise ModelError(f"channels of {group.producers or group.consumers} cannot be "
                                  f"pruned: {group.fixed_reason}")
+            if not k.any():
+                raise ModelError(f"group of {group.producers} would lose all its channels")
         for layer in model.layers:
             if not masks.is_masked(layer):
                 continue
@@ -328,29 +324,22 @@ class ChannelGraph:
         """The channels each group keeps in a masked ``model``: those some consumer reads.
 
         Raises:
-            ModelError: a producer masks a channel that a consumer still reads
+            ModelError: a producer masks a filter that a consumer still reads
                 (masks set by hand on one layer of a group only).
         """
-        keep: dict[int, np.ndarray] = {}
-        for g in self.groups:
-            keep[g.id] = np.zeros(g.size, bool) if g.prunable else np.ones(g.size, bool)
+        keep = {g.id: np.ones(g.size, bool) if not g.prunable or not g.consumers
+                else np.zeros(g.size, bool) for g in self.groups}
         for layer in model.layers:
-            if layer.name not in self.inputs or not masks.is_masked(layer) \
-                    or not isinstance(layer, PRODUCERS + DEPTHWISE):
+            if not masks.is_masked(layer) or not isinstance(layer, PRODUCERS + DEPTHWISE):
                 continue
             used = layer.input_channel_mask.numpy() > 0
-            offset = 0
-            for seg in self.inputs[layer.name]:
-                keep[self.root(seg.space)][seg.start:seg.stop] |= used[offset:offset + seg.size]
-                offset += seg.size
-        for g in self.groups:   # a group nobody reads (dead branch) stays whole
-            if g.prunable and not g.consumers:
-                keep[g.id][:] = True
+            gids, pos = self._position(self.inputs[layer.name])
+            for gid, p, u in zip(gids, pos, used):
+                keep[int(gid)][p] |= u
         for layer in model.layers:
             if masks.is_masked(layer) and isinstance(layer, PRODUCERS):
-                seg, = self.outputs[layer.name]
-                k = keep[self.root(seg.space)][seg.start:seg.stop]
-                dropped = np.flatnonzero(k & (layer.channel_mask.numpy() == 0))
+                kept = self.layout_mask(self.outputs[layer.name], keep) > 0
+                dropped = np.flatnonzero(kept & (layer.channel_mask.numpy() == 0))
                 if dropped.size:
                     raise ModelError(
                         f"layer {layer.name!r} masks filters {dropped[:5].tolist()} that other "

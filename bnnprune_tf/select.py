@@ -69,7 +69,7 @@ def get_criterion(criterion: str | Criterion, seed: int = 0) -> Criterion:
 
 
 def group_scores(graph: ChannelGraph, model, criterion: Criterion) -> dict[int, np.ndarray]:
-    """Score per channel of every prunable group: the sum over its producers.
+    """Score per channel of every prunable group: the sum of its producers' filter scores.
 
     Channels already pruned (no consumer reads them) score ``-inf``, so
     pruning again with a larger target never brings them back.
@@ -78,12 +78,14 @@ def group_scores(graph: ChannelGraph, model, criterion: Criterion) -> dict[int, 
     scores = {}
     for g in graph.prunable_groups():
         total = np.zeros(g.size)
-        for name in g.producers:
-            s = np.asarray(criterion(model.get_layer(name)), dtype=np.float64)
-            if s.shape != (g.size,):
+        for name, filters in g.filters.items():
+            layer = model.get_layer(name)
+            s = np.asarray(criterion(layer), dtype=np.float64)
+            n = int(layer.output.shape[-1])
+            if s.shape != (n,):
                 raise ModelError(f"criterion returned shape {s.shape} for layer {name!r}, "
-                                 f"expected ({g.size},)")
-            total += s
+                                 f"expected ({n},)")
+            total += s[filters]
         if g.id in kept:
             total[~kept[g.id]] = -np.inf
         scores[g.id] = total
@@ -136,22 +138,24 @@ def select(graph: ChannelGraph, scores: dict[int, np.ndarray], ratio: float | No
     targets: dict[int, float] = {}
     if named is not None:
         for name, value in named.items():
-            if name not in graph.outputs:
-                raise ModelError(f"no layer named {name!r} in the model")
-            group = graph.group_of(name)
-            if not group.prunable:
-                raise ModelError(f"layer {name!r} cannot be pruned: {group.fixed_reason or 'no filters'}")
-            keep = (1.0 - value) * group.size if ratios is not None else float(value)
-            if ratios is not None and not 0.0 <= value < 1.0:
-                raise ModelError(f"ratio for {name!r} must be in [0, 1), got {value}")
-            if widths is not None and not 1 <= value <= group.size:
-                raise ModelError(f"width for {name!r} must be in [1, {group.size}], got {value}")
-            targets[group.id] = min(targets.get(group.id, np.inf), keep)
+            groups = graph.groups_of(name)
+            if widths is not None and len(groups) != 1:
+                raise ModelError(f"layer {name!r} spans {len(groups)} channel groups (its outputs "
+                                 "are added to a concatenation); give it a ratio, not a width")
+            for group in groups:
+                if not group.prunable:
+                    raise ModelError(f"layer {name!r} cannot be pruned: {group.fixed_reason}")
+                if ratios is not None and not 0.0 <= value < 1.0:
+                    raise ModelError(f"ratio for {name!r} must be in [0, 1), got {value}")
+                if widths is not None and not 1 <= value <= group.size:
+                    raise ModelError(f"width for {name!r} must be in [1, {group.size}], got {value}")
+                keep = (1.0 - value) * group.size if ratios is not None else float(value)
+                targets[group.id] = min(targets.get(group.id, np.inf), keep)
     else:
         targets = {g.id: (1.0 - ratio) * g.size for g in graph.prunable_groups()}
     keep_masks = {}
     for group_id, target in targets.items():
-        group = graph.group(group_id)
+        group = graph.groups[group_id]
         n = kept_count(group.size, target, _round_to(graph, group, round_to))
         s = scores[group_id]
         n = min(n, max(1, int(np.isfinite(s).sum())))
