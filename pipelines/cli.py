@@ -5,6 +5,8 @@ Examples::
     bnnprune run pipelines/mnist_bnn.yaml            # whole recipe, resumable
     bnnprune train --data mnist5k --model mnist_bnn --epochs 5 --out model.keras
     bnnprune profile model.keras                     # or a reference model name
+    bnnprune convert model.keras --out model.tflite --data mnist5k
+    bnnprune bench model.tflite --vs pruned.tflite   # or --device ssh://pi@host
 """
 
 from __future__ import annotations
@@ -64,6 +66,85 @@ def _profile(args):
     print(json.dumps(cost.to_dict(), indent=2) if args.json else cost.to_markdown())
 
 
+def _convert(args):
+    import tensorflow as tf
+
+    from bnnprune_tf import data, files
+    from bnnprune_tf.errors import ConversionError
+    from converters import lce, lint
+
+    try:
+        model = tf.keras.models.load_model(args.model, compile=False)
+    except (OSError, ValueError) as e:
+        raise ConversionError(f"cannot load {args.model}: {e}. Pass a .keras/.h5 file") from e
+    if args.to != "lce":
+        return _convert_tflm(model, args)
+    findings = lint.lint(model)
+    flatbuffer = lce.convert(model, target=args.target)
+    files.write_bytes(args.out, flatbuffer)
+    print(lint.to_markdown(findings) + "\n\n" + lce.inspect(flatbuffer).to_markdown())
+    if args.data:
+        x, y = data.load(args.data, seed=args.seed).arrays(args.split, limit=args.limit)
+        print(lce.verify(model, flatbuffer, x, y))
+    print(f"saved {args.out}")
+
+
+def _convert_tflm(model, args):
+    """``--to tflm``: exact int8 .tflite for stock TFLM; ``tflm-c``: plus model_data.h/.cc."""
+    from pathlib import Path
+
+    from bnnprune_tf import data, files
+    from bnnprune_tf.errors import ConversionError
+    from converters import tflm
+
+    samples = None
+    if args.data:
+        samples, _ = data.load(args.data, seed=args.seed).arrays(args.split, limit=args.limit or 200)
+    if args.to == "tflm-c":
+        if samples is None:
+            raise ConversionError("--to tflm-c needs --data (e.g. mnist5k): its samples set the "
+                                  "output scale, measure the arena and become test vectors")
+        out = Path(args.out)
+        report = tflm.write_c_source(model, samples, out.parent, tflite_name=out.name)
+    else:
+        flatbuffer = tflm.to_tflm(model, calibration=samples)
+        files.write_bytes(args.out, flatbuffer)
+        report = tflm.verify_tflm(model, flatbuffer, samples) if samples is not None else {
+            "model_bytes": len(flatbuffer), "ops": tflm.ops(flatbuffer)}
+    print(json.dumps(report, indent=2))
+    print(f"saved {args.out}")
+
+
+def _bench(args):
+    from bnnprune_tf.errors import BenchmarkError
+    from converters import bench
+
+    if args.vs == args.model:
+        raise BenchmarkError("--vs names the same file as MODEL: pass a different .tflite")
+    models = {path: path for path in [args.model] + ([args.vs] if args.vs else [])}
+    kernels = args.kernel or list(bench.KERNELS)
+    if args.device:
+        results = bench.bench_device(models, args.device, kernels, args.runs, args.warmup,
+                                     args.threads, args.profile, args.xnnpack, args.binary,
+                                     args.remote_dir)
+    else:
+        results = bench.bench_host(models, kernels, args.runs, args.warmup, args.threads)
+    ratios = {k: bench.ratio(bench.find(results, args.model, k), bench.find(results, args.vs, k))
+              for k in kernels} if args.vs else {}
+    if args.json:
+        print(json.dumps({"results": [r.to_dict() for r in results],
+                          "time_ratio_model_over_vs": ratios}, indent=2))
+        return
+    print(bench.to_markdown(results))
+    for kernel, rel in ratios.items():
+        print(f"{kernel}: time {args.model} / {args.vs} = {rel['ratio']:.3f} ({rel['method']})")
+    for r in results:
+        if r.ops:
+            print("\n" + bench.ops_to_markdown(r))
+    if not args.device:
+        print("(host: LCE interpreter with x86 portable kernels; compare ratios, not times)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bnnprune",
@@ -103,6 +184,42 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--width", type=float, default=1.0)
     pr.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     pr.set_defaults(fn=_profile)
+
+    c = sub.add_parser("convert", help="convert a saved model with LCE (lint, inspect, verify)",
+                       description="Convert a .keras model to an LCE .tflite file; print lint "
+                                   "findings and the op histogram, optionally verify vs Keras.")
+    c.add_argument("model", help="a .keras/.h5 file")
+    c.add_argument("--out", default="model.tflite", help="output file (default model.tflite)")
+    c.add_argument("--target", default="arm", choices=["arm", "xcore"])
+    c.add_argument("--to", default="lce", choices=["lce", "tflm", "tflm-c"],
+                   help="lce (default); tflm: exact int8 .tflite for stock TensorFlow Lite "
+                        "Micro; tflm-c: that plus model_data.h/.cc for firmware/tflm, written "
+                        "beside --out (needs --data)")
+    c.add_argument("--data", help="verify against Keras on this dataset (e.g. mnist5k)")
+    c.add_argument("--split", default="test", choices=["train", "val", "test"])
+    c.add_argument("--limit", type=int, help="verify on at most this many samples")
+    c.add_argument("--seed", type=int, default=0, help="seed of the dataset split")
+    c.set_defaults(fn=_convert)
+
+    b = sub.add_parser("bench", help="latency of a .tflite model (host or device)",
+                       description="Time an LCE model: on this host with the LCE interpreter "
+                                   "(both bconv kernels, interleaved), or on a device with "
+                                   "lce_benchmark_model over ssh or adb.")
+    b.add_argument("model", help="a .tflite file")
+    b.add_argument("--vs", metavar="OTHER", help="a second .tflite, timed alternately; "
+                                                 "prints the time ratio MODEL / OTHER")
+    b.add_argument("--device", help="ssh://user@host[:port], adb or adb:SERIAL (default: host)")
+    b.add_argument("--binary", help="lce_benchmark_model path on the device")
+    b.add_argument("--remote-dir", help="device folder the models are copied to")
+    b.add_argument("--kernel", action="append", choices=["default", "indirect_bgemm"],
+                   help="bconv kernel (repeatable; default both)")
+    b.add_argument("--runs", type=int, default=50)
+    b.add_argument("--warmup", type=int, default=5)
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--profile", action="store_true", help="per-op profile (device only)")
+    b.add_argument("--xnnpack", action="store_true", help="--use_xnnpack=true on the device")
+    b.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    b.set_defaults(fn=_bench)
     return p
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from bnnprune_tf import files, models, profile, training
 from pipelines import report as report_lib
@@ -97,6 +97,108 @@ def evaluate(run, params):
     results = {split: training.evaluate(model, run.dataset, split) for split in params.splits}
     return {"metrics": results,
             "markdown": "### Evaluation\n\n" + report_lib.metrics_table(results)}
+
+
+class ConvertParams(NoParams):
+    target: Literal["arm", "xcore", "tflm"] = "arm"   # tflm: exact int8 for stock TFLM
+    split: Literal["train", "val", "test"] = "test"
+    atol: float = Field(1e-3, ge=0)
+    min_agreement: float = Field(1.0, ge=0, le=1)
+
+
+def _convert_tflm(run, params):
+    """Exact int8 TFLM export in ``tflm/``, verified in tflite-micro and tf.lite on a split."""
+    from converters import tflm
+
+    x, _ = run.dataset.arrays(params.split)
+    report = tflm.write_c_source(run.load_model(), x, run.dir / "tflm",
+                                 tflite_name="model_tflm.tflite")
+    metrics = {k: v for k, v in report.items() if k != "files"}
+    return {
+        "outputs": {"tflite": "tflm/model_tflm.tflite", "tflm_c": "tflm/model_data.cc"},
+        "metrics": {"tflm": {"split": params.split, **metrics}},
+        "markdown": "\n\n".join([
+            "### Exact int8 export for TensorFlow Lite Micro: `tflm/model_tflm.tflite`",
+            f"Ops: {', '.join(report['ops'])}; {report['model_bytes']} bytes; TFLM arena "
+            f"{report['arena_bytes']} bytes. Model data for `firmware/tflm`: `tflm/model_data.h/.cc`.",
+            f"On the {params.split} split:\n\n" + report_lib.metrics_table({params.split: {
+                k: metrics[k] for k in ("bit_exact", "tflite_bit_exact", "argmax_agreement",
+                                        "integer_argmax_agreement")}}),
+        ]),
+    }
+
+
+@stage("convert", ConvertParams)
+def convert(run, params):
+    """Lint, convert with LCE (model.tflite), verify against Keras on a split, inspect.
+    ``target: tflm`` writes the exact int8 TFLM export instead."""
+    from converters import lce, lint
+
+    if params.target == "tflm":
+        return _convert_tflm(run, params)
+    model = run.load_model()
+    findings = lint.lint(model)
+    flatbuffer = lce.convert(model, target=params.target)
+    files.write_bytes(run.dir / "model.tflite", flatbuffer)
+    x, y = run.dataset.arrays(params.split)
+    check = lce.verify(model, flatbuffer, x, y, atol=params.atol,
+                       min_agreement=params.min_agreement)
+    info = lce.inspect(flatbuffer)
+    expected = len(lint.binary_conv_layers(model, findings))
+    bconvs = info.ops.get(lce.BINARY_CONV, 0)
+    return {
+        "outputs": {"tflite": "model.tflite"},
+        "metrics": {"verify": {"split": params.split, **check.to_dict()},
+                    "inspect": info.to_dict(),
+                    "binary_convs": {"expected": expected, "LceBconv2d": bconvs},
+                    "lint": [f.to_dict() for f in findings]},
+        "markdown": "\n\n".join([
+            f"### LCE conversion (target {params.target}): `model.tflite`",
+            f"Binary convolutions: {bconvs} `LceBconv2d` of {expected} expected by lint.",
+            info.to_markdown(),
+            f"Keras vs LCE on the {params.split} split:\n\n" + report_lib.metrics_table(
+                {params.split: {k: v for k, v in check.to_dict().items() if v is not None}}),
+            "#### Lint\n\n" + lint.to_markdown(findings),
+        ]),
+    }
+
+
+class BenchmarkParams(NoParams):
+    runs: int = Field(50, ge=1)
+    warmup: int = Field(5, ge=0)
+    threads: int = Field(1, ge=1)
+    kernels: list[Literal["default", "indirect_bgemm"]] = ["default", "indirect_bgemm"]
+    device: str | None = None          # ssh://user@host or adb[:serial]; None = this host
+    binary: str | None = None          # lce_benchmark_model path on the device
+    profile: bool = False              # per-op profile (device only)
+
+
+@stage("benchmark", BenchmarkParams)
+def benchmark(run, params):
+    """Latency of the latest model.tflite: LCE interpreter here, or lce_benchmark_model."""
+    from converters import bench
+
+    path = run.latest_output("tflite")
+    name = path.stem
+    if params.device:
+        results = bench.bench_device({name: path}, params.device, params.kernels, params.runs,
+                                     params.warmup, params.threads, params.profile,
+                                     binary=params.binary)
+        note = f"`lce_benchmark_model` on `{params.device}`."
+    else:
+        results = bench.bench_host({name: path}, params.kernels, params.runs, params.warmup,
+                                   params.threads, seed=run.recipe.seed)
+        note = ("LCE Python interpreter on this host, kernels interleaved in one run. x86 runs "
+                "portable C++ bconv kernels, not ARM's: use these numbers as ratios only.")
+    metrics = {r.kernel: r.to_dict() for r in results}
+    lines = [f"### Latency of `{path.name}`", note, bench.to_markdown(results)]
+    lines += [bench.ops_to_markdown(r) for r in results if r.ops]
+    if len(results) == 2:
+        rel = bench.ratio(results[1], results[0])
+        metrics["ratio"] = {"of": f"{results[1].kernel} / {results[0].kernel}", **rel}
+        lines.append(f"Time ratio {results[1].kernel} / {results[0].kernel}: "
+                     f"{rel['ratio']:.3f} ({rel['method']}).")
+    return {"metrics": metrics, "markdown": "\n\n".join(lines)}
 
 
 @stage("report")

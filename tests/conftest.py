@@ -36,6 +36,19 @@ def mnist_small():
     return data.load("mnist5k", seed=0, limit=600)
 
 
+def require_tools(*names) -> None:
+    """Skip (with the fix) when the Cortex-M toolchain or QEMU is missing, fail in CI."""
+    import shutil
+
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        msg = (f"{', '.join(missing)} missing: sudo apt-get install --no-install-recommends "
+               "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm")
+        if os.environ.get("BNNPRUNE_REQUIRE_DATA") or os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
 def require_data(path) -> None:
     """Skip (with the fix) when optional system data is missing, fail in CI."""
     if not os.path.exists(path):

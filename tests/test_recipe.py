@@ -15,7 +15,8 @@ def base(**over):
 def test_the_shipped_recipe_validates():
     recipe = load_recipe("pipelines/mnist_bnn.yaml")
     assert recipe.data.name == "mnist5k" and recipe.model.name == "mnist_bnn"
-    assert [s.name for s in recipe.stages] == ["train", "evaluate", "report"]
+    assert [s.name for s in recipe.stages][:2] == ["train", "evaluate"]
+    assert [s.name for s in recipe.stages][-1] == "report"
     assert recipe.stages[1].params == {"splits": ["val", "test"]}
 
 

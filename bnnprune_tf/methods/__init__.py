@@ -1,0 +1,4 @@
+"""Published BNN pruning methods, one module each; they only score and choose.
+
+- :mod:`bnnprune_tf.methods.flip_frequency`: weight flipping frequency (Li & Ren, ISQED 2020).
+"""

@@ -1,0 +1,322 @@
+"""Model data for the project's own C runtime (``firmware/``): packed weights, thresholds.
+
+From :func:`converters.fold.fold` this writes ``model_data.h``/``model_data.c``:
+
+- one ``bnn_layer`` descriptor per layer (``firmware/src/bnn.h``);
+- the first conv's weights as int8 OHWI in {-1, 0, +1} (it reads the int8 input
+  ``pixel - 128``, see ``converters.fold.INPUT_SCALE``);
+- binary weights bit-packed as LCE packs them: OHWI, input channels in 32-bit
+  words, bit ``c % 32`` of word ``c // 32`` is 1 for -1, padding bits 0;
+- ternary layers (zeros from unstructured pruning) as a stream of slots, one per
+  (tap, 32 input channels) of each filter (:func:`ternary_stream`): a slot with
+  no nonzero weight costs 2 bits and no time, one without zeros stores its sign
+  word, and only a slot with some zeros adds a mask word. So pruned words save
+  flash and instructions, and weights pruned in runs of 32 input channels save
+  them in proportion;
+- per-channel int32 thresholds (output +1 iff ``S >= t``) and, for the last conv,
+  float32 ``scale``/``offset`` so that ``logit = scale * S + offset``;
+- test vectors: int8 inputs and the exact int32 sums ``S`` of the last conv, from
+  the numpy integer reference (which equals Keras up to float rounding).
+
+The arena (two ping-pong halves of packed activations) is sized here, so the
+firmware needs no dynamic allocation.
+
+Example::
+
+    import bnnprune_tf
+    from bnnprune_tf import data, models
+    from converters import c_export
+
+    model = models.build("mnist_bnn", (28, 28, 1), width=0.25)
+    x, _ = data.load("mnist5k").arrays("test", limit=4)
+    info = c_export.write(model, "firmware/build/model", samples=x)
+    print(info["arena_bytes"], info["weight_bytes"])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from bnnprune_tf import files, masks
+from bnnprune_tf import shrink as shrink_lib
+from bnnprune_tf.errors import ConversionError
+from bnnprune_tf.graph import ChannelGraph
+from converters import fold as fold_lib
+
+OPS = {"first": "BNN_CONV_FIRST", "binary": "BNN_BCONV", "pool": "BNN_MAXPOOL",
+       "output": "BNN_OUTPUT_CONV"}
+
+
+def words(channels: int) -> int:
+    """32-bit words per pixel of ``channels`` packed channels."""
+    return -(-channels // 32)
+
+
+def pack_bits(signs: np.ndarray) -> np.ndarray:
+    """Pack the last axis (values +-1; 0 counts as +1) into uint32 words, LCE-style:
+    bit ``c % 32`` of word ``c // 32`` is 1 where the value is -1.
+
+    Example::
+
+        pack_bits(np.array([-1, 1, -1]))   # -> array([5], dtype=uint32)
+    """
+    signs = np.asarray(signs)
+    c = signs.shape[-1]
+    bits = np.zeros((*signs.shape[:-1], words(c) * 32), np.uint64)
+    bits[..., :c] = signs < 0
+    bits = bits.reshape(*signs.shape[:-1], words(c), 32)
+    return (bits << np.arange(32, dtype=np.uint64)).sum(axis=-1).astype(np.uint32)
+
+
+def ternary_stream(weights: np.ndarray) -> dict[str, np.ndarray]:
+    """A ternary OHWI kernel (values -1, 0, +1) in the C runtime's slot format.
+
+    Each filter is a run of ``kh * kw * words(Cin)`` slots; ``classes`` holds
+    their 2-bit classes, 16 per uint32 word, ``ceil(slots / 16)`` words per filter:
+    0 = all weights zero (nothing stored), 1 = none zero (the LCE-packed sign
+    word), 2 = some zero (the sign word, then a word with 1 where nonzero).
+    ``stream`` concatenates the filters' words, filter ``o`` from ``starts[o]``;
+    ``nonzeros[o]`` counts its nonzero weights.
+
+    Example::
+
+        t = ternary_stream(np.array([[[[1, 0, -1]]], [[[0, 0, 0]]]]))
+        t["classes"], t["stream"], t["nonzeros"]   # -> [2, 0], [4, 5], [2, 0]
+    """
+    weights = np.asarray(weights)
+    if weights.ndim != 4 or not np.isin(weights, (-1, 0, 1)).all():
+        raise ConversionError(f"ternary weights must be OHWI with values -1, 0, +1; got shape "
+                              f"{weights.shape}")
+    o, kh, kw, cin = weights.shape
+    signs = pack_bits(weights).reshape(o, -1)
+    nonzero = pack_bits(np.where(weights != 0, -1, 1)).reshape(o, -1)
+    full = np.tile(pack_bits(-np.ones(cin)), kh * kw)
+    kind = np.where(nonzero == 0, 0, np.where(nonzero == full, 1, 2)).astype(np.uint64)
+    per_filter = -(-kind.shape[1] // 16)
+    padded = np.zeros((o, per_filter * 16), np.uint64)
+    padded[:, :kind.shape[1]] = kind
+    classes = (padded.reshape(o, per_filter, 16) << (2 * np.arange(16, dtype=np.uint64))).sum(-1)
+    stream, starts = [], []
+    for f in range(o):
+        starts.append(len(stream))
+        for k, w, m in zip(kind[f], signs[f], nonzero[f]):
+            stream += [w, m][:int(k)]
+    return {"classes": classes.astype(np.uint32).reshape(-1),
+            "stream": np.asarray(stream, np.uint32), "starts": np.asarray(starts, np.uint32),
+            "nonzeros": (weights != 0).reshape(o, -1).sum(1).astype(np.int32)}
+
+
+def _array(ctype: str, name: str, values, per_line: int = 12) -> list[str]:
+    flat = np.asarray(values).reshape(-1)
+    if ctype == "float":
+        items = [f"{float(np.float32(v))!r}f" for v in flat]
+    elif ctype == "uint32_t":
+        items = [f"0x{int(v):08x}u" for v in flat]
+    else:
+        items = [str(int(v)) for v in flat]
+    lines = [f"static const {ctype} {name}[{max(len(items), 1)}] = {{"]
+    lines += ["  " + ", ".join(items[i:i + per_line]) + "," for i in range(0, len(items), per_line)]
+    return lines + ([] if items else ["  0"]) + ["};"]
+
+
+def plan(folded: fold_lib.Folded) -> list[dict]:
+    """Layer descriptors (shapes, padding, kind) the C runtime executes, in order.
+
+    Raises:
+        ConversionError: a layer arrangement the C runtime does not run.
+    """
+    shape = tuple(folded.input_shape)
+    out = []
+    for i, layer in enumerate(folded.layers):
+        if isinstance(layer, fold_lib.Reshape):
+            if any(isinstance(l, fold_lib.Conv) for l in folded.layers[:i]):
+                raise ConversionError(
+                    f"layer {layer.name!r}: a reshape between binary layers changes the bit "
+                    "packing; the C runtime supports reshapes only before the first conv")
+            shape = layer.shape if len(layer.shape) == 3 else (1, 1, int(np.prod(layer.shape)))
+            continue
+        if len(shape) != 3:
+            shape = (1, 1, int(np.prod(shape)))
+        h, w, c = shape
+        if isinstance(layer, fold_lib.MaxPool):
+            (kh, kw), (sh, sw) = layer.pool_size, layer.strides
+        else:
+            (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
+        if layer.padding == "same":
+            top, left = fold_lib.same_padding(h, kh, sh)[0], fold_lib.same_padding(w, kw, sw)[0]
+            ho, wo = -(-h // sh), -(-w // sw)
+        else:
+            top = left = 0
+            ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+        if isinstance(layer, fold_lib.MaxPool):
+            kind, cout = "pool", c
+        elif isinstance(layer, fold_lib.OutputConv):
+            if layer.input_scale != 1.0:
+                raise ConversionError(f"layer {layer.name!r}: the C runtime needs at least one "
+                                      "binary layer before the last conv")
+            kind, cout = "output", layer.weights.shape[0]
+        else:
+            kind, cout = ("first" if layer.input_scale != 1.0 else "binary"), layer.weights.shape[0]
+        out.append(dict(layer=layer, kind=kind, in_shape=(h, w, c), out_shape=(ho, wo, cout),
+                        kernel=(kh, kw), strides=(sh, sw), pad=(top, left),
+                        pad_value=getattr(layer, "pad_value", 0)))
+        shape = (ho, wo, cout)
+    if out[0]["kind"] != "first" or out[-1]["kind"] != "output":
+        raise ConversionError("the C runtime runs models that start with a conv on the real "
+                              "input and end in a conv with real outputs")
+    return out
+
+
+def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
+           labels: np.ndarray | None = None) -> tuple[str, str, dict]:
+    """``(model_data.h, model_data.c, info)`` for ``folded``; ``info`` has the sizes.
+
+    Example::
+
+        header, source, info = render(fold_lib.fold(model), codes[:4])
+    """
+    steps = plan(folded)
+    tests = np.zeros((0, *folded.input_shape), np.int8) if test_inputs is None else \
+        np.asarray(test_inputs, np.int8)
+    body = ["/* Generated by converters.c_export; do not edit. */", '#include "model_data.h"', ""]
+    descriptors, weight_bytes, max_words = [], 0, 0
+    for i, step in enumerate(steps):
+        layer, kind = step["layer"], step["kind"]
+        (h, w, c), (ho, wo, cout) = step["in_shape"], step["out_shape"]
+        fields = dict(op=OPS[kind], in_h=h, in_w=w, in_c=c, out_h=ho, out_w=wo, out_c=cout,
+                      k_h=step["kernel"][0], k_w=step["kernel"][1], stride_h=step["strides"][0],
+                      stride_w=step["strides"][1], pad_top=step["pad"][0], pad_left=step["pad"][1],
+                      pad_value=step["pad_value"], weights="0", classes="0", starts="0",
+                      nonzeros="0", thresholds="0", scale="0", offset="0")
+        if kind != "output":
+            max_words = max(max_words, ho * wo * words(cout))
+        if kind == "first":
+            body += _array("int8_t", f"w{i}", layer.weights)
+            fields["weights"] = f"w{i}"
+            weight_bytes += layer.weights.size
+        elif kind in ("binary", "output") and (layer.weights == 0).any():
+            t = ternary_stream(layer.weights)
+            for prefix, ctype, key in (("w", "uint32_t", "stream"), ("c", "uint32_t", "classes"),
+                                       ("b", "uint32_t", "starts"), ("n", "int32_t", "nonzeros")):
+                body += _array(ctype, f"{prefix}{i}", t[key])
+                weight_bytes += 4 * t[key].size
+            fields.update(weights=f"w{i}", classes=f"c{i}", starts=f"b{i}", nonzeros=f"n{i}")
+        elif kind in ("binary", "output"):
+            body += _array("uint32_t", f"w{i}", pack_bits(layer.weights))
+            fields["weights"] = f"w{i}"
+            weight_bytes += 4 * pack_bits(layer.weights).size
+        if kind in ("first", "binary"):
+            body += _array("int32_t", f"t{i}", layer.thresholds)
+            fields["thresholds"] = f"t{i}"
+            weight_bytes += 4 * cout
+        if kind == "output":
+            body += _array("float", f"s{i}", layer.scale) + _array("float", f"o{i}", layer.offset)
+            fields["scale"], fields["offset"] = f"s{i}", f"o{i}"
+            weight_bytes += 8 * cout
+        descriptors.append("  {" + ", ".join(f".{k} = {v}" for k, v in fields.items()) + "},")
+        body.append("")
+    classes = int(np.prod(steps[-1]["out_shape"]))
+    size = int(np.prod(folded.input_shape))
+    sums = folded.output.sums(folded.hidden(tests)).reshape(len(tests), -1) if len(tests) else \
+        np.zeros((0, classes), np.int64)
+    body += ["static const bnn_layer layers[] = {", *descriptors, "};", "",
+             f"const bnn_model bnn_model_data = {{.num_layers = {len(steps)}, .layers = layers, "
+             f".input_size = {size}, .num_classes = {classes}, .half_words = {max_words}}};", ""]
+    test_rows = tests.reshape(len(tests), -1) if len(tests) else np.zeros((1, size), np.int8)
+    sum_rows = sums if len(tests) else np.zeros((1, classes), np.int64)
+    body += [f"const int8_t bnn_test_inputs[{len(test_rows)}][{size}] = {{",
+             *["  {" + ", ".join(str(int(v)) for v in row) + "}," for row in test_rows], "};",
+             f"const int32_t bnn_test_sums[{len(sum_rows)}][{classes}] = {{",
+             *["  {" + ", ".join(str(int(v)) for v in row) + "}," for row in sum_rows], "};"]
+    label_rows = np.asarray(labels if labels is not None and len(tests) else
+                            np.full(max(len(tests), 1), -1), np.int64)
+    body += [f"const int16_t bnn_test_labels[{len(label_rows)}] = {{"
+             + ", ".join(str(int(v)) for v in label_rows) + "};"]
+    arena_words = 2 * max_words
+    header = "\n".join([
+        "/* Generated by converters.c_export; do not edit. */",
+        "#ifndef BNN_MODEL_DATA_H", "#define BNN_MODEL_DATA_H", '#include "bnn.h"', "",
+        f"/* model {folded.name}: int8 input {list(folded.input_shape)} = pixel - 128, "
+        f"{classes} classes, {len(steps)} layers */",
+        f"#define BNN_INPUT_SIZE {size}",
+        f"#define BNN_NUM_CLASSES {classes}",
+        f"#define BNN_ARENA_WORDS {arena_words}",
+        f"#define BNN_NUM_TESTS {len(tests)}",
+        "extern const bnn_model bnn_model_data;",
+        f"extern const int8_t bnn_test_inputs[][{size}];",
+        f"extern const int32_t bnn_test_sums[][{classes}];",
+        "extern const int16_t bnn_test_labels[];",
+        "#endif", ""])
+    info = {"layers": len(steps), "weight_bytes": int(weight_bytes),
+            "arena_bytes": 4 * arena_words, "input_bytes": size, "tests": len(tests),
+            "classes": classes}
+    return header, "\n".join(body) + "\n", info
+
+
+def deployable(model):
+    """The model the C runtime runs for a plain or masked (:mod:`bnnprune_tf.masks`) ``model``.
+
+    Pruned filters and input channels (structured masks) are removed with
+    :func:`bnnprune_tf.shrink.shrink`; weight masks inside the kept filters stay,
+    on a masked copy of the shrunk model, and fold to ternary layers. A plain model,
+    or one with weight masks only, is returned as is. Outputs do not change.
+
+    Example::
+
+        masked = prune.prune_filters(model, "l1", ratio=0.5)
+        masked.get_layer("conv2").set_masks(weights=keep)     # 0/1, kernel shape
+        small = deployable(masked)                            # fewer filters, ternary conv2
+    """
+    masked = [layer for layer in model.layers if masks.is_masked(layer)]
+    if not any((layer.channel_mask.numpy() == 0).any()
+               or (layer.input_channel_mask.numpy() == 0).any() for layer in masked):
+        return model
+    weight_masks = {layer.name: layer.weight_mask.numpy() for layer in masked}
+    if all(m.all() for m in weight_masks.values()):
+        return shrink_lib.shrink(model)
+    graph = ChannelGraph(model)
+    keep = graph.keep_from_masks(model)
+    copy = tf.keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for layer in copy.layers:
+        if masks.is_masked(layer):
+            layer.set_masks(weights=np.ones_like(weight_masks[layer.name]))
+    small = masks.prunable(shrink_lib.shrink(copy))
+    for name, mask in weight_masks.items():
+        if mask.all():
+            continue
+        if name not in graph.inputs or name not in graph.outputs or mask.ndim != 4:
+            raise ConversionError(f"layer {name!r}: weight masks are supported on convolutions "
+                                  "only; remove them or shrink the model first")
+        kept_in = graph.keep_indices(graph.inputs[name], keep)
+        kept_out = graph.keep_indices(graph.outputs[name], keep)
+        small.get_layer(name).set_masks(weights=mask[..., kept_in, :][..., kept_out])
+    return small
+
+
+def write(model, out_dir, samples=None, labels=None) -> dict:
+    """Fold ``model`` and write ``model_data.h``/``model_data.c`` into ``out_dir``.
+
+    A masked model (:mod:`bnnprune_tf.masks`) is first made :func:`deployable`:
+    pruned filters are removed, pruned weights become ternary zeros.
+
+    ``samples`` (real inputs, e.g. ``Dataset.arrays("test")[0][:10]``) become test
+    vectors with their exact expected sums; ``labels`` are printed beside them.
+
+    Raises:
+        ConversionError: a layer the C runtime cannot run (named in the message).
+
+    Example::
+
+        write(model, "firmware/build/model", samples=x[:10], labels=y[:10])
+    """
+    folded = fold_lib.fold(deployable(model))
+    codes = None if samples is None else folded.quantize_input(samples)
+    header, source, info = render(folded, codes, labels)
+    out = Path(out_dir)
+    files.write_text(out / "model_data.h", header)
+    files.write_text(out / "model_data.c", source)
+    return {**info, "dir": str(out)}

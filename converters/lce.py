@@ -1,0 +1,298 @@
+"""Convert a Larq model with Larq Compute Engine, check it against Keras, look inside.
+
+- :func:`convert` wraps ``larq_compute_engine.convert_keras_model``, after
+  stripping pruning state (tfmot wrappers, which the converter cannot handle,
+  and bnnprune masks, whose pruned channels it removes);
+- :func:`verify` runs the LCE interpreter and Keras on the same samples and
+  raises when they disagree;
+- :func:`inspect` reads the flatbuffer with the TFLite schema (see
+  :mod:`converters.flatbuffer`): op histogram, tensor sizes, float vs
+  bit-packed weight bytes.
+
+Lint findings (layers LCE will not make binary) live in :mod:`converters.lint`.
+
+Example::
+
+    from converters import lce
+    flatbuffer = lce.convert(model)
+    print(lce.verify(model, flatbuffer, x_test, y_test))
+    print(lce.inspect(flatbuffer).to_markdown())
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from bnnprune_tf.errors import ConversionError
+from converters import flatbuffer as fb_lib
+
+TARGETS = ("arm", "xcore")
+KERNELS = ("default", "indirect_bgemm")
+FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64"}
+BINARY_CONV = "LceBconv2d"
+
+
+def _pruning_wrapper_class():
+    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+    return pruning_wrapper.PruneLowMagnitude
+
+
+def strip_pruning_state(model: tf.keras.Model) -> tf.keras.Model:
+    """``model`` without pruning state: tfmot ``prune_low_magnitude`` wrappers are
+    stripped and bnnprune masks are applied by removing the pruned channels
+    (:func:`bnnprune_tf.prune.strip_pruning`). A plain model is returned as is.
+
+    Example::
+
+        plain = strip_pruning_state(pruned_model)   # what convert() does first
+    """
+    from bnnprune_tf import masks, prune
+
+    wrapper = _pruning_wrapper_class()
+    if any(isinstance(layer, wrapper) for layer in model.layers):
+        import tensorflow_model_optimization as tfmot
+
+        model = tfmot.sparsity.keras.strip_pruning(model)
+    if any(masks.is_masked(layer) for layer in model.layers):
+        model = prune.strip_pruning(model)
+    return model
+
+
+def convert(model: tf.keras.Model, target: str = "arm") -> bytes:
+    """Convert ``model`` to an LCE flatbuffer (the bytes of a ``.tflite`` file).
+
+    Pruning state is stripped first (:func:`strip_pruning_state`). Input and
+    output stay float32; the batch size becomes 1.
+
+    Raises:
+        ConversionError: not a Keras model, unknown target, a non-batch ``None``
+            dimension, or the converter failed (its message is included).
+
+    Example::
+
+        flatbuffer = convert(models.build("mnist_bnn", (28, 28, 1)))
+        files.write_bytes("model.tflite", flatbuffer)
+    """
+    import larq_compute_engine as lce
+
+    if not isinstance(model, tf.keras.Model):
+        raise ConversionError(f"convert expects a tf.keras.Model, got {type(model).__name__}: "
+                              "load it with tf.keras.models.load_model first")
+    if target not in TARGETS:
+        raise ConversionError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
+    for tensor in model.inputs:
+        if None in tuple(tensor.shape)[1:]:
+            raise ConversionError(
+                f"input {tensor.name} has shape {tuple(tensor.shape)}: LCE needs every dimension "
+                "but the batch fixed; rebuild the model with a full input_shape")
+    model = strip_pruning_state(model)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return lce.convert_keras_model(model, target=target)
+    except Exception as e:  # the converter raises plain Exception subclasses of many kinds
+        raise ConversionError(
+            f"LCE could not convert model {model.name!r}: {type(e).__name__}: {e}. "
+            "Run converters.lint.lint(model) to find layers LCE does not support") from e
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Keras vs LCE on the same samples."""
+
+    samples: int
+    argmax_agreement: float     # fraction of samples with the same argmax
+    argmax_ties: int            # samples whose argmax differs only between tied outputs
+    max_abs_diff: float
+    keras_accuracy: float | None
+    lce_accuracy: float | None
+    kernel: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def interpreter(flatbuffer: bytes, kernel: str = "default", num_threads: int = 1):
+    """An LCE interpreter; ``kernel`` is ``"default"`` or ``"indirect_bgemm"``.
+
+    Example::
+
+        interp = interpreter(flatbuffer, "indirect_bgemm")
+        probabilities = interp.predict(x_test[:10])
+    """
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    if kernel not in KERNELS:
+        raise ConversionError(f"unknown kernel {kernel!r}: use one of {', '.join(KERNELS)}")
+    fb_lib.read(flatbuffer)  # a clear error for bytes that are not a flatbuffer
+    try:
+        return Interpreter(flatbuffer, num_threads=num_threads,
+                           use_indirect_bgemm=kernel == "indirect_bgemm")
+    except RuntimeError as e:
+        raise ConversionError(
+            f"the LCE interpreter rejected the model with the {kernel} kernel: {e}. "
+            "Grouped binary convolutions need kernel='indirect_bgemm'") from e
+
+
+
+def _check_samples(model, samples, labels):
+    samples = np.asarray(samples, dtype=np.float32)
+    expected = tuple(model.inputs[0].shape)[1:]
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ConversionError("verify supports models with one input and one output; "
+                              f"{model.name!r} has {len(model.inputs)} and {len(model.outputs)}")
+    if samples.ndim != len(expected) + 1 or tuple(samples.shape[1:]) != expected:
+        raise ConversionError(f"samples have shape {samples.shape}, the model expects "
+                              f"(N, {', '.join(map(str, expected))}): pass a batch of inputs")
+    if len(samples) == 0:
+        raise ConversionError("no samples to verify with: pass at least one input")
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(samples):
+            raise ConversionError(f"{len(labels)} labels for {len(samples)} samples: "
+                                  "pass one label per sample")
+    return samples, labels
+
+
+def verify(model: tf.keras.Model, flatbuffer: bytes, samples, labels=None, *,
+           atol: float = 1e-3, min_agreement: float = 1.0,
+           kernel: str = "default", check: bool = True) -> Verification:
+    """Run Keras and the LCE interpreter on ``samples`` and compare their outputs.
+
+    ``model`` is run as given (a masked model too), so the check also covers
+    the pruning state that :func:`convert` strips.
+
+    Args:
+        samples: a batch of model inputs (float32, shape ``(N, *input_shape)``).
+        labels: optional integer labels; adds both accuracies.
+        atol: largest allowed absolute difference of any output value. Also the
+            tie tolerance: when Keras' outputs for its top class and LCE's top class
+            are within ``atol``, the sample counts as a tie, not a disagreement
+            (integer-valued binary sums tie exactly, and rounding then picks either).
+        min_agreement: smallest allowed fraction of samples with equal argmax,
+            ties counted as equal.
+        kernel: the LCE bconv kernel to run, ``"default"`` or ``"indirect_bgemm"``.
+        check: raise on a disagreement (default); False only measures.
+
+    Raises:
+        ConversionError: the outputs differ beyond ``atol`` or ``min_agreement``;
+            the message names the first differing sample.
+
+    Example::
+
+        result = verify(model, convert(model), x_test, y_test)
+        assert result.argmax_agreement == 1.0
+    """
+    samples, labels = _check_samples(model, samples, labels)
+    keras_out = np.asarray(model.predict(samples, batch_size=256, verbose=0), dtype=np.float32)
+    interp = interpreter(flatbuffer, kernel)
+    if interp.input_types[0] != np.float32:
+        raise ConversionError(f"verify needs a float32 model input, the flatbuffer has "
+                              f"{interp.input_types[0]}: convert with the default input type")
+    lce_out = np.asarray(interp.predict(samples), dtype=np.float32).reshape(keras_out.shape)
+    keras_top = keras_out.reshape(len(samples), -1).argmax(axis=1)
+    lce_top = lce_out.reshape(len(samples), -1).argmax(axis=1)
+    diff = np.abs(keras_out - lce_out).reshape(len(samples), -1).max(axis=1)
+    same = keras_top == lce_top
+    flat = keras_out.reshape(len(samples), -1)
+    rows = np.arange(len(samples))
+    tie = ~same & (flat[rows, lce_top] >= flat[rows, keras_top] - atol)
+    result = Verification(
+        samples=len(samples), argmax_agreement=float(same.mean()), argmax_ties=int(tie.sum()),
+        max_abs_diff=float(diff.max()),
+        keras_accuracy=None if labels is None else float((keras_top == labels).mean()),
+        lce_accuracy=None if labels is None else float((lce_top == labels).mean()),
+        kernel=kernel)
+    bad = np.flatnonzero(~(same | tie) | (diff > atol))
+    if check and (float((same | tie).mean()) < min_agreement or result.max_abs_diff > atol):
+        i = int(bad[0])
+        raise ConversionError(
+            f"LCE and Keras disagree: argmax agreement {result.argmax_agreement:.4f} with "
+            f"{result.argmax_ties} ties (need >= {min_agreement}), max |diff| "
+            f"{result.max_abs_diff:.3g} (need <= {atol}). First differing sample: {i} (Keras "
+            f"argmax {keras_top[i]}, LCE argmax {lce_top[i]}, |diff| {diff[i]:.3g}). Check "
+            "converters.lint.lint(model) for layers LCE treats differently, or relax "
+            "atol/min_agreement if the gap is float rounding")
+    return result
+
+
+@dataclass
+class Inspection:
+    """What a flatbuffer holds: ops, tensors and where the bytes go."""
+
+    ops: dict[str, int]
+    total_bytes: int
+    float_weight_bytes: int
+    bitpacked_weight_bytes: int
+    other_constant_bytes: int
+    largest_activation_bytes: int
+    binary_convs: list[dict] = field(default_factory=list)
+    tensors: list[dict] = field(default_factory=list)
+
+    def to_dict(self, with_tensors: bool = False) -> dict:
+        out = asdict(self)
+        if not with_tensors:
+            out.pop("tensors")
+        return out
+
+    def to_markdown(self) -> str:
+        """Op histogram and byte split as two markdown tables."""
+        ops = ["| op | count |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in self.ops.items()]
+        packed = sum(1 for c in self.binary_convs if c["output"] == "bitpacked")
+        size = [
+            "| bytes | |", "|---|---:|",
+            f"| flatbuffer | {self.total_bytes:,} |",
+            f"| bit-packed weights (LceBconv2d filters) | {self.bitpacked_weight_bytes:,} |",
+            f"| float weights | {self.float_weight_bytes:,} |",
+            f"| other constants (thresholds, shapes) | {self.other_constant_bytes:,} |",
+            f"| largest activation tensor | {self.largest_activation_bytes:,} |",
+        ]
+        return "\n".join(ops) + "\n\n" + "\n".join(size) + (
+            f"\n\n{len(self.binary_convs)} LceBconv2d, {packed} of them write bit-packed output.")
+
+
+def inspect(flatbuffer: bytes) -> Inspection:
+    """Op histogram, tensor sizes and the float vs bit-packed weight split of ``flatbuffer``.
+
+    Bit-packed weights are the filters of ``LceBconv2d``; float weights are all
+    float constants (float convs, fully connected layers, BatchNorm not folded).
+
+    Example::
+
+        info = inspect(convert(model))
+        print(info.ops.get("LceBconv2d", 0), info.float_weight_bytes)
+    """
+    graph = fb_lib.read(flatbuffer)
+    ops = dict(Counter(op.type for op in graph.operators))
+    packed_filters = {op.inputs[1] for op in graph.operators
+                      if op.type == BINARY_CONV and len(op.inputs) > 1}
+    constants = [t for t in graph.tensors if t.data_bytes > 0]
+    packed = sum(t.data_bytes for t in constants if t.index in packed_filters)
+    floats = sum(t.data_bytes for t in constants
+                 if t.dtype in FLOAT_TYPES and t.index not in packed_filters)
+    other = sum(t.data_bytes for t in constants) - packed - floats
+    activations = [t.activation_bytes for t in graph.tensors if t.data_bytes == 0]
+    bconvs = []
+    for op in graph.operators:
+        if op.type != BINARY_CONV:
+            continue
+        filt, out = graph.tensors[op.inputs[1]], graph.tensors[op.outputs[0]]
+        bconvs.append({
+            "output_tensor": out.name, "channels_in": op.options.get("channels_in"),
+            "channels_out": filt.shape[0], "kernel": list(filt.shape[1:3]),
+            "padding": "SAME" if op.options.get("padding") == 0 else "VALID",
+            "pad_values": op.options.get("pad_values"),
+            "output": "bitpacked" if out.dtype == "INT32" else out.dtype.lower(),
+        })
+    return Inspection(
+        ops=ops, total_bytes=graph.file_bytes, float_weight_bytes=floats,
+        bitpacked_weight_bytes=packed, other_constant_bytes=other,
+        largest_activation_bytes=max(activations, default=0), binary_convs=bconvs,
+        tensors=[{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
+                  "constant_bytes": t.data_bytes} for t in graph.tensors])

@@ -1,0 +1,149 @@
+"""The C runtime: host build and QEMU Cortex-M4/M7/M55, bit-exact against Python."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import larq as lq
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bnnprune_tf import masks, models, prune
+from converters import c_export, fold
+from tests.conftest import require_tools
+from tests.test_fold import irregular_bnn, randomize_batchnorm
+
+FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
+BOARDS = ["mps2-an386", "mps2-an500", "mps3-an547"]
+
+
+def slot_masks(kernel_shape, rng, empty=0.3, full=0.3):
+    """A 0/1 weight mask (HWIO) whose slots (tap, 32 input channels, filter) are each
+    empty, full, or random (some zeros), as the C runtime's ternary format sees them."""
+    kh, kw, cin, cout = kernel_shape
+    kind = rng.choice(3, (kh, kw, -(-cin // 32), cout), p=[empty, full, 1 - empty - full])
+    kind = np.repeat(kind, 32, axis=2)[:, :, :cin, :]
+    return np.where(kind == 2, rng.random(kernel_shape) < 0.5, kind).astype("float32")
+
+
+def ternary_bnn(seed=0):
+    """A masked BNN whose weight masks make three ternary layers with empty, full and
+    partial slots: 2 input words, zero and +1 padding, a stride, a 7x7 classifier."""
+    tf.keras.utils.set_random_seed(seed)
+    binary = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", use_bias=False)
+    layers = tf.keras.layers
+    inputs = tf.keras.Input((28, 28, 1))
+    x = lq.layers.QuantConv2D(40, 3, padding="same", pad_values=1.0, kernel_quantizer="ste_sign",
+                              use_bias=False, name="first")(inputs)
+    x = layers.MaxPool2D(2)(layers.BatchNormalization(scale=True)(x))
+    x = lq.layers.QuantConv2D(36, 3, strides=2, padding="same", name="zero_pad", **binary)(x)
+    x = layers.BatchNormalization(scale=True)(x)
+    x = lq.layers.QuantConv2D(34, 3, padding="same", pad_values=1.0, name="one_pad", **binary)(x)
+    x = layers.BatchNormalization()(x)
+    x = lq.layers.QuantConv2D(10, 7, name="classifier", **binary)(x)
+    x = layers.Flatten()(layers.BatchNormalization(scale=True)(x))
+    model = masks.prunable(randomize_batchnorm(
+        tf.keras.Model(inputs, layers.Activation("softmax")(x), name="ternary"), seed))
+    rng = np.random.default_rng(seed)
+    for name in ("zero_pad", "one_pad", "classifier"):
+        layer = model.get_layer(name)
+        layer.set_masks(weights=slot_masks(layer.weight_mask.shape, rng))
+    return model
+
+
+def make(*args, check=True):
+    return subprocess.run(["make", "-s", "-C", str(FIRMWARE), *args], capture_output=True,
+                          text=True, timeout=300, check=check)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, mnist_small):
+    """Five models written as model data, with 4 real test images each: unpruned,
+    filter-pruned (masked, shrunk by the export) and ternary (weight masks)."""
+    x, y = mnist_small.arrays("test", limit=4)
+    out = {}
+    unpruned = randomize_batchnorm(models.build("mnist_bnn", (28, 28, 1), 10, width=0.3), seed=4)
+    for name, model in [
+        ("mnist_bnn", randomize_batchnorm(models.build("mnist_bnn", (28, 28, 1), 10, width=0.2))),
+        ("binary_mlp", randomize_batchnorm(models.build("binary_mlp", (28, 28, 1), 10, width=0.2))),
+        ("irregular", irregular_bnn(seed=3)),
+        ("shrunk", prune.prune_filters(unpruned, "l1", ratio=0.5)),
+        ("ternary", ternary_bnn(seed=5)),
+    ]:
+        directory = tmp_path_factory.mktemp(name)
+        c_export.write(model, directory, samples=x, labels=y)
+        out[name] = (model, directory, x)
+    return out
+
+
+def _check_output(stdout, model, x):
+    lines = re.findall(r"test \d+: class (\d+) \(label -?\d+\) (ok|MISMATCH)", stdout)
+    assert [status for _, status in lines] == ["ok"] * len(x), stdout
+    assert "4 passed, 0 failed" in stdout
+    keras = fold.keras_logits(model, x).argmax(1)
+    np.testing.assert_array_equal([int(c) for c, _ in lines], keras)
+
+
+@pytest.mark.parametrize("kernel,popcount", [("opt", "swar"), ("ref", "swar"), ("opt", "builtin")])
+@pytest.mark.parametrize("name", ["mnist_bnn", "binary_mlp", "irregular", "shrunk", "ternary"])
+def test_host_build_is_bit_exact(exported, name, kernel, popcount, tmp_path):
+    require_tools("gcc", "make")
+    model, directory, x = exported[name]
+    make("host", "BOARD=host", f"MODEL={directory}", f"KERNEL={kernel}", f"POPCOUNT={popcount}",
+         f"BUILD={tmp_path}")
+    run = subprocess.run([str(tmp_path / "bnn")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout
+    _check_output(run.stdout, model, x)
+
+
+def test_a_wrong_expected_value_fails_the_run(exported, tmp_path):
+    require_tools("gcc", "make")
+    _, directory, _ = exported["mnist_bnn"]
+    source = (directory / "model_data.c").read_text()
+    head, sums = source.split("bnn_test_sums")
+    first = re.search(r"\{(-?\d+)", sums)
+    broken = sums[:first.start(1)] + str(int(first.group(1)) + 2) + sums[first.end(1):]
+    (tmp_path / "model_data.c").write_text(head + "bnn_test_sums" + broken)
+    (tmp_path / "model_data.h").write_text((directory / "model_data.h").read_text())
+    make("host", "BOARD=host", f"MODEL={tmp_path}", f"BUILD={tmp_path}")
+    run = subprocess.run([str(tmp_path / "bnn")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "3 passed, 1 failed" in run.stdout
+    assert "test 0: class" in run.stdout and "MISMATCH" in run.stdout
+
+
+@pytest.mark.parametrize("name", ["irregular", "shrunk", "ternary"])
+@pytest.mark.parametrize("board", BOARDS)
+def test_qemu_boards_are_bit_exact(exported, board, name, tmp_path):
+    require_tools("arm-none-eabi-gcc", "qemu-system-arm", "make")
+    model, directory, x = exported[name]
+    result = make("run", f"BOARD={board}", f"MODEL={directory}", f"BUILD={tmp_path}", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    _check_output(result.stdout, model, x)
+    size = make("size", f"BOARD={board}", f"MODEL={directory}", f"BUILD={tmp_path}").stdout
+    text, data, bss = (int(v) for v in size.splitlines()[-1].split()[:3])
+    assert 4000 < text < 64000 and bss >= 4 * 2 * (28 * 28 // 4)   # arena of two halves
+
+
+def test_model_too_big_for_the_ram_is_a_clear_build_error(tmp_path):
+    require_tools("arm-none-eabi-gcc", "make")
+    wide = models.build("binary_mlp", (28, 28, 1), 10, width=0.25)
+    c_export.write(wide, tmp_path, samples=np.zeros((1, 28, 28, 1), np.float32))
+    header = (tmp_path / "model_data.h").read_text()
+    words = int(re.search(r"BNN_ARENA_WORDS (\d+)", header).group(1))
+    (tmp_path / "model_data.h").write_text(header.replace(
+        f"BNN_ARENA_WORDS {words}", "BNN_ARENA_WORDS (200 * 1024)"))      # 800 KiB > 512 KiB
+    result = make("BOARD=mps3-an547", f"MODEL={tmp_path}", f"BUILD={tmp_path}", check=False)
+    assert result.returncode != 0
+    assert "does not fit this board's RAM" in result.stdout + result.stderr
+
+
+def test_instruction_count_plugin_is_exact_and_repeatable(exported, tmp_path):
+    require_tools("arm-none-eabi-gcc", "qemu-system-arm", "make", "gcc")
+    from benchmarks.firmware import count_instructions
+
+    _, directory, _ = exported["binary_mlp"]
+    counts = [count_instructions(directory, "mps2-an386", build=tmp_path) for _ in range(2)]
+    assert counts[0] == counts[1]
+    # 784x157 first-layer MACs alone take more than 100k instructions
+    assert len(counts[0]) == 4 and all(c > 100_000 for c in counts[0])

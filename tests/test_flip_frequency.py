@@ -1,0 +1,137 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bnnprune_tf import masks, models, profile, training
+from bnnprune_tf.errors import ModelError
+from bnnprune_tf.methods import flip_frequency as wff
+from bnnprune_tf.shrink import shrink
+
+
+def tiny():
+    return models.build("mnist_bnn", (28, 28, 1), width=0.25)
+
+
+def test_counter_invariants():
+    model = tiny()
+    layers = wff.binary_kernel_layers(model)
+    assert [l.name for l in layers] == ["conv_first", "conv2", "conv3", "fc1"]
+    counter = wff.FlipCounter(layers)
+    kernel = wff._latent(model.get_layer("conv2"))
+    base = np.abs(kernel.numpy()) + 0.1            # all positive
+    alternate = np.zeros(base.shape, bool)
+    alternate[..., 0] = True                       # filter 0 flips at every sample
+    zero = np.zeros(base.shape, bool)
+    zero[0, 0, 0, 1] = True                        # exactly 0 is +1: never a flip
+    history = []
+    for k in range(6):
+        w = np.where(alternate & (k % 2 == 1), -base, base)
+        kernel.assign(np.where(zero, 0.0, w))
+        counter.sample()
+        history.append(counter.counts_numpy()["conv2"].copy())
+    counts = history[-1]
+    assert counts.dtype == np.int32 and int(counter.samples) == 6
+    assert np.all(counts[..., 0] == 5)             # alternating: every boundary counts
+    assert np.all(counts[..., 1:] == 0)            # never flipping (incl. exact zeros): 0
+    assert all(np.all(b >= a) for a, b in zip(history, history[1:]))   # monotone
+    assert counts.max() <= int(counter.samples) - 1                       # bounded
+    stats = wff.layer_stats(counter, threshold=0)
+    assert stats["conv2"].p == pytest.approx(1 / 16)  # 1 of 16 filters flips
+    assert stats["conv2"].histogram[0] == counts.size - counts[..., 0].size
+    assert stats["conv2"].histogram[5] == counts[..., 0].size
+    assert all(0.0 <= s.p <= 1.0 for s in stats.values())
+    assert wff.layer_stats(counter, threshold=np.inf)["conv2"].p == 0.0
+    np.testing.assert_allclose(stats["conv2"].filter_mean, [5] + [0] * 15)
+
+
+def test_counts_round_trip_through_a_checkpoint(tmp_path):
+    model = tiny()
+    counter = wff.FlipCounter(wff.binary_kernel_layers(model))
+    kernel = wff._latent(model.get_layer("conv3"))
+    counter.sample()
+    kernel.assign(-kernel)
+    counter.sample()
+    path = tf.train.Checkpoint(flips=counter).save(str(tmp_path / "ckpt"))
+    fresh = wff.FlipCounter(wff.binary_kernel_layers(model))
+    tf.train.Checkpoint(flips=fresh).restore(path).assert_consumed()
+    for name, c in counter.counts_numpy().items():
+        np.testing.assert_array_equal(fresh.counts_numpy()[name], c)
+    assert int(fresh.samples) == 2
+
+
+def test_tracker_intervals_and_sampling(mnist_small):
+    model = training.compile_model(tiny(), 1e-2)
+    by_epoch = wff.FlipTracker(last_epochs=2)
+    by_step = wff.FlipTracker(steps=(3, 12), every=2)
+    training.fit(model, mnist_small, epochs=3, callbacks=[by_epoch, by_step], verbose=0)
+    assert int(by_epoch.counter.samples) == 3          # interval start + 2 epoch ends
+    assert int(by_step.counter.samples) == 5           # steps 4, 6, 8, 10, 12
+    for counts in by_epoch.counter.counts_numpy().values():
+        assert counts.max() <= 2
+    assert any(c.sum() > 0 for c in by_epoch.counter.counts_numpy().values())
+    with pytest.raises(ModelError, match="give exactly one interval"):
+        wff.FlipTracker(last_epochs=2, steps=(0, 3))
+    with pytest.raises(ModelError, match="every must be 'epoch' or a positive number"):
+        wff.FlipTracker(last_epochs=2, every=0)
+
+
+def test_tracker_resumes_counts_and_logs(mnist_small, tmp_path):
+    model = training.compile_model(tiny(), 1e-2)
+    first = wff.FlipTracker(epochs=(0, 3), checkpoint_dir=tmp_path / "flips",
+                            log_dir=tmp_path / "tb")
+    training.fit(model, mnist_small, epochs=2, callbacks=[first], verbose=0)
+    resumed = wff.FlipTracker(epochs=(0, 3), checkpoint_dir=tmp_path / "flips")
+    training.fit(model, mnist_small, epochs=1, callbacks=[resumed], verbose=0)
+    assert int(resumed.counter.samples) == int(first.counter.samples) + 1 == 4
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_widths_and_flip_criterion():
+    model = masks.prunable(tiny())
+    counter = wff.FlipCounter(wff.binary_kernel_layers(model))
+    counts = counter.counts[counter.layer_names.index("conv2")]
+    c = np.zeros(counts.shape, np.int32)
+    c[..., 3] = 2                                   # filter 3 flips most
+    c[0, 0, 0, 5] = 1                               # filter 5 flips once
+    counts.assign(c)
+    scores = wff.flip_criterion(counter)(model.get_layer("conv2"))
+    assert np.argmin(scores) == 3 and np.argsort(scores)[1] == 5
+    stats = {"conv2": wff.LayerFlips("conv2", 0.25, [], np.zeros(16)),
+             "conv3": wff.LayerFlips("conv3", 1.0, [], np.zeros(32)),
+             "fc1": wff.LayerFlips("fc1", 0.5, [], np.zeros(10))}
+    widths = wff.widths_from_flips(model, stats)
+    assert widths == {"conv2": 12, "conv3": 1}     # fc1 (the classifier) is never pruned
+
+
+def test_callback_prunes_at_the_end_of_fit(mnist_small):
+    model = masks.prunable(tiny())
+    training.compile_model(model, 1e-2)
+    pruner = wff.PruneByFlipFrequency(last_epochs=2, threshold=0)
+    training.fit(model, mnist_small, epochs=2, callbacks=[pruner], verbose=0)
+    stats = pruner.stats()
+    for name, (before, after) in pruner.widths.items():
+        assert after == max(1, round((1 - stats[name].p) * before))
+    small = shrink(model)
+    for name, (_, after) in pruner.widths.items():
+        assert small.get_layer(name).filters == after
+    assert small.get_layer("conv3").input_shape[-1] == small.get_layer("conv2").filters
+    inf = wff.PruneByFlipFrequency(last_epochs=1, threshold=np.inf)
+    untouched = masks.prunable(tiny())
+    training.fit(training.compile_model(untouched), mnist_small, epochs=1, callbacks=[inf],
+                 verbose=0)
+    assert all(a == b for a, b in inf.widths.values())       # T = inf prunes nothing
+
+
+def test_one_call_procedure(mnist_small):
+    result = wff.prune_by_flip_frequency(
+        tiny(), mnist_small, epochs=3, interval=2, max_iterations=2, accuracy_budget=1.0,
+        finetune_epochs=1, round_to=None, log=lambda m: None)
+    assert result.iterations[0].index == 0 and len(result.iterations) >= 2
+    assert result.iterations[1].binary_macs < result.iterations[0].binary_macs
+    assert result.stop_reason in ("max p_l stopped falling", "max_iterations reached")
+    chosen = result.iterations[result.chosen]
+    assert profile.profile(result.model).binary_macs == chosen.binary_macs
+    assert {l.name: l.filters for l in result.model.layers if l.name in chosen.widths} \
+        == chosen.widths
+    with pytest.raises(ModelError, match="follow_up must be 'finetune' or 'scratch'"):
+        wff.prune_by_flip_frequency(tiny(), mnist_small, epochs=2, interval=1, follow_up="x")
