@@ -14,9 +14,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## the README's main job: train, evaluate and report the MNIST BNN (runs/mnist_bnn/)
+## the README main job: train the MNIST BNN, prune it by weight flipping frequency, convert, report (runs/mnist_wff/)
 demo: $(STAMP)
-	$(BIN)/bnnprune run pipelines/mnist_bnn.yaml
+	$(BIN)/bnnprune run pipelines/mnist_wff.yaml
 
 ## the whole test suite, on 2 processes
 test: $(STAMP)

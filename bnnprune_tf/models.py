@@ -67,8 +67,11 @@ def names() -> list[str]:
 
 
 def build(name: str, input_shape: Sequence[int], num_classes: int = 10, width: float = 1.0,
-          **kwargs) -> tf.keras.Model:
+          seed: int | None = None, **kwargs) -> tf.keras.Model:
     """Build reference model ``name`` (see :func:`names`).
+
+    ``seed`` makes the initial weights reproducible (it seeds Python, NumPy and
+    TensorFlow, as ``tf.keras.utils.set_random_seed`` does).
 
     Raises:
         ModelError: unknown name, a width <= 0, or an input too small for the net.
@@ -79,6 +82,8 @@ def build(name: str, input_shape: Sequence[int], num_classes: int = 10, width: f
         raise ModelError(f"width must be > 0, got {width}")
     if num_classes < 2:
         raise ModelError(f"num_classes must be >= 2, got {num_classes}")
+    if seed is not None:
+        tf.keras.utils.set_random_seed(seed)
     try:
         return _BUILDERS[name](tuple(input_shape), num_classes, width, **kwargs)
     except ValueError as e:

@@ -65,6 +65,23 @@ def prune_filters(model: tf.keras.Model, criterion: str | select.Criterion = "l1
     return masked
 
 
+def kept_widths(model: tf.keras.Model) -> dict[str, int]:
+    """Filters each conv/dense layer keeps: masked filters do not count.
+
+    Example::
+
+        kept_widths(prune_filters(model, "l1", ratio=0.5))   # {"conv2": 32, ...}
+    """
+    from bnnprune_tf.graph import PRODUCERS
+
+    producers = [l for l in model.layers if isinstance(l, PRODUCERS)]
+    if not any(masks.is_masked(l) for l in model.layers):
+        return {l.name: int(l.output.shape[-1]) for l in producers}
+    graph = ChannelGraph(model)
+    keep = graph.keep_from_masks(model)
+    return {l.name: int(graph.layout_mask(graph.outputs[l.name], keep).sum()) for l in producers}
+
+
 def strip_pruning(model: tf.keras.Model) -> tf.keras.Model:
     """The tfmot verb: a model without pruning state. For BNNs this is :func:`shrink`."""
     return shrink(model)

@@ -66,6 +66,29 @@ def plot_history(history: list[dict], title: str = "") -> bytes:
     return buf.getvalue()
 
 
+def plot_histograms(histograms: dict[str, list[int]], title: str = "") -> bytes:
+    """PNG bytes of one bar chart per entry (``counts[k]`` = items with value k), log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(histograms))
+    fig, axes = plt.subplots(1, n, figsize=(3 * n, 3), squeeze=False)
+    for ax, (name, counts) in zip(axes[0], histograms.items()):
+        ax.bar(range(len(counts)), counts, color="tab:blue")
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("flips")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def write_report(run) -> dict[str, str]:
     """Write the three report files of ``run``; returns their names."""
     recipe = run.recipe

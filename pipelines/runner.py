@@ -81,6 +81,11 @@ class Run:
             f"no earlier stage produced a {key!r}: put a stage that does (e.g. train) "
             "before this one in the recipe's stages")
 
+    def all_outputs(self, key: str) -> list[Path]:
+        """Every artifact ``key`` of the finished stages, oldest first, without repeats."""
+        paths = [self.dir / m["outputs"][key] for m in self.manifests if key in m.get("outputs", {})]
+        return list(dict.fromkeys(paths))
+
     def load_model(self) -> tf.keras.Model:
         return tf.keras.models.load_model(self.latest_output("model"))
 

@@ -125,7 +125,7 @@ def test_callback_prunes_at_the_end_of_fit(mnist_small):
 def test_one_call_procedure(mnist_small):
     result = wff.prune_by_flip_frequency(
         tiny(), mnist_small, epochs=3, interval=2, max_iterations=2, accuracy_budget=1.0,
-        finetune_epochs=1, round_to=None, log=lambda m: None)
+        finetune_epochs=2, round_to=None, log=lambda m: None)
     assert result.iterations[0].index == 0 and len(result.iterations) >= 2
     assert result.iterations[1].binary_macs < result.iterations[0].binary_macs
     assert result.stop_reason in ("max p_l stopped falling", "max_iterations reached")
@@ -135,3 +135,18 @@ def test_one_call_procedure(mnist_small):
         == chosen.widths
     with pytest.raises(ModelError, match="follow_up must be 'finetune' or 'scratch'"):
         wff.prune_by_flip_frequency(tiny(), mnist_small, epochs=2, interval=1, follow_up="x")
+
+
+def test_pretrained_model_is_only_measured_then_retrained_from_scratch(mnist_small):
+    trained = training.compile_model(tiny(), 1e-2)
+    training.fit(trained, mnist_small, epochs=2, verbose=0)
+    seen = []
+    result = wff.prune_by_flip_frequency(
+        trained, mnist_small, epochs=2, interval=1, pretrained=True, max_iterations=1,
+        accuracy_budget=1.0, follow_up="scratch", log=seen.append)
+    assert len(result.iterations) == 2 and result.stop_reason in (
+        "max p_l stopped falling", "max_iterations reached")
+    assert seen[0].startswith("[wff] round 0: val accuracy")
+    small = result.model
+    shrunk = result.iterations[1].widths
+    assert {l.name: l.filters for l in small.layers if l.name in shrunk} == shrunk

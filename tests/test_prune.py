@@ -116,3 +116,11 @@ def test_unstructured_and_inconsistent_masks_do_not_shrink():
         shrink(masked)
     ChannelGraph(masked).apply_masks(masked, {})   # resets masks consistently
     assert shrink(masked).get_layer("conv2").filters == 16
+
+
+def test_kept_widths_of_masked_and_plain_models():
+    model = models.build("mnist_bnn", (28, 28, 1), width=0.5)
+    assert prune.kept_widths(model) == {"conv_first": 16, "conv2": 32, "conv3": 64, "fc1": 10}
+    masked = prune.prune_filters(model, "l1", ratio=0.5)
+    assert prune.kept_widths(masked) == {"conv_first": 8, "conv2": 16, "conv3": 32, "fc1": 10}
+    assert prune.kept_widths(shrink(masked)) == prune.kept_widths(masked)

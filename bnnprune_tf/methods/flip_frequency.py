@@ -325,31 +325,40 @@ def _widths(model) -> dict[str, int]:
 def prune_by_flip_frequency(
     model: tf.keras.Model, dataset, *, epochs: int, interval: int, threshold: float = 0,
     max_iterations: int = 3, accuracy_budget: float = 0.01, follow_up: str = "finetune",
-    finetune_epochs: int | None = None, learning_rate: float = 1e-2, batch_size: int = 64,
-    round_to=None, every: str | int = "epoch", seed: int = 0, verbose: int = 0,
-    log=print,
+    finetune_epochs: int | None = None, pretrained: bool = False, learning_rate: float = 1e-2,
+    batch_size: int = 64, round_to=None, every: str | int = "epoch", seed: int = 0,
+    verbose: int = 0, log=print,
 ) -> WFFResult:
     """The iterative procedure: train, measure flips, shrink; repeat.
 
-    Round 0 trains ``model`` for ``epochs`` (flips counted over the last
-    ``interval`` epochs). Each later round trains the shrunk network: for
-    ``finetune_epochs`` (default ``epochs``) from the shrunk weights
-    (``follow_up="finetune"``), or for ``epochs`` from a fresh initialization
-    (``"scratch"``). It stops when ``max_l p_l`` no longer falls, when the
-    validation accuracy falls more than ``accuracy_budget`` below round 0's
-    (then the previous round's model is returned), or after ``max_iterations``
-    prunings.
+    Round 0 trains ``model`` for ``epochs``, counting flips over the last
+    ``interval`` epochs; with ``pretrained=True`` it only measures: ``interval``
+    more epochs at a tenth of ``learning_rate`` (the paper counts flips while
+    the learning rate is at its lowest). Each later round trains the shrunk
+    network: for ``finetune_epochs`` (default ``epochs``) from the shrunk
+    weights (``follow_up="finetune"``) or for ``epochs`` from a fresh
+    initialization (``"scratch"``), counting flips over its last ``interval``
+    epochs. It stops when ``max_l p_l`` no longer falls, when the validation
+    accuracy falls more than ``accuracy_budget`` below round 0's (then the
+    previous round's model is returned), or after ``max_iterations`` prunings.
     """
     if follow_up not in ("finetune", "scratch"):
         raise ModelError(f"follow_up must be 'finetune' or 'scratch', got {follow_up!r}")
-    if interval < 1 or interval > epochs:
-        raise ModelError(f"interval must be between 1 and epochs ({epochs}), got {interval}")
+    finetune_epochs = finetune_epochs or epochs
+    if not 1 <= interval <= min(epochs, finetune_epochs):
+        raise ModelError(f"interval must be between 1 and the epochs of a round "
+                         f"({min(epochs, finetune_epochs)}), got {interval}")
     current, rounds = model, []
     for index in range(max_iterations + 1):
-        n_epochs = epochs if index == 0 or follow_up == "scratch" else (finetune_epochs or epochs)
-        training.compile_model(current, learning_rate,
+        lr = learning_rate
+        if index == 0:
+            n_epochs = interval if pretrained else epochs
+            lr = learning_rate / 10 if pretrained else learning_rate
+        else:
+            n_epochs = epochs if follow_up == "scratch" else finetune_epochs
+        training.compile_model(current, lr,
                                decay_steps=n_epochs * training.steps_per_epoch(dataset, batch_size))
-        tracker = FlipTracker(last_epochs=min(interval, n_epochs), every=every, threshold=threshold)
+        tracker = FlipTracker(last_epochs=interval, every=every, threshold=threshold)
         training.fit(current, dataset, n_epochs, batch_size, seed=seed + index,
                      callbacks=[tracker], verbose=verbose)
         accuracy = training.evaluate(current, dataset, "val")["accuracy"]

@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+
+from bnnprune_tf.errors import RecipeError
+from pipelines.recipe import load_recipe, parse_recipe
+from pipelines.runner import run_recipe
+
+
+def recipe(stages, **over):
+    r = {"name": "p", "seed": 0, "data": {"name": "mnist5k", "limit": 500, "batch_size": 64},
+         "model": {"name": "mnist_bnn", "width": 0.5}, "training": {"epochs": 2},
+         "stages": stages}
+    r.update(over)
+    return parse_recipe(r)
+
+
+def manifest(run_dir, index, name):
+    return json.loads((run_dir / "stages" / f"{index:02d}-{name}.json").read_text())
+
+
+def test_prune_then_shrink_then_convert(tmp_path):
+    run_dir = run_recipe(recipe([
+        "train",
+        {"prune": {"criterion": "l1", "ratio": 0.5, "round_to": 8, "finetune_epochs": 1}},
+        "shrink", {"convert": {"split": "val"}}, {"benchmark": {"runs": 3, "warmup": 1}},
+        "report"]), tmp_path, log=lambda m: None)
+    pruned = manifest(run_dir, 1, "prune")["metrics"]
+    assert pruned["before"]["widths"]["conv2"] == 32 and pruned["after"]["widths"]["conv2"] == 16
+    assert pruned["after"]["binary_macs"] < 0.5 * pruned["before"]["binary_macs"]
+    shrunk = manifest(run_dir, 2, "shrink")["metrics"]
+    assert shrunk["check"]["argmax_agreement"] == 1.0
+    assert shrunk["after"]["binary_macs"] == pruned["after"]["binary_macs"]
+    converted = manifest(run_dir, 3, "convert")
+    assert converted["outputs"]["tflite"] == "model_shrunk.tflite"
+    assert converted["metrics"]["verify"]["argmax_agreement"] == 1.0
+    assert converted["metrics"]["binary_convs"] == {"expected": 3, "LceBconv2d": 3}
+    bench = manifest(run_dir, 4, "benchmark")["metrics"]
+    assert "model_shrunk/default" in bench
+    md = (run_dir / "report.md").read_text()
+    assert "| conv2 | 32 | 16 |" in md
+
+
+def test_wff_stage_and_benchmark_against_the_unpruned_model(tmp_path):
+    run_dir = run_recipe(recipe([
+        "train", {"convert": {"split": "val"}},
+        {"wff": {"interval": 1, "iterations": 1, "accuracy_budget": 1.0, "finetune_epochs": 1}},
+        {"convert": {"split": "val"}}, {"benchmark": {"runs": 3, "warmup": 1}}, "report"]),
+        tmp_path, log=lambda m: None)
+    wff = manifest(run_dir, 2, "wff")
+    assert wff["outputs"]["model"] == "model_wff.keras"
+    assert wff["metrics"]["iterations"][0]["index"] == 0
+    assert len(wff["metrics"]["iterations"]) == 2
+    assert (run_dir / "wff_flips.png").read_bytes()[:4] == b"\x89PNG"
+    assert wff["metrics"]["after"]["binary_macs"] <= wff["metrics"]["before"]["binary_macs"]
+    ratios = manifest(run_dir, 4, "benchmark")["metrics"]["ratios"]
+    assert set(ratios) >= {"model_wff / model (default)", "model_wff / model (indirect_bgemm)"}
+    assert all(r["ratio"] > 0 for r in ratios.values())
+
+
+def test_shipped_pruning_recipes_validate():
+    for name in ("mnist_wff", "fashion_mnist_wff"):
+        r = load_recipe(f"pipelines/{name}.yaml")
+        assert "wff" in [s.name for s in r.stages]
+
+
+def test_prune_params_are_validated():
+    with pytest.raises(RecipeError, match="stages\\[1\\].prune.ratio: Input should be less than 1"):
+        recipe(["train", {"prune": {"ratio": 1.5}}])
+    with pytest.raises(RecipeError, match="stages\\[1\\].wff.follow_up: Input should be 'finetune'"):
+        recipe(["train", {"wff": {"follow_up": "never"}}])
