@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import bnnprune_tf  # noqa: F401
 import tensorflow as tf
 
-from benchmarks.common import write_results
+from benchmarks.common import Timer, write_results
 from bnnprune_tf import data, models, training
 
 CASES = [
@@ -28,29 +27,18 @@ CASES = [
 ]
 
 
-class EpochTimer(tf.keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._t)
-
-
 def run_case(case: dict, seed: int) -> dict:
     ds = data.load(case["data"], seed=seed)
     model = models.build(case["model"], ds.input_shape, ds.num_classes, case["width"])
     training.compile_model(model, case["lr"], decay_steps=case["epochs"] *
                            training.steps_per_epoch(ds, case["batch"]))
-    timer = EpochTimer()
+    timer = Timer()
     history = training.fit(model, ds, case["epochs"], case["batch"], seed=seed,
                            callbacks=[timer], verbose=0)
     test = training.evaluate(model, ds, "test")
     return {**case, "seed": seed, "test_accuracy": test["accuracy"],
             "val_accuracy": history[-1]["val_accuracy"],
-            "seconds_per_epoch": statistics.median(timer.seconds[1:]),
+            "seconds_per_epoch": statistics.median(timer.epochs[1:]),
             "train_samples": len(ds.y_train), "test_samples": test["samples"]}
 
 

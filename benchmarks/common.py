@@ -16,9 +16,38 @@ import platform
 import time
 from pathlib import Path
 
+import bnnprune_tf  # noqa: F401  (Keras 2 before tensorflow)
+import tensorflow as tf
+
 from bnnprune_tf import files
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class Timer(tf.keras.callbacks.Callback):
+    """Records wall seconds per epoch (``epochs``) and per training step (``steps``).
+
+    Example::
+
+        timer = Timer()
+        model.fit(data, epochs=3, callbacks=[timer])
+        print(timer.epochs, timer.steps[:5])
+    """
+
+    def on_train_begin(self, logs=None):
+        self.epochs, self.steps = [], []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(time.perf_counter() - self._epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._step = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append(time.perf_counter() - self._step)
 
 
 def environment() -> dict:

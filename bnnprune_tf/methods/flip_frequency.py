@@ -336,9 +336,9 @@ def prune_by_flip_frequency(
     more epochs at a tenth of ``learning_rate`` (the paper counts flips while
     the learning rate is at its lowest). Each later round trains the shrunk
     network: for ``finetune_epochs`` (default ``epochs``) from the shrunk
-    weights (``follow_up="finetune"``) or for ``epochs`` from a fresh
-    initialization (``"scratch"``), counting flips over its last ``interval``
-    epochs. It stops when ``max_l p_l`` no longer falls, when the validation
+    weights at a tenth of ``learning_rate`` (``follow_up="finetune"``) or for
+    ``epochs`` from a fresh initialization at ``learning_rate`` (``"scratch"``),
+    counting flips over its last ``interval`` epochs. It stops when ``max_l p_l`` no longer falls, when the validation
     accuracy falls more than ``accuracy_budget`` below round 0's (then the
     previous round's model is returned), or after ``max_iterations`` prunings.
     """
@@ -356,6 +356,7 @@ def prune_by_flip_frequency(
             lr = learning_rate / 10 if pretrained else learning_rate
         else:
             n_epochs = epochs if follow_up == "scratch" else finetune_epochs
+            lr = learning_rate if follow_up == "scratch" else learning_rate / 10
         training.compile_model(current, lr,
                                decay_steps=n_epochs * training.steps_per_epoch(dataset, batch_size))
         tracker = FlipTracker(last_epochs=interval, every=every, threshold=threshold)
