@@ -7,6 +7,8 @@ Examples::
     bnnprune profile model.keras                     # or a reference model name
     bnnprune convert model.keras --out model.tflite --data mnist5k
     bnnprune bench model.tflite --vs pruned.tflite   # or --device ssh://pi@host
+    bnnprune firmware build model.keras --data mnist5k --out build/model --board mps2-an386
+    bnnprune firmware run build/model --board mps3-an547   # QEMU; or --board host
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def _train(args):
     from bnnprune_tf import data, files, models, training
 
     ds = data.load(args.data, path=args.data_path, seed=args.seed, limit=args.limit)
-    model = models.build(args.model, ds.input_shape, ds.num_classes, args.width)
+    model = models.build(args.model, ds.input_shape, ds.num_classes, args.width, seed=args.seed)
     training.compile_model(model, args.learning_rate,
                            decay_steps=args.epochs * training.steps_per_epoch(ds, args.batch_size))
     training.fit(model, ds, args.epochs, args.batch_size, seed=args.seed)
@@ -145,6 +147,40 @@ def _bench(args):
         print("(host: LCE interpreter with x86 portable kernels; compare ratios, not times)")
 
 
+def _firmware(args):
+    from converters import c_export
+
+    if args.action == "build":
+        import tensorflow as tf
+
+        from bnnprune_tf import data
+        from bnnprune_tf.errors import ConversionError
+
+        try:
+            model = tf.keras.models.load_model(args.target, compile=False)
+        except (OSError, ValueError) as e:
+            raise ConversionError(f"cannot load {args.target}: {e}. Pass a .keras/.h5 file") from e
+        x = y = None
+        if args.data:
+            x, y = data.load(args.data, seed=args.seed).arrays(args.split, limit=args.limit)
+        info = c_export.write(model, args.out, samples=x, labels=y)
+        c_export.make("all", args.out, args.board)
+        print(json.dumps(info, indent=2))
+        print(f"model data in {args.out}/; built for {args.board}: "
+              f"bnnprune firmware run {args.out} --board {args.board}")
+    elif args.action == "run":
+        result = c_export.run(args.target, args.board)
+        print(result["output"], end="")
+        if result["failed"]:
+            raise c_export.FirmwareError(f"{result['failed']} of "
+                                         f"{result['passed'] + result['failed']} test vectors "
+                                         f"differ from Python on {args.board}")
+    elif args.action == "size":
+        print(json.dumps(c_export.size(args.target, args.board), indent=2))
+    else:
+        print(c_export.flash(args.target, args.board, args.flasher), end="")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bnnprune",
@@ -220,6 +256,26 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--xnnpack", action="store_true", help="--use_xnnpack=true on the device")
     b.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     b.set_defaults(fn=_bench)
+
+    f = sub.add_parser("firmware", help="C runtime for Cortex-M: build, run (QEMU), size, flash",
+                       description="build: export a .keras model (plain or masked) as C model "
+                                   "data with test vectors and build it for a board; run: run "
+                                   "the test vectors on the host build or under QEMU; size: "
+                                   "flash/RAM footprint; flash: program a real board.")
+    f.add_argument("action", choices=["build", "run", "size", "flash"])
+    f.add_argument("target", help="build: a .keras/.h5 file; run/size/flash: the model data "
+                                  "directory that build wrote")
+    f.add_argument("--board", default="mps2-an386",
+                   help="host; QEMU mps2-an386 (M4), mps2-an500 (M7), mps3-an547 (M55); real "
+                        "stm32f746g-disco, nucleo-h743zi, nrf52840-dk (default mps2-an386)")
+    f.add_argument("--out", default="build/model", help="build: model data directory")
+    f.add_argument("--data", help="build: test vectors from this dataset (e.g. mnist5k)")
+    f.add_argument("--split", default="test", choices=["train", "val", "test"])
+    f.add_argument("--limit", type=int, default=10, help="build: number of test vectors")
+    f.add_argument("--seed", type=int, default=0, help="seed of the dataset split")
+    f.add_argument("--flasher", choices=["openocd", "pyocd", "st-flash"],
+                   help="flash: the tool (default per board)")
+    f.set_defaults(fn=_firmware)
     return p
 
 

@@ -371,7 +371,7 @@ def firmware(run, params):
     directory = run.work_dir("firmware")
     x, y = run.dataset.arrays(params.split, limit=params.samples)
     info = c_export.write(run.load_model(), directory / "model", samples=x, labels=y)
-    rows = {"host": {**c_export.run(directory / "model", "host", directory / "host")}}
+    rows = {"host": c_export.run(directory / "model", "host", directory / "host")}
     for board in params.boards:
         counts = c_export.count_instructions(directory / "model", board, directory / board)
         rows[board] = {**c_export.run(directory / "model", board, directory / board),

@@ -36,14 +36,16 @@ def mnist_small():
     return data.load("mnist5k", seed=0, limit=600)
 
 
-def require_tools(*names) -> None:
-    """Skip (with the fix) when the Cortex-M toolchain or QEMU is missing, fail in CI."""
+def require_tools(*names, packages="gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
+                  ) -> None:
+    """Skip (with the fix) when the Cortex-M toolchain or QEMU (or the Debian ``packages``
+    that provide ``names``) is missing, fail in CI."""
     import shutil
 
     missing = [name for name in names if shutil.which(name) is None]
     if missing:
         msg = (f"{', '.join(missing)} missing: sudo apt-get install --no-install-recommends "
-               "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm")
+               f"{packages}")
         if os.environ.get("BNNPRUNE_REQUIRE_DATA") or os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)

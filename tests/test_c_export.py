@@ -8,8 +8,8 @@ import larq as lq
 from bnnprune_tf import masks, models, prune
 from bnnprune_tf.errors import ConversionError
 from converters import c_export, fold
-from tests.test_fold import irregular_bnn, randomize_batchnorm
-from tests.test_firmware import slot_masks, ternary_bnn
+from test_fold import irregular_bnn, randomize_batchnorm
+from test_firmware import slot_masks, ternary_bnn
 
 
 def test_pack_bits_follows_lce():
@@ -68,7 +68,8 @@ def _decode(t, shape):
             for c in range(32 * word, min(32 * word + 32, cin)):
                 if kind == 0 or (kind == 2 and not (int(t["stream"][pos + 1]) >> (c % 32)) & 1):
                     continue
-                out[f, tap // kw, tap % kw, c] = -1 if (int(t["stream"][pos]) >> (c % 32)) & 1 else 1
+                negative = (int(t["stream"][pos]) >> (c % 32)) & 1
+                out[f, tap // kw, tap % kw, c] = -1 if negative else 1
             pos += kind
     return out
 
@@ -105,12 +106,13 @@ def test_weights_pruned_in_word_blocks_save_flash():
 def test_masked_models_deploy_shrunk_and_ternary():
     model = ternary_bnn(seed=1)
     weight_masks = {l.name: l.weight_mask.numpy() for l in model.layers if masks.is_masked(l)}
-    masked = prune.prune_filters(model, "l1", ratio=0.25)
+    assert c_export.deployable(model) is model                     # weight masks only
+    masked = prune.prune_filters(model, "l1", ratio=0.25)          # in place
     deployed = c_export.deployable(masked)
     assert not any(masks.is_masked(l) and l.channel_mask.numpy().min() == 0
                    for l in deployed.layers)
     assert deployed.get_layer("zero_pad").kernel.shape[-1] == 27          # 36 * 0.75
-    x = np.random.default_rng(0).uniform(-1, 1, (4, 28, 28, 1)).astype(np.float32)
+    x = (np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1)) / 127.5 - 1).astype(np.float32)
     np.testing.assert_allclose(fold.keras_logits(deployed, x), fold.keras_logits(masked, x),
                                rtol=1e-5, atol=1e-5)
     folded = fold.fold(deployed)
@@ -118,4 +120,3 @@ def test_masked_models_deploy_shrunk_and_ternary():
     assert 0.3 < zeros < 0.8 and (weight_masks["one_pad"] == 0).mean() > 0.3
     np.testing.assert_allclose(folded.logits(folded.quantize_input(x)),
                                fold.keras_logits(masked, x), rtol=1e-4, atol=1e-4)
-    assert c_export.deployable(model) is model                     # weight masks only

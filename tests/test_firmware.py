@@ -1,6 +1,8 @@
 """The C runtime: host build and QEMU Cortex-M4/M7/M55, bit-exact against Python."""
 
+import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,8 +13,8 @@ import tensorflow as tf
 
 from bnnprune_tf import masks, models, prune
 from converters import c_export, fold
-from tests.conftest import require_tools
-from tests.test_fold import irregular_bnn, randomize_batchnorm
+from conftest import require_tools
+from test_fold import irregular_bnn, randomize_batchnorm
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 BOARDS = ["mps2-an386", "mps2-an500", "mps3-an547"]
@@ -140,10 +142,99 @@ def test_model_too_big_for_the_ram_is_a_clear_build_error(tmp_path):
 
 def test_instruction_count_plugin_is_exact_and_repeatable(exported, tmp_path):
     require_tools("arm-none-eabi-gcc", "qemu-system-arm", "make", "gcc")
-    from benchmarks.firmware import count_instructions
-
     _, directory, _ = exported["binary_mlp"]
-    counts = [count_instructions(directory, "mps2-an386", build=tmp_path) for _ in range(2)]
+    counts = [c_export.count_instructions(directory, "mps2-an386", tmp_path) for _ in range(2)]
     assert counts[0] == counts[1]
     # 784x157 first-layer MACs alone take more than 100k instructions
     assert len(counts[0]) == 4 and all(c > 100_000 for c in counts[0])
+
+
+@pytest.mark.parametrize("board,origin", [("stm32f746g-disco", 0x08000000),
+                                          ("nucleo-h743zi", 0x08000000), ("nrf52840-dk", 0)])
+def test_real_board_builds_link_with_uart_output(exported, board, origin, tmp_path):
+    require_tools("arm-none-eabi-gcc", "make")
+    _, directory, _ = exported["ternary"]
+    make(f"BOARD={board}", f"MODEL={directory}", f"BUILD={tmp_path}")
+    elf = str(tmp_path / "bnn.elf")
+    headers = subprocess.run(["arm-none-eabi-objdump", "-h", elf], capture_output=True,
+                             text=True, check=True).stdout
+    text = next(line.split() for line in headers.splitlines() if " .text " in line)
+    assert int(text[3], 16) == origin                        # vector table at the flash origin
+    code = subprocess.run(["arm-none-eabi-objdump", "-d", elf], capture_output=True, text=True,
+                          check=True).stdout
+    assert "bkpt" not in code and "<_write>:" in code        # UART, no semihosting
+    run = make("run", f"BOARD={board}", f"MODEL={directory}", f"BUILD={tmp_path}", check=False)
+    assert run.returncode != 0 and "does not run under QEMU" in run.stdout
+
+
+def test_flash_names_a_missing_tool_and_a_qemu_board(exported, tmp_path):
+    require_tools("arm-none-eabi-gcc", "make")
+    _, directory, _ = exported["ternary"]
+    tools = tmp_path / "bin"                                 # PATH without any flashing tool
+    tools.mkdir()
+    for name in ("make", "sh", "arm-none-eabi-gcc", "arm-none-eabi-objcopy", "timeout", "mkdir",
+                 "test", "cat", "grep", "rm", "mktemp"):
+        if shutil.which(name):
+            (tools / name).symlink_to(shutil.which(name))
+    env = {"PATH": str(tools), "HOME": str(tmp_path)}
+    args = ["make", "-s", "-C", str(FIRMWARE), "flash", f"MODEL={directory}", f"BUILD={tmp_path}"]
+    missing = subprocess.run(args + ["BOARD=nrf52840-dk", "FLASHER=pyocd"], capture_output=True,
+                             text=True, env=env, timeout=300)
+    assert missing.returncode != 0 and "pyocd is not installed: pip install pyocd" in missing.stderr
+    no_pack = subprocess.run(args + ["BOARD=stm32f746g-disco", "FLASHER=pyocd"],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert "pyocd has no built-in stm32f746 target" in no_pack.stderr
+    qemu = make("flash", "BOARD=mps2-an386", f"MODEL={directory}", f"BUILD={tmp_path}", check=False)
+    assert qemu.returncode != 0 and "is not a real board" in qemu.stdout
+
+
+@pytest.mark.parametrize("flasher", ["openocd", "st-flash"])
+def test_flash_without_a_probe_is_a_clear_error(exported, flasher, tmp_path):
+    require_tools("arm-none-eabi-gcc", "make", flasher, packages="openocd stlink-tools")
+    _, directory, _ = exported["ternary"]
+    result = make("flash", "BOARD=nucleo-h743zi", f"FLASHER={flasher}", f"MODEL={directory}",
+                  f"BUILD={tmp_path}", check=False)
+    assert result.returncode != 0
+    assert "no debug probe found: connect nucleo-h743zi's debug USB port" in result.stderr
+    assert (tmp_path / "bnn.hex").stat().st_size > 0 and (tmp_path / "bnn.bin").stat().st_size > 0
+
+
+def test_cli_builds_runs_and_sizes_a_masked_model(tmp_path, capsys):
+    require_tools("arm-none-eabi-gcc", "qemu-system-arm", "make", "gcc")
+    from pipelines.cli import main
+
+    ternary_bnn(seed=2).save(tmp_path / "m.keras")
+    out = tmp_path / "model"
+    assert main(["firmware", "build", str(tmp_path / "m.keras"), "--data", "mnist5k",
+                 "--limit", "3", "--out", str(out), "--board", "mps3-an547"]) == 0
+    assert '"tests": 3' in capsys.readouterr().out
+    for board in ("host", "mps3-an547"):
+        assert main(["firmware", "run", str(out), "--board", board]) == 0
+        assert "3 passed, 0 failed" in capsys.readouterr().out
+    assert main(["firmware", "size", str(out), "--board", "nrf52840-dk"]) == 0
+    assert json.loads(capsys.readouterr().out)["ram"] > 0
+    assert main(["firmware", "run", str(out), "--board", "nrf52840-dk"]) == 2
+    assert "does not run here" in capsys.readouterr().err
+    assert main(["firmware", "flash", str(out), "--board", "mps2-an386"]) == 2
+    assert "not a real board" in capsys.readouterr().err
+    assert main(["firmware", "size", str(out), "--board", "mps9"]) == 2
+    assert "unknown board 'mps9'" in capsys.readouterr().err
+
+
+def test_firmware_stage_reports_instructions_and_footprint(tmp_path):
+    require_tools("arm-none-eabi-gcc", "qemu-system-arm", "make", "gcc")
+    from pipelines.recipe import parse_recipe
+    from pipelines.runner import run_recipe
+
+    recipe = parse_recipe({
+        "name": "fw", "seed": 0, "data": {"name": "mnist5k", "limit": 300, "batch_size": 32},
+        "model": {"name": "mnist_bnn", "width": 0.25}, "training": {"epochs": 1},
+        "stages": ["train", {"firmware": {"boards": ["mps2-an386"], "samples": 3}}]})
+    run_recipe(recipe, tmp_path, log=lambda m: None)
+    manifest = json.loads((tmp_path / "stages" / "01-firmware.json").read_text())
+    targets = manifest["metrics"]["firmware"]["targets"]
+    assert targets["host"]["pass"] and targets["mps2-an386"]["pass"]
+    assert targets["mps2-an386"]["passed"] == 3
+    assert targets["mps2-an386"]["instructions_per_inference"] > 100_000
+    assert targets["mps2-an386"]["flash"] > manifest["metrics"]["firmware"]["weight_bytes"]
+    assert "| mps2-an386 (Cortex-M4) | 3 passed, 0 failed |" in manifest["markdown"]

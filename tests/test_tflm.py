@@ -8,7 +8,7 @@ import pytest
 from bnnprune_tf import data, models, training
 from bnnprune_tf.errors import ConversionError
 from converters import fold, tflm
-from tests.test_fold import irregular_bnn, randomize_batchnorm
+from test_fold import irregular_bnn, randomize_batchnorm
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
-/* Bare-metal startup for the QEMU MPS2/MPS3 boards: vector table, reset handler
- * and the newlib syscalls for semihosting output and exit status
- * (../shared/reference/firmware.md section 4.2). Under QEMU with
- * -semihosting-config enable=on, main()'s return value becomes QEMU's exit
- * status; any fault exits with 131. */
+/* Bare-metal startup shared by all boards: vector table, reset handler and the
+ * newlib syscalls that do not depend on the output channel
+ * (../shared/reference/firmware.md section 4.2). The board's I/O file provides
+ * _write and _exit: semihost.c under QEMU (main()'s return value becomes QEMU's
+ * exit status, a fault exits with 131), uart_*.c on real boards. */
 #include <stdint.h>
 #include <sys/stat.h>
 
@@ -10,32 +10,7 @@ extern uint32_t __etext, __data_start__, __data_end__, __bss_start__, __bss_end_
 extern int main(void);
 extern void __libc_init_array(void);
 extern void exit(int status);
-
-static int semihost(int op, void *arg) {
-  register int r0 __asm__("r0") = op;
-  register void *r1 __asm__("r1") = arg;
-  __asm__ volatile("bkpt 0xab" : "+r"(r0) : "r"(r1) : "memory");
-  return r0;
-}
-
-void _exit(int status) {
-  uint32_t block[2] = {0x20026u, (uint32_t)status};  /* ADP_Stopped_ApplicationExit */
-  semihost(0x20, block);                             /* SYS_EXIT_EXTENDED */
-  semihost(0x18, (void *)0x20026u);                  /* SYS_EXIT (fallback) */
-  for (;;) {
-  }
-}
-
-int _write(int fd, const char *buf, int len) {
-  static int handle = -1;
-  (void)fd;
-  if (handle < 0) {
-    uint32_t open_block[3] = {(uint32_t)":tt", 4u, 3u};  /* SYS_OPEN ":tt", mode "w" */
-    handle = semihost(0x01, open_block);
-  }
-  uint32_t block[3] = {(uint32_t)handle, (uint32_t)buf, (uint32_t)len};
-  return len - semihost(0x05, block);                 /* SYS_WRITE: returns bytes not written */
-}
+extern void _exit(int status);
 
 int _fstat(int fd, struct stat *st) {
   (void)fd;

@@ -66,3 +66,46 @@ int32_t bnn_bconv_sum(const bnn_layer *l, const uint32_t *in, int oy, int ox, in
   }
   return count - 2 * neg;
 }
+
+int bnn_gather_patch(const bnn_layer *l, const uint32_t *in, int oy, int ox, uint32_t *patch) {
+  const int words = BNN_WORDS(l->in_c);
+  for (int ky = 0; ky < l->k_h; ++ky) {
+    const int iy = oy * l->stride_h - l->pad_top + ky;
+    for (int kx = 0; kx < l->k_w; ++kx, patch += words) {
+      const int ix = ox * l->stride_w - l->pad_left + kx;
+      if (iy >= 0 && iy < l->in_h && ix >= 0 && ix < l->in_w) {
+        const uint32_t *x = in + ((uint32_t)iy * l->in_w + ix) * words;
+        for (int j = 0; j < words; ++j) patch[j] = x[j];
+      } else if (l->pad_value) {
+        for (int j = 0; j < words; ++j) patch[j] = 0u;  /* +1 padding: bits 0 */
+      } else {
+        return 0;
+      }
+    }
+  }
+  return 1;
+}
+
+int32_t bnn_bconv_sum_patch(const bnn_layer *l, const uint32_t *patch, int oc) {
+  const int n = l->k_h * l->k_w * BNN_WORDS(l->in_c);
+  int32_t neg = 0;
+  if (!l->classes) {
+    const uint32_t *w = (const uint32_t *)l->weights + (uint32_t)oc * n;
+    for (int k = 0; k < n; ++k) neg += bnn_popcount(patch[k] ^ w[k]);
+    return l->k_h * l->k_w * l->in_c - 2 * neg;
+  }
+  const uint32_t *cls = l->classes + (uint32_t)oc * ((n + 15) >> 4);
+  const uint32_t *w = (const uint32_t *)l->weights + l->starts[oc];
+  for (int base = 0; base < n; base += 16) {
+    uint32_t bits = *cls++;
+    for (int k = base; bits; ++k, bits >>= 2) {  /* stops after the last nonempty slot */
+      const uint32_t c = bits & 3u;
+      if (c == BNN_EMPTY) continue;
+      uint32_t d = patch[k] ^ w[0];
+      if (c == BNN_PARTIAL) d &= w[1];
+      neg += bnn_popcount(d);
+      w += c;
+    }
+  }
+  return l->nonzeros[oc] - 2 * neg;
+}

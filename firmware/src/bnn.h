@@ -53,16 +53,24 @@ typedef struct {
 
 /* Integer sum S of output channel oc at output pixel (oy, ox) of a binary conv. */
 int32_t bnn_bconv_sum(const bnn_layer *l, const uint32_t *in, int oy, int ox, int oc);
+/* Copies the input words under the kernel at (oy, ox) to patch (k_h * k_w * words
+ * words; 0 for taps in "+1" padding) and returns 1, or returns 0 if a tap lies in
+ * zero padding (then use bnn_bconv_sum). */
+int bnn_gather_patch(const bnn_layer *l, const uint32_t *in, int oy, int ox, uint32_t *patch);
+/* S of output channel oc from a gathered patch: one straight XNOR-popcount loop. */
+int32_t bnn_bconv_sum_patch(const bnn_layer *l, const uint32_t *patch, int oc);
 /* The same, computed bit by bit from +-1 values: the reference the tests compare. */
 int32_t bnn_bconv_sum_ref(const bnn_layer *l, const uint32_t *in, int oy, int ox, int oc);
 
-void bnn_conv_first(const bnn_layer *l, const int8_t *in, uint32_t *out);
-void bnn_bconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out);
+/* patch: scratch of k_h * k_w * in_c bytes (first conv) or k_h * k_w * BNN_WORDS(in_c) words */
+void bnn_conv_first(const bnn_layer *l, const int8_t *in, uint32_t *out, int8_t *patch);
+void bnn_bconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, uint32_t *patch);
 void bnn_maxpool(const bnn_layer *l, const uint32_t *in, uint32_t *out);
-void bnn_output_conv(const bnn_layer *l, const uint32_t *in, int32_t *sums);
+void bnn_output_conv(const bnn_layer *l, const uint32_t *in, int32_t *sums, uint32_t *patch);
 
 /* Runs the model on one int8 input; writes the int32 sums and float logits of
- * the last layer and returns the argmax. arena: 2 * model->half_words words. */
+ * the last layer and returns the argmax. arena: BNN_ARENA_WORDS words (two halves
+ * of model->half_words, then the largest patch). */
 int bnn_run(const bnn_model *model, const int8_t *input, uint32_t *arena, int32_t *sums,
             float *logits);
 
