@@ -164,3 +164,60 @@ def select(graph: ChannelGraph, scores: dict[int, np.ndarray], ratio: float | No
         keep[order[:n]] = True
         keep_masks[group_id] = keep
     return keep_masks
+
+
+def select_weights(scores: np.ndarray, ratio: float) -> np.ndarray:
+    """Keep-mask (bool, the shape of ``scores``) pruning the ``floor(ratio * N)`` lowest scores.
+
+    The weight-level counterpart of :func:`select` (unstructured pruning).
+    Entries scored ``-inf`` (e.g. weights pruned before) go first; ties in
+    score prune the higher flat (C-order) index first, as :func:`select` keeps
+    the lower channel index.
+
+    Example::
+
+        keep = select_weights(np.abs(layer.latent_kernel.numpy()), 0.5)
+        layer.set_masks(weights=keep)
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if not 0.0 <= ratio < 1.0:
+        raise ModelError(f"weight ratio must be in [0, 1), got {ratio}")
+    if np.isnan(scores).any():
+        raise ModelError("weight scores contain NaN; give every weight a number (-inf = pruned)")
+    flat = scores.ravel()
+    n_pruned = max(int(np.floor(ratio * flat.size + 1e-9)), int(np.isneginf(flat).sum()))
+    n_pruned = min(n_pruned, flat.size - 1)
+    order = np.lexsort((np.arange(flat.size), -flat))   # best first, low index on ties
+    keep = np.ones(flat.size, bool)
+    keep[order[flat.size - n_pruned:]] = False
+    return keep.reshape(scores.shape)
+
+
+def keep_nonempty(graph: ChannelGraph, model) -> dict[int, np.ndarray]:
+    """Keep-masks (as :func:`select`) that also drop channels whose filters are all zero.
+
+    A channel of a prunable group is dropped when, in every producer, its
+    filter has no unmasked weight left (weight masks from unstructured
+    pruning). Such a filter outputs a constant, so dropping it changes the
+    model slightly: apply it before fine-tuning. Channels pruned before stay
+    pruned; a group never loses its last channel. Apply with
+    ``graph.apply_masks(model, keep)``; afterwards :func:`bnnprune_tf.shrink.shrink`
+    removes these channels.
+
+    Example::
+
+        graph = ChannelGraph(masked)
+        graph.apply_masks(masked, select.keep_nonempty(graph, masked))
+    """
+    if not _is_masked(model):
+        raise ModelError(f"model {model.name!r} has no masks; make it prunable first "
+                         "(bnnprune_tf.masks.prunable) and set weight masks")
+    keep = graph.keep_from_masks(model)
+    for group in graph.prunable_groups():
+        alive = np.zeros(group.size, bool)
+        for name, filters in group.filters.items():
+            full = np.asarray(model.get_layer(name).full_mask())
+            alive |= full.reshape(-1, full.shape[-1]).any(axis=0)[filters]
+        if (keep[group.id] & alive).any():
+            keep[group.id] = keep[group.id] & alive
+    return keep

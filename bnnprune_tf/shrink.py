@@ -35,7 +35,8 @@ def _check_no_partial_weight_masks(layer, in_keep, out_keep) -> None:
             f"layer {layer.name!r} has unstructured (weight) masks inside kept filters: "
             f"{int(kept.size - kept.sum())} weights are zero. A Larq/LCE model cannot hold "
             "zero binary weights; prune whole filters (structured mode) or deploy the "
-            "masked model with the bnnprune microcontroller runtime")
+            "masked model with the bnnprune microcontroller runtime "
+            "(converters.c_export.write, firmware/), which stores ternary weights")
 
 
 def shrink(model: tf.keras.Model) -> tf.keras.Model:
