@@ -15,7 +15,6 @@ import argparse
 import statistics
 
 import bnnprune_tf  # noqa: F401
-import tensorflow as tf
 
 from benchmarks.common import Timer, write_results
 from bnnprune_tf import data, models, training

@@ -179,7 +179,7 @@ def markdown(best, means, seeds, latency_rows) -> str:
              f"{100 * statistics.mean(s['reference_accuracy'] for s in seeds):.2f} % (mean of "
              f"{len(seeds)} seeds); {TRAIN_SAMPLES:,} training images, {EPOCHS} epochs.", "",
              "Operation-count reduction (MACs on unmasked weights) at a mean test-accuracy "
-             f"loss of at most 0.1 / 0.5 point; paper anchor: 33-46 % fewer operations with "
+             "loss of at most 0.1 / 0.5 point; paper anchor: 33-46 % fewer operations with "
              "no accuracy loss.", "",
              "| granularity | score | reduction at <= 0.1 pt (eps, loss) | reduction at <= 0.5 pt "
              "(eps, loss) |", "|---|---|---:|---:|"]

@@ -28,7 +28,6 @@ import argparse
 import statistics
 
 import bnnprune_tf  # noqa: F401
-import numpy as np
 import tensorflow as tf
 
 from benchmarks.common import Timer, write_results

@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 
 from bnnprune_tf import masks

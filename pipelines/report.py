@@ -12,7 +12,6 @@ Example::
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 from bnnprune_tf import files
 

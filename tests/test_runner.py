@@ -4,7 +4,7 @@ import pytest
 
 from bnnprune_tf import training
 from bnnprune_tf.errors import RecipeError
-from pipelines import stages
+from pipelines import training_stages
 from pipelines.recipe import parse_recipe
 from pipelines.runner import run_recipe
 from test_training import StopAfter
@@ -54,11 +54,11 @@ def test_interrupted_training_resumes(tmp_path, monkeypatch):
     def crashing_fit(*args, **kwargs):
         return real_fit(*args, callbacks=[StopAfter(2)], verbose=0, **kwargs)
 
-    monkeypatch.setattr(stages.training, "fit", crashing_fit)
+    monkeypatch.setattr(training_stages.training, "fit", crashing_fit)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(tiny(epochs=3), tmp_path, log=lambda m: None)
     assert not (tmp_path / "stages" / "00-train.json").exists()
-    monkeypatch.setattr(stages.training, "fit", real_fit)
+    monkeypatch.setattr(training_stages.training, "fit", real_fit)
     run_recipe(tiny(epochs=3), tmp_path, log=lambda m: None)
     manifest = json.loads((tmp_path / "stages" / "00-train.json").read_text())
     assert [h["epoch"] for h in manifest["metrics"]["history"]] == [1, 2, 3]

@@ -348,7 +348,7 @@ def prune_by_flip_frequency(
     if not 1 <= interval <= min(epochs, finetune_epochs):
         raise ModelError(f"interval must be between 1 and the epochs of a round "
                          f"({min(epochs, finetune_epochs)}), got {interval}")
-    current, rounds = model, []
+    current, previous, rounds = model, None, []
     for index in range(max_iterations + 1):
         lr = learning_rate
         if index == 0:

@@ -1,0 +1,177 @@
+"""Stages that deploy: ``convert`` (LCE or exact int8 TFLM), ``benchmark``, ``firmware``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from bnnprune_tf import files
+from pipelines import report as report_lib
+from pipelines.stages import NoParams, stage
+
+
+class ConvertParams(NoParams):
+    target: Literal["arm", "xcore", "tflm"] = "arm"   # tflm: exact int8 for stock TFLM
+    split: Literal["train", "val", "test"] = "test"
+    atol: float = Field(1e-3, ge=0)
+    min_agreement: float = Field(1.0, ge=0, le=1)
+
+
+def _convert_tflm(run, params):
+    """Exact int8 TFLM export in ``tflm/``, verified in tflite-micro and tf.lite on a split."""
+    from converters import tflm
+
+    x, _ = run.dataset.arrays(params.split)
+    report = tflm.write_c_source(run.load_model(), x, run.dir / "tflm",
+                                 tflite_name="model_tflm.tflite")
+    metrics = {k: v for k, v in report.items() if k != "files"}
+    return {
+        "outputs": {"tflite": "tflm/model_tflm.tflite", "tflm_c": "tflm/model_data.cc"},
+        "metrics": {"tflm": {"split": params.split, **metrics}},
+        "markdown": "\n\n".join([
+            "### Exact int8 export for TensorFlow Lite Micro: `tflm/model_tflm.tflite`",
+            f"Ops: {', '.join(report['ops'])}; {report['model_bytes']} bytes; TFLM arena "
+            f"{report['arena_bytes']} bytes. Model data for `firmware/tflm`: `tflm/model_data.h/.cc`.",
+            f"On the {params.split} split:\n\n" + report_lib.metrics_table({params.split: {
+                k: metrics[k] for k in ("bit_exact", "tflite_bit_exact", "argmax_agreement",
+                                        "integer_argmax_agreement")}}),
+        ]),
+    }
+
+
+@stage("convert", ConvertParams)
+def convert(run, params):
+    """Lint, convert with LCE (``model.keras`` -> ``model.tflite``), verify against Keras on
+    a split, inspect.
+    ``target: tflm`` writes the exact int8 TFLM export instead."""
+    from converters import lce, lint
+
+    if params.target == "tflm":
+        return _convert_tflm(run, params)
+    model = run.load_model()
+    name = run.latest_output("model").stem + ".tflite"   # model.keras -> model.tflite
+    findings = lint.lint(model)
+    flatbuffer = lce.convert(model, target=params.target)
+    files.write_bytes(run.dir / name, flatbuffer)
+    x, y = run.dataset.arrays(params.split)
+    check = lce.verify(model, flatbuffer, x, y, atol=params.atol,
+                       min_agreement=params.min_agreement)
+    info = lce.inspect(flatbuffer)
+    expected = len(lint.binary_conv_layers(model, findings))
+    bconvs = info.ops.get(lce.BINARY_CONV, 0)
+    return {
+        "outputs": {"tflite": name},
+        "metrics": {"verify": {"split": params.split, **check.to_dict()},
+                    "inspect": info.to_dict(),
+                    "binary_convs": {"expected": expected, "LceBconv2d": bconvs},
+                    "lint": [f.to_dict() for f in findings]},
+        "markdown": "\n\n".join([
+            f"### LCE conversion (target {params.target}): `{name}`",
+            f"Binary convolutions: {bconvs} `LceBconv2d` of {expected} expected by lint.",
+            info.to_markdown(),
+            f"Keras vs LCE on the {params.split} split:\n\n" + report_lib.metrics_table(
+                {params.split: {k: v for k, v in check.to_dict().items() if v is not None}}),
+            "#### Lint\n\n" + lint.to_markdown(findings),
+        ]),
+    }
+
+
+class BenchmarkParams(NoParams):
+    runs: int = Field(50, ge=1)
+    warmup: int = Field(5, ge=0)
+    threads: int = Field(1, ge=1)
+    kernels: list[Literal["default", "indirect_bgemm"]] = ["default", "indirect_bgemm"]
+    device: str | None = None          # ssh://user@host or adb[:serial]; None = this host
+    binary: str | None = None          # lce_benchmark_model path on the device
+    profile: bool = False              # per-op profile (device only)
+    compare: bool = True               # also time every earlier .tflite of the run, interleaved
+
+
+@stage("benchmark", BenchmarkParams)
+def benchmark(run, params):
+    """Latency of the latest .tflite (and, with ``compare``, of the run's earlier ones, e.g.
+    unpruned vs pruned, interleaved): LCE interpreter here, or lce_benchmark_model."""
+    from converters import bench
+
+    path = run.latest_output("tflite")
+    models = {p.stem: p for p in run.all_outputs("tflite")} if params.compare else {}
+    models[path.stem] = path
+    if params.device:
+        results = bench.bench_device(models, params.device, params.kernels, params.runs,
+                                     params.warmup, params.threads, params.profile,
+                                     binary=params.binary)
+        note = f"`lce_benchmark_model` on `{params.device}`."
+    else:
+        results = bench.bench_host(models, params.kernels, params.runs, params.warmup,
+                                   params.threads, seed=run.recipe.seed)
+        note = ("LCE Python interpreter on this host, kernels interleaved in one run. x86 runs "
+                "portable C++ bconv kernels, not ARM's: use these numbers as ratios only.")
+    metrics = {f"{r.model}/{r.kernel}": r.to_dict() for r in results}
+    lines = [f"### Latency of `{path.name}`", note, bench.to_markdown(results)]
+    lines += [bench.ops_to_markdown(r) for r in results if r.ops]
+    ratios, base = {}, next(iter(models))        # base: the run's first .tflite
+    for kernel in params.kernels:
+        for name in models:
+            if name != base:
+                ratios[f"{name} / {base} ({kernel})"] = bench.ratio(
+                    bench.find(results, name, kernel), bench.find(results, base, kernel))
+    if len(params.kernels) == 2:
+        second, first = (bench.find(results, path.stem, k) for k in reversed(params.kernels))
+        ratios[f"{path.stem}: {params.kernels[1]} / {params.kernels[0]}"] = bench.ratio(second,
+                                                                                      first)
+    if ratios:
+        metrics["ratios"] = ratios
+        lines.append("Time ratios (< 1: faster), measured side by side:\n\n" +
+                     report_lib.metrics_table({k: {"ratio": v["ratio"], "method": v["method"]}
+                                               for k, v in ratios.items()}))
+    return {"metrics": metrics, "markdown": "\n\n".join(lines)}
+
+
+class FirmwareParams(NoParams):
+    boards: list[Literal["mps2-an386", "mps2-an500", "mps3-an547"]] = ["mps2-an386", "mps3-an547"]
+    split: Literal["train", "val", "test"] = "test"
+    samples: int = Field(5, ge=1, le=200)   # test vectors embedded in the firmware
+
+
+@stage("firmware", FirmwareParams)
+def firmware(run, params):
+    """Export the latest model (plain, shrunk or masked) for the C runtime, run its test
+    vectors on the host build and under QEMU, and count instructions per inference."""
+    from converters import c_export
+
+    directory = run.work_dir("firmware")
+    x, y = run.dataset.arrays(params.split, limit=params.samples)
+    info = c_export.write(run.load_model(), directory / "model", samples=x, labels=y)
+    rows = {"host": c_export.run(directory / "model", "host", directory / "host")}
+    for board in params.boards:
+        counts = c_export.count_instructions(directory / "model", board, directory / board)
+        rows[board] = {**c_export.run(directory / "model", board, directory / board),
+                       "core": c_export.QEMU_BOARDS[board],
+                       "instructions_per_inference": int(np.median(counts)),
+                       **c_export.size(directory / "model", board, directory / board)}
+    for row in rows.values():
+        row.pop("output")
+        row["pass"] = row["failed"] == 0
+    accuracy = float(np.mean(np.array(rows["host"]["predictions"]) == y))
+    lines = ["| target | test vectors | instructions / inference | flash B | RAM B |",
+             "|---|---|---|---|---|"]
+    for name, row in rows.items():
+        lines.append(f"| {name}{' (' + row['core'] + ')' if 'core' in row else ''} | "
+                     f"{row['passed']} passed, {row['failed']} failed | "
+                     f"{row.get('instructions_per_inference', '')} | {row.get('flash', '')} | "
+                     f"{row.get('ram', '')} |")
+    return {
+        "outputs": {"firmware_model": "firmware/model/model_data.c"},
+        "metrics": {"firmware": {"split": params.split, "weight_bytes": info["weight_bytes"],
+                                 "arena_bytes": info["arena_bytes"],
+                                 "accuracy_on_vectors": accuracy, "targets": rows}},
+        "markdown": "\n\n".join([
+            "### C runtime for Cortex-M: `firmware/model/model_data.c`",
+            f"{len(x)} {params.split} images embedded as test vectors; the firmware's int32 "
+            "sums must equal Python's bit for bit. Weights "
+            f"{info['weight_bytes']} B, arena {info['arena_bytes']} B. Instructions counted "
+            "under QEMU by the project's TCG plugin.",
+            "\n".join(lines)]),
+    }
