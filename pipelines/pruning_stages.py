@@ -104,6 +104,7 @@ class WFFParams(NoParams):
     accuracy_budget: float = Field(0.01, ge=0)
     follow_up: Literal["finetune", "scratch"] = "finetune"
     finetune_epochs: int | None = Field(None, gt=0)
+    finetune_learning_rate: float | None = Field(None, gt=0)   # default: training's / 10
     round_to: RoundTo = None
 
 
@@ -117,6 +118,7 @@ def wff_stage(run, params):
         threshold=params.threshold, max_iterations=params.iterations,
         accuracy_budget=params.accuracy_budget, follow_up=params.follow_up,
         finetune_epochs=params.finetune_epochs, pretrained=True,
+        finetune_learning_rate=params.finetune_learning_rate,
         learning_rate=recipe.training.learning_rate, batch_size=recipe.data.batch_size,
         round_to=params.round_to, every=params.every, seed=recipe.seed)
     files.save_model(result.model, run.dir / "model_wff.keras")

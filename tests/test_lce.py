@@ -145,7 +145,7 @@ def test_convert_and_benchmark_stages_in_a_recipe(tmp_path):
     assert convert["metrics"]["binary_convs"] == {"expected": 3, "LceBconv2d": 3}
     check = convert["metrics"]["verify"]
     assert check["argmax_agreement"] * check["samples"] + check["argmax_ties"] == check["samples"]
-    assert set(benchmark["metrics"]) == {"default", "indirect_bgemm", "ratio"}
+    assert set(benchmark["metrics"]) == {"model/default", "model/indirect_bgemm", "ratios"}
     md = (run_dir / "report.md").read_text()
     assert "| LceBconv2d | 3 |" in md and "| model | host | indirect_bgemm | 1 | 5 |" in md
 

@@ -326,8 +326,8 @@ def prune_by_flip_frequency(
     model: tf.keras.Model, dataset, *, epochs: int, interval: int, threshold: float = 0,
     max_iterations: int = 3, accuracy_budget: float = 0.01, follow_up: str = "finetune",
     finetune_epochs: int | None = None, pretrained: bool = False, learning_rate: float = 1e-2,
-    batch_size: int = 64, round_to=None, every: str | int = "epoch", seed: int = 0,
-    verbose: int = 0, log=print,
+    finetune_learning_rate: float | None = None, batch_size: int = 64, round_to=None,
+    every: str | int = "epoch", seed: int = 0, verbose: int = 0, log=print,
 ) -> WFFResult:
     """The iterative procedure: train, measure flips, shrink; repeat.
 
@@ -336,7 +336,8 @@ def prune_by_flip_frequency(
     more epochs at a tenth of ``learning_rate`` (the paper counts flips while
     the learning rate is at its lowest). Each later round trains the shrunk
     network: for ``finetune_epochs`` (default ``epochs``) from the shrunk
-    weights at a tenth of ``learning_rate`` (``follow_up="finetune"``) or for
+    weights at ``finetune_learning_rate`` (default a tenth of ``learning_rate``;
+    ``follow_up="finetune"``) or for
     ``epochs`` from a fresh initialization at ``learning_rate`` (``"scratch"``),
     counting flips over its last ``interval`` epochs. It stops when ``max_l p_l`` no longer falls, when the validation
     accuracy falls more than ``accuracy_budget`` below round 0's (then the
@@ -356,7 +357,8 @@ def prune_by_flip_frequency(
             lr = learning_rate / 10 if pretrained else learning_rate
         else:
             n_epochs = epochs if follow_up == "scratch" else finetune_epochs
-            lr = learning_rate if follow_up == "scratch" else learning_rate / 10
+            lr = learning_rate if follow_up == "scratch" else (finetune_learning_rate
+                                                                 or learning_rate / 10)
         training.compile_model(current, lr,
                                decay_steps=n_epochs * training.steps_per_epoch(dataset, batch_size))
         tracker = FlipTracker(last_epochs=interval, every=every, threshold=threshold)
