@@ -205,6 +205,18 @@ def is_masked(layer) -> bool:
     return isinstance(layer, MaskedLayer)
 
 
+def has_masks(model: tf.keras.Model) -> bool:
+    """True if any layer of ``model`` carries masks."""
+    return any(is_masked(l) for l in model.layers)
+
+
+def require_masks(model: tf.keras.Model, user: str) -> None:
+    """Raise a ModelError naming ``user`` (e.g. a callback) if ``model`` has no masks."""
+    if not has_masks(model):
+        raise ModelError(f"{user} needs a masked model: call bnnprune_tf.masks.prunable(model) "
+                         "before compile and fit")
+
+
 def prunable(model: tf.keras.Model) -> tf.keras.Model:
     """A copy of ``model`` whose conv/depthwise/dense layers carry masks (all ones).
 
@@ -215,7 +227,7 @@ def prunable(model: tf.keras.Model) -> tf.keras.Model:
     Raises:
         ModelError: ``model`` is a subclassed model (use Sequential or functional).
     """
-    if any(is_masked(l) for l in model.layers):
+    if has_masks(model):
         return model
     if not isinstance(model, tf.keras.Sequential) and not getattr(model, "_is_graph_network", False):
         raise ModelError(f"model {model.name!r} is a subclassed model; masks need a "

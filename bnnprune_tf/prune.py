@@ -36,7 +36,6 @@ from typing import Mapping
 import tensorflow as tf
 
 from bnnprune_tf import masks, select
-from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
 from bnnprune_tf.shrink import shrink
 
@@ -75,7 +74,7 @@ def kept_widths(model: tf.keras.Model) -> dict[str, int]:
     from bnnprune_tf.graph import PRODUCERS
 
     producers = [l for l in model.layers if isinstance(l, PRODUCERS)]
-    if not any(masks.is_masked(l) for l in model.layers):
+    if not masks.has_masks(model):
         return {l.name: int(l.output.shape[-1]) for l in producers}
     graph = ChannelGraph(model)
     keep = graph.keep_from_masks(model)
@@ -107,9 +106,7 @@ class PruneFilters(tf.keras.callbacks.Callback):
         self._graph = None
 
     def on_train_begin(self, logs=None):
-        if not any(masks.is_masked(l) for l in self.model.layers):
-            raise ModelError("PruneFilters needs a masked model: call "
-                             "bnnprune_tf.masks.prunable(model) before compile and fit")
+        masks.require_masks(self.model, "PruneFilters")
         self._graph = ChannelGraph(self.model)
 
     def on_train_batch_begin(self, batch, logs=None):

@@ -28,6 +28,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from bnnprune_tf import masks
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
 
@@ -74,7 +75,7 @@ def group_scores(graph: ChannelGraph, model, criterion: Criterion) -> dict[int, 
     Channels already pruned (no consumer reads them) score ``-inf``, so
     pruning again with a larger target never brings them back.
     """
-    kept = graph.keep_from_masks(model) if _is_masked(model) else {}
+    kept = graph.keep_from_masks(model) if masks.has_masks(model) else {}
     scores = {}
     for g in graph.prunable_groups():
         total = np.zeros(g.size)
@@ -90,12 +91,6 @@ def group_scores(graph: ChannelGraph, model, criterion: Criterion) -> dict[int, 
             total[~kept[g.id]] = -np.inf
         scores[g.id] = total
     return scores
-
-
-def _is_masked(model) -> bool:
-    from bnnprune_tf.masks import is_masked
-
-    return any(is_masked(l) for l in model.layers)
 
 
 def _round_to(graph: ChannelGraph, group, round_to) -> int:
@@ -209,7 +204,7 @@ def keep_nonempty(graph: ChannelGraph, model) -> dict[int, np.ndarray]:
         graph = ChannelGraph(masked)
         graph.apply_masks(masked, select.keep_nonempty(graph, masked))
     """
-    if not _is_masked(model):
+    if not masks.has_masks(model):
         raise ModelError(f"model {model.name!r} has no masks; make it prunable first "
                          "(bnnprune_tf.masks.prunable) and set weight masks")
     keep = graph.keep_from_masks(model)

@@ -59,7 +59,7 @@ def strip_pruning_state(model: tf.keras.Model) -> tf.keras.Model:
         import tensorflow_model_optimization as tfmot
 
         model = tfmot.sparsity.keras.strip_pruning(model)
-    if any(masks.is_masked(layer) for layer in model.layers):
+    if masks.has_masks(model):
         model = prune.strip_pruning(model)
     return model
 

@@ -47,7 +47,7 @@ import tensorflow as tf
 from bnnprune_tf import masks, profile, select, training
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import PRODUCERS, ChannelGraph
-from bnnprune_tf.prune import prune_filters
+from bnnprune_tf.prune import kept_widths, prune_filters
 from bnnprune_tf.shrink import shrink
 
 
@@ -270,9 +270,7 @@ class PruneByFlipFrequency(FlipTracker):
         self.widths: dict[str, tuple[int, int]] = {}
 
     def on_train_begin(self, logs=None):
-        if not any(masks.is_masked(l) for l in self.model.layers):
-            raise ModelError("PruneByFlipFrequency needs a masked model: call "
-                             "bnnprune_tf.masks.prunable(model) before compile and fit")
+        masks.require_masks(self.model, "PruneByFlipFrequency")
         super().on_train_begin(logs)
 
     def on_train_end(self, logs=None):
@@ -316,10 +314,6 @@ class WFFResult:
     def to_dict(self) -> dict:
         return {"chosen": self.chosen, "stop_reason": self.stop_reason,
                 "iterations": [it.to_dict() for it in self.iterations]}
-
-
-def _widths(model) -> dict[str, int]:
-    return {l.name: int(l.output.shape[-1]) for l in binary_kernel_layers(model)}
 
 
 def prune_by_flip_frequency(
@@ -366,7 +360,7 @@ def prune_by_flip_frequency(
                      callbacks=[tracker], verbose=verbose)
         accuracy = training.evaluate(current, dataset, "val")["accuracy"]
         rounds.append(Iteration(index, accuracy, profile.profile(current).binary_macs,
-                                _widths(current), tracker.stats()))
+                                kept_widths(current), tracker.stats()))
         log(f"[wff] round {index}: val accuracy {accuracy:.4f}, binary MACs "
             f"{rounds[-1].binary_macs:,}, max p_l {rounds[-1].max_p:.3f}")
         if index > 0 and rounds[0].val_accuracy - accuracy > accuracy_budget:

@@ -175,9 +175,7 @@ class PruneLatentWeights(tf.keras.callbacks.Callback):
         self.events.append((step, fraction))
 
     def on_train_begin(self, logs=None):
-        if not any(masks.is_masked(l) for l in self.model.layers):
-            raise ModelError("PruneLatentWeights needs a masked model: call "
-                             "bnnprune_tf.masks.prunable(model) before compile and fit")
+        masks.require_masks(self.model, "PruneLatentWeights")
         self._graph = ChannelGraph(self.model)
         if self.schedule is None:
             self._prune(1.0)
