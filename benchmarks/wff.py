@@ -122,20 +122,21 @@ def markdown(rows, overhead, args) -> str:
              "Test accuracy on the 10,000 test images; latency = LCE interpreter on this x86 "
              "host, time / baseline time (< 1 faster), interleaved in one run.", "",
              "| seed | baseline acc | BOPs cut | WFF acc | random acc | L1 acc | WFF widths "
-             "| latency ratio WFF / random / L1 (indirect) |", "|---|---:|---:|---:|---:|---:|---|---|"]
+             "| latency WFF / random / L1, default kernel | same, indirect kernel |",
+             "|---|---:|---:|---:|---:|---:|---|---|---|"]
     for r in rows:
         cut = 1 - r["wff_binary_macs"] / r["baseline_binary_macs"]
         lines.append(
             f"| {r['seed']} | {r['baseline_test_accuracy']:.4f} | {cut:.1%} "
             f"| {r['wff_test_accuracy']:.4f} | {r['random_test_accuracy']:.4f} "
-            f"| {r['l1_test_accuracy']:.4f} | {r['widths']} "
-            f"| {r['wff_latency_ratio_indirect_bgemm']:.2f} / "
-            f"{r['random_latency_ratio_indirect_bgemm']:.2f} / "
-            f"{r['l1_latency_ratio_indirect_bgemm']:.2f} |")
+            f"| {r['l1_test_accuracy']:.4f} | {r['widths']} | "
+            + " | ".join(" / ".join(f"{r[f'{m}_latency_ratio_{k}']:.2f}"
+                                    for m in ("wff", "random", "l1")) for k in bench.KERNELS)
+            + " |")
     cut = statistics.mean(1 - r["wff_binary_macs"] / r["baseline_binary_macs"] for r in rows)
     lines.append(f"| mean | {mean('baseline_test_accuracy'):.4f} | {cut:.1%} "
                  f"| {mean('wff_test_accuracy'):.4f} | {mean('random_test_accuracy'):.4f} "
-                 f"| {mean('l1_test_accuracy'):.4f} | | |")
+                 f"| {mean('l1_test_accuracy'):.4f} | | | |")
     lines += ["", f"Tracking overhead with per-step sampling: {overhead['overhead']:+.1%} per "
               f"training step ({overhead['median_step_ms_with_per_step_sampling']:.2f} ms vs "
               f"{overhead['median_step_ms_without']:.2f} ms median over {overhead['repeats']} "
