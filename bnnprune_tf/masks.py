@@ -31,7 +31,7 @@ Example::
 
     from bnnprune_tf import masks, models
     model = masks.prunable(models.build("mnist_bnn", (28, 28, 1)))
-    layer = model.get_layer("quant_conv2d")
+    layer = model.get_layer("conv2")
     keep = np.ones(64, "float32"); keep[:16] = 0
     layer.set_masks(channel=keep)          # 16 filters pruned (see graph.apply_masks
                                            # to prune whole channel groups consistently)
