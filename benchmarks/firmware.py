@@ -10,7 +10,7 @@ Models, for MNIST (mnist5k) and Fashion-MNIST (10,000 training images): mnist_bn
   smallest mean latent magnitude: what the slot format skips for free.
 
 For each model and board: instructions per inference, counted exactly by the
-project's TCG plugin (``converters.c_export.count_instructions``); the footprint from
+project's TCG plugin (``converters.fw.count_instructions``); the footprint from
 ``arm-none-eabi-size`` (flash = text + data, RAM = data + bss); test accuracy in Keras.
 The speedup over the unpruned model is set against its ideal ratio of operations
 (MACs with nonzero weights: binary ones plus the first layer's int8 ones). On M4,
@@ -78,10 +78,10 @@ def host_vs_lce(model, model_dir, x) -> dict:
     import larq_compute_engine as lce
     from larq_compute_engine.tflite.python.interpreter import Interpreter
 
-    from converters import c_export
+    from converters import firmware as fw
 
     build = model_dir.parent / (model_dir.name + "_hostbuild")
-    c_export.make("host", model_dir, "host", build)
+    fw.make("host", model_dir, "host", build)
     interpreter = Interpreter(lce.convert_keras_model(model), num_threads=1)
     c_times, lce_times = [], []
     for _ in range(5):
@@ -128,8 +128,9 @@ def main():
     from benchmarks.common import write_results
     from bnnprune_tf import data, training
     from converters import c_export, fold
+    from converters import firmware as fw
 
-    work = c_export.FIRMWARE / "build/bench"
+    work = fw.FIRMWARE / "build/bench"
     rows, host = [], {}
     for dataset, limit in [("mnist5k", None), ("fashion_mnist", 10_000)]:
         ds = data.load(dataset, seed=0, limit=limit)
@@ -144,11 +145,11 @@ def main():
                    "boards": {}}
             for board, core in BOARDS.items():
                 build = directory.parent / f"{directory.name}_{board}"
-                counts = c_export.count_instructions(directory, board, build)
+                counts = fw.count_instructions(directory, board, build)
                 row["boards"][board] = {"core": core, "instructions": counts,
                                         "per_inference": int(statistics.median(counts)),
-                                        **c_export.size(directory, board, build)}
-            row["m4_builtin_popcount"] = int(statistics.median(c_export.count_instructions(
+                                        **fw.size(directory, board, build)}
+            row["m4_builtin_popcount"] = int(statistics.median(fw.count_instructions(
                 directory, "mps2-an386", directory.parent / f"{directory.name}_builtin",
                 popcount="builtin")))
             rows.append(row)

@@ -35,3 +35,7 @@ class ConversionError(BnnpruneError):
 
 class BenchmarkError(BnnpruneError):
     """A latency benchmark cannot run: missing binary, unreachable device, unparsable output."""
+
+
+class FirmwareError(ConversionError):
+    """``make -C firmware`` failed: a missing tool, a model too big for the board, no probe."""

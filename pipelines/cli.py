@@ -18,7 +18,7 @@ import json
 import sys
 
 import bnnprune_tf  # noqa: F401  (selects Keras 2 before tensorflow loads)
-from bnnprune_tf.errors import BnnpruneError
+from bnnprune_tf.errors import BnnpruneError, FirmwareError
 
 
 def _run(args):
@@ -149,6 +149,7 @@ def _bench(args):
 
 def _firmware(args):
     from converters import c_export
+    from converters import firmware as fw
 
     if args.action == "build":
         import tensorflow as tf
@@ -164,21 +165,21 @@ def _firmware(args):
         if args.data:
             x, y = data.load(args.data, seed=args.seed).arrays(args.split, limit=args.limit)
         info = c_export.write(model, args.out, samples=x, labels=y)
-        c_export.make("all", args.out, args.board)
+        fw.make("all", args.out, args.board)
         print(json.dumps(info, indent=2))
         print(f"model data in {args.out}/; built for {args.board}: "
               f"bnnprune firmware run {args.out} --board {args.board}")
     elif args.action == "run":
-        result = c_export.run(args.target, args.board)
+        result = fw.run(args.target, args.board)
         print(result["output"], end="")
         if result["failed"]:
-            raise c_export.FirmwareError(f"{result['failed']} of "
+            raise FirmwareError(f"{result['failed']} of "
                                          f"{result['passed'] + result['failed']} test vectors "
                                          f"differ from Python on {args.board}")
     elif args.action == "size":
-        print(json.dumps(c_export.size(args.target, args.board), indent=2))
+        print(json.dumps(fw.size(args.target, args.board), indent=2))
     else:
-        print(c_export.flash(args.target, args.board, args.flasher), end="")
+        print(fw.flash(args.target, args.board, args.flasher), end="")
 
 
 def parser() -> argparse.ArgumentParser:

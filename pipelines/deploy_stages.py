@@ -140,17 +140,18 @@ def firmware(run, params):
     """Export the latest model (plain, shrunk or masked) for the C runtime, run its test
     vectors on the host build and under QEMU, and count instructions per inference."""
     from converters import c_export
+    from converters import firmware as fw
 
     directory = run.work_dir("firmware")
     x, y = run.dataset.arrays(params.split, limit=params.samples)
     info = c_export.write(run.load_model(), directory / "model", samples=x, labels=y)
-    rows = {"host": c_export.run(directory / "model", "host", directory / "host")}
+    rows = {"host": fw.run(directory / "model", "host", directory / "host")}
     for board in params.boards:
-        counts = c_export.count_instructions(directory / "model", board, directory / board)
-        rows[board] = {**c_export.run(directory / "model", board, directory / board),
-                       "core": c_export.QEMU_BOARDS[board],
+        counts = fw.count_instructions(directory / "model", board, directory / board)
+        rows[board] = {**fw.run(directory / "model", board, directory / board),
+                       "core": fw.QEMU_BOARDS[board],
                        "instructions_per_inference": int(np.median(counts)),
-                       **c_export.size(directory / "model", board, directory / board)}
+                       **fw.size(directory / "model", board, directory / board)}
     for row in rows.values():
         row.pop("output")
         row["pass"] = row["failed"] == 0

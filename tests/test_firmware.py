@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from bnnprune_tf import masks, models, prune
 from converters import c_export, fold
+from converters import firmware as fw
 from conftest import require_tools
 from test_fold import irregular_bnn, randomize_batchnorm
 
@@ -143,7 +144,7 @@ def test_model_too_big_for_the_ram_is_a_clear_build_error(tmp_path):
 def test_instruction_count_plugin_is_exact_and_repeatable(exported, tmp_path):
     require_tools("arm-none-eabi-gcc", "qemu-system-arm", "make", "gcc")
     _, directory, _ = exported["binary_mlp"]
-    counts = [c_export.count_instructions(directory, "mps2-an386", tmp_path) for _ in range(2)]
+    counts = [fw.count_instructions(directory, "mps2-an386", tmp_path) for _ in range(2)]
     assert counts[0] == counts[1]
     # 784x157 first-layer MACs alone take more than 100k instructions
     assert len(counts[0]) == 4 and all(c > 100_000 for c in counts[0])
