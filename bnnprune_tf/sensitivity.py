@@ -38,7 +38,6 @@ Example::
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -48,6 +47,7 @@ import tensorflow as tf
 from bnnprune_tf import masks, profile, select
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import DEPTHWISE, PRODUCERS, ChannelGraph
+from bnnprune_tf.reporting import Figure, markdown_table, render_png
 
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 WeightScore = Callable[..., np.ndarray]   # (layer) -> score per kernel entry
@@ -272,43 +272,38 @@ class Sensitivity:
                 "baseline_operations": self.baseline_operations, "samples": self.samples,
                 "curves": {n: asdict(c) for n, c in self.curves.items()}}
 
+    def rows(self, chosen: Mapping[str, float] | None = None) -> dict[str, dict]:
+        """Accuracy drop in points per layer (row) and ratio (column); ``chosen`` last."""
+        rows = {}
+        for name, curve in self.curves.items():
+            row = {f"{r:g}": round(100 * float(d), 2)
+                   for r, d in zip(curve.ratios[1:], self.drops(name)[1:])}
+            if chosen is not None:
+                row["chosen"] = float(chosen.get(name, 0.0))
+            rows[name] = row
+        return rows
+
     def to_markdown(self, chosen: Mapping[str, float] | None = None) -> str:
-        """Accuracy drop in points per layer and ratio; the chosen ratio in the last column."""
-        ratios = next(iter(self.curves.values())).ratios[1:] if self.curves else ()
-        head = "| layer | " + " | ".join(f"{r:g}" for r in ratios) + \
-            (" | chosen |" if chosen else " |")
-        lines = [head, "|---|" + "---:|" * (len(ratios) + bool(chosen))]
-        for name in self.curves:
-            cells = [f"{100 * d:+.2f}" for d in self.drops(name)[1:]]
-            if chosen:
-                cells.append(f"{chosen.get(name, 0.0):g}")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        """:meth:`rows` as a markdown table, with the baseline it is measured against."""
         return (f"Accuracy drop (points) with one layer pruned at {self.granularity} level; "
                 f"baseline {100 * self.baseline_accuracy:.2f} % on {self.samples} samples.\n\n"
-                + "\n".join(lines))
+                + markdown_table(self.rows(chosen), "layer"))
+
+    def figure(self, epsilon: float | None = None, title: str = "") -> Figure:
+        """Accuracy drop (points) against ratio, one line per layer."""
+        curves = self.curves.values()
+        return Figure(title or f"pruning sensitivity per layer ({self.granularity} level)",
+                      "line", {"": {"x": list(next(iter(curves)).ratios) if curves else [],
+                                    "series": {n: [100 * float(d) for d in self.drops(n)]
+                                               for n in self.curves}}},
+                      xlabel=f"share of the layer pruned ({self.granularity} level)",
+                      ylabel="accuracy drop (points)",
+                      hlines={f"epsilon {100 * epsilon:g}": 100 * epsilon}
+                      if epsilon is not None else {})
 
     def plot(self, epsilon: float | None = None, title: str = "") -> bytes:
-        """PNG bytes: accuracy drop (points) against ratio, one line per layer."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-        for name, curve in self.curves.items():
-            ax.plot(curve.ratios, 100 * self.drops(name), marker="o", markersize=3, label=name)
-        if epsilon is not None:
-            ax.axhline(100 * epsilon, color="gray", linestyle="--", label=f"epsilon {100 * epsilon:g}")
-        ax.set_xlabel(f"share of the layer pruned ({self.granularity} level)")
-        ax.set_ylabel("accuracy drop (points)")
-        ax.set_title(title or f"pruning sensitivity per layer ({self.granularity} level)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        plt.close(fig)
-        return buf.getvalue()
+        """PNG bytes of :meth:`figure`."""
+        return render_png(self.figure(epsilon, title))
 
 
 def _check_grid(grid: Sequence[float]) -> tuple[float, ...]:

@@ -5,13 +5,16 @@ standard ``tf.keras.callbacks.BackupAndRestore`` (an interrupted fit restarts
 from its last finished epoch, optimizer state included) and a CSV log of all
 epochs across restarts.
 
+:func:`train` is the one verb for "compile with a learning-rate schedule, then
+fit"; :func:`compile_model` and :func:`fit` are its two halves.
+
 Example::
 
     from bnnprune_tf import data, models, training
     ds = data.load("mnist5k")
     model = models.build("mnist_bnn", ds.input_shape, ds.num_classes)
-    training.compile_model(model, learning_rate=1e-3)
-    history = training.fit(model, ds, epochs=2, work_dir="runs/demo/train")
+    history = training.train(model, ds, epochs=2, learning_rate=1e-2,
+                             work_dir="runs/demo/train")
     print(training.evaluate(model, ds, "test"))
 """
 
@@ -29,6 +32,7 @@ from bnnprune_tf.data import Dataset
 from bnnprune_tf.errors import ModelError
 
 OPTIMIZERS = {"adam": tf.keras.optimizers.Adam, "sgd": tf.keras.optimizers.SGD}
+SCHEDULES = ("cosine", "constant")
 
 
 def compile_model(model: tf.keras.Model, learning_rate: float = 1e-3, optimizer: str = "adam",
@@ -102,6 +106,35 @@ def fit(
                 for e in range(len(result.epoch))]
     shutil.rmtree(work_dir / "backup", ignore_errors=True)
     return read_history(history_file)
+
+
+def train(
+    model: tf.keras.Model,
+    dataset: Dataset,
+    epochs: int,
+    learning_rate: float = 1e-3,
+    *,
+    optimizer: str = "adam",
+    schedule: str = "cosine",
+    batch_size: int = 64,
+    augment: Sequence[str] = (),
+    seed: int = 0,
+    work_dir: str | os.PathLike | None = None,
+    callbacks: Sequence[tf.keras.callbacks.Callback] = (),
+    verbose: int | str = 0,
+) -> list[dict]:
+    """Compile ``model`` (``schedule``: ``"cosine"`` decay to 0 over the ``epochs``,
+    or ``"constant"``) and :func:`fit` it; returns the per-epoch history.
+
+    Example::
+
+        history = train(model, ds, epochs=10, learning_rate=1e-2, callbacks=[pruner])
+    """
+    if schedule not in SCHEDULES:
+        raise ModelError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
+    decay = epochs * steps_per_epoch(dataset, batch_size) if schedule == "cosine" else None
+    compile_model(model, learning_rate, optimizer, decay_steps=decay)
+    return fit(model, dataset, epochs, batch_size, augment, seed, work_dir, callbacks, verbose)
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:

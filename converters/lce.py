@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import tensorflow as tf
 
+from bnnprune_tf import prune
 from bnnprune_tf.errors import ConversionError
 from converters import flatbuffer as fb_lib
 
@@ -37,37 +38,10 @@ FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64"}
 BINARY_CONV = "LceBconv2d"
 
 
-def _pruning_wrapper_class():
-    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
-
-    return pruning_wrapper.PruneLowMagnitude
-
-
-def strip_pruning_state(model: tf.keras.Model) -> tf.keras.Model:
-    """``model`` without pruning state: tfmot ``prune_low_magnitude`` wrappers are
-    stripped and bnnprune masks are applied by removing the pruned channels
-    (:func:`bnnprune_tf.prune.strip_pruning`). A plain model is returned as is.
-
-    Example::
-
-        plain = strip_pruning_state(pruned_model)   # what convert() does first
-    """
-    from bnnprune_tf import masks, prune
-
-    wrapper = _pruning_wrapper_class()
-    if any(isinstance(layer, wrapper) for layer in model.layers):
-        import tensorflow_model_optimization as tfmot
-
-        model = tfmot.sparsity.keras.strip_pruning(model)
-    if masks.has_masks(model):
-        model = prune.strip_pruning(model)
-    return model
-
-
 def convert(model: tf.keras.Model, target: str = "arm") -> bytes:
     """Convert ``model`` to an LCE flatbuffer (the bytes of a ``.tflite`` file).
 
-    Pruning state is stripped first (:func:`strip_pruning_state`). Input and
+    Pruning state is stripped first (:func:`bnnprune_tf.prune.strip_pruning`). Input and
     output stay float32; the batch size becomes 1.
 
     Raises:
@@ -91,7 +65,7 @@ def convert(model: tf.keras.Model, target: str = "arm") -> bytes:
             raise ConversionError(
                 f"input {tensor.name} has shape {tuple(tensor.shape)}: LCE needs every dimension "
                 "but the batch fixed; rebuild the model with a full input_shape")
-    model = strip_pruning_state(model)
+    model = prune.strip_pruning(model)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -41,8 +41,8 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
+from bnnprune_tf import prune
 from bnnprune_tf.errors import ConversionError
-from converters.lce import strip_pruning_state
 
 layers = tf.keras.layers
 FLT_EPSILON = float(np.finfo(np.float32).eps)
@@ -284,7 +284,7 @@ def lint(model: tf.keras.Model) -> list[Finding]:
     """
     if not isinstance(model, tf.keras.Model):
         raise ConversionError(f"lint expects a tf.keras.Model, got {type(model).__name__}")
-    model = strip_pruning_state(model)
+    model = prune.strip_pruning(model)
     nested = [layer.name for layer in model.layers if isinstance(layer, tf.keras.Model)]
     if nested:
         raise ConversionError(f"lint does not look inside nested models ({', '.join(nested)}): "
@@ -309,7 +309,7 @@ def binary_conv_layers(model: tf.keras.Model, findings: list[Finding] | None = N
         expected = len(binary_conv_layers(model))
         assert converters.lce.inspect(convert(model)).ops["LceBconv2d"] == expected
     """
-    model = strip_pruning_state(model)
+    model = prune.strip_pruning(model)
     findings = lint(model) if findings is None else findings
     as_float = {f.layer for f in findings if f.severity in ("float", "info")}
     return [layer.name for layer in model.layers

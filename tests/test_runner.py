@@ -4,7 +4,7 @@ import pytest
 
 from bnnprune_tf import training
 from bnnprune_tf.errors import RecipeError
-from pipelines import training_stages
+from pipelines.stages import training as training_stages
 from pipelines.recipe import parse_recipe
 from pipelines.runner import run_recipe
 from test_training import StopAfter

@@ -11,7 +11,7 @@ removed are those with the highest mean flip frequency (ties: smallest mean
 stops falling or the accuracy budget is spent. Details and what is inferred:
 ``../shared/reference/methods.md`` section 1.
 
-Three forms:
+Four forms:
 
 - :class:`FlipTracker`, a callback that counts flips (per epoch as in the
   paper's code, or every N steps) in non-trainable variables, vectorized in a
@@ -19,35 +19,42 @@ Three forms:
   ``tf.Module``) and logged to TensorBoard;
 - :class:`PruneByFlipFrequency`, the tracker plus the pruning rule applied to a
   masked model at the end of ``fit``;
-- :func:`prune_by_flip_frequency`, the whole iterative procedure in one call.
+- :func:`prune_by_flip_frequency`, the whole iterative procedure in one call;
+- :class:`FlipFrequency`, the method registered as ``wff`` (the recipe's
+  ``prune: {method: wff}``), whose ``run`` is that procedure.
 
 Example::
 
-    from bnnprune_tf import data, masks, models, shrink, training
-    from bnnprune_tf.methods import flip_frequency as wff
+    from bnnprune_tf import data, methods, models, training
 
     ds = data.load("mnist5k")
-    model = masks.prunable(models.build("mnist_bnn", ds.input_shape))
-    training.compile_model(model, 1e-2, decay_steps=10 * training.steps_per_epoch(ds, 64))
-    pruner = wff.PruneByFlipFrequency(last_epochs=4, threshold=0, round_to=8)
-    training.fit(model, ds, epochs=10, callbacks=[pruner])
-    print(pruner.widths)                 # {layer: (before, after)}
-    small = shrink.shrink(model)
+    model = models.build("mnist_bnn", ds.input_shape)
+    method = methods.get("wff")(interval=4, threshold=0, round_to=8)
+    masked = method.prepare(model)
+    training.train(masked, ds, epochs=10, learning_rate=1e-2, callbacks=method.callbacks())
+    result = method.finalize(masked)
+    print(result.metrics["widths"])      # {layer: (before, after)}
+    small = result.model                 # shrunk
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Literal, Mapping
 
 import numpy as np
 import tensorflow as tf
 
+from pydantic import Field, model_validator
+
 from bnnprune_tf import masks, profile, select, training
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import PRODUCERS, ChannelGraph
-from bnnprune_tf.prune import kept_widths, prune_filters
+from bnnprune_tf.methods import register
+from bnnprune_tf.methods.base import Context, Method, Params, Result, RoundTo
+from bnnprune_tf.prune import kept_widths, prune_filters, strip_pruning
+from bnnprune_tf.reporting import Figure
 from bnnprune_tf.shrink import shrink
 
 
@@ -378,3 +385,95 @@ def prune_by_flip_frequency(
             tf.keras.utils.set_random_seed(seed + index + 1)
             current = tf.keras.models.clone_model(current)     # same widths, fresh weights
     raise AssertionError("unreachable")
+
+
+class FlipParams(Params):
+    """Parameters of :class:`FlipFrequency`; ``epochs`` / ``learning_rate`` are those of
+    each fine-tuning round, ``interval`` the last epochs of a round that flips are
+    counted over."""
+
+    threshold: float = Field(0, ge=0)
+    interval: int = Field(2, ge=1)
+    every: Literal["epoch"] | int = "epoch"
+    iterations: int = Field(2, ge=1)
+    accuracy_budget: float = Field(0.01, ge=0)
+    follow_up: Literal["finetune", "scratch"] = "finetune"
+    round_to: RoundTo = None
+
+    @model_validator(mode="after")
+    def _interval_fits(self):
+        if isinstance(self.every, int) and self.every < 1:
+            raise ValueError(f"every must be 'epoch' or a positive number of steps, got "
+                             f"{self.every}")
+        if self.follow_up == "finetune" and self.interval > self.epochs:
+            raise ValueError(f"interval ({self.interval} epochs) is longer than a fine-tuning "
+                             f"round (epochs: {self.epochs}); raise epochs or shorten interval")
+        return self
+
+
+def histogram_figure(stats: Mapping[str, LayerFlips], title: str) -> Figure:
+    """Flips per weight, one bar panel per layer."""
+    return Figure(title, "bar", {n: {"x": list(range(len(s.histogram))),
+                                     "series": {"weights": s.histogram}}
+                                 for n, s in stats.items()},
+                  xlabel="flips", ylabel="weights", log_y=True)
+
+
+@register("wff")
+class FlipFrequency(Method):
+    """Weight flipping frequency (Li & Ren, ISQED 2020) behind the method interface.
+
+    In a user's own ``fit``, :meth:`callbacks` counts flips over the last
+    ``interval`` epochs and prunes at the end of the fit; :meth:`run` is the
+    iterative procedure (:func:`prune_by_flip_frequency`) on a trained model.
+    """
+
+    Params = FlipParams
+
+    def __init__(self, params=None, **kwargs):
+        super().__init__(params, **kwargs)
+        self._pruner: PruneByFlipFrequency | None = None
+
+    def callbacks(self):
+        p = self.params
+        self._pruner = PruneByFlipFrequency(last_epochs=p.interval, every=p.every,
+                                            threshold=p.threshold, round_to=p.round_to)
+        return [self._pruner]
+
+    def finalize(self, model):
+        result = Result(strip_pruning(model), model)
+        if self._pruner is not None and self._pruner.counter is not None:
+            stats = self._pruner.stats()
+            result.metrics.update(widths=self._pruner.widths,
+                                  p={n: s.p for n, s in stats.items()})
+            result.tables["Share of weights that flipped more than T times"] = {
+                n: {"p_l": s.p, "width before": self._pruner.widths.get(n, ("", ""))[0],
+                    "width after": self._pruner.widths.get(n, ("", ""))[1]}
+                for n, s in stats.items()}
+            result.figures["wff_flips"] = histogram_figure(
+                stats, f"flips per weight over the last {self.params.interval} epochs")
+        return result
+
+    def run(self, model, context: Context):
+        """The iterative procedure on a trained ``model``: measure flips for ``interval``
+        epochs at a tenth of ``context.learning_rate``, shrink, fine-tune, repeat."""
+        p = self.params
+        wff = prune_by_flip_frequency(
+            model, context.dataset, epochs=context.epochs, interval=p.interval,
+            threshold=p.threshold, max_iterations=p.iterations,
+            accuracy_budget=p.accuracy_budget, follow_up=p.follow_up,
+            finetune_epochs=p.epochs, pretrained=True, finetune_learning_rate=p.learning_rate,
+            learning_rate=context.learning_rate, batch_size=context.batch_size,
+            round_to=p.round_to, every=p.every, seed=context.seed, log=context.log)
+        first = wff.iterations[0]
+        result = Result(wff.model, wff.model, metrics=wff.to_dict())
+        result.tables[f"Rounds (chosen: round {wff.chosen}; stopped: {wff.stop_reason})"] = {
+            f"round {it.index}": {"val accuracy": it.val_accuracy,
+                                  "binary MACs": it.binary_macs, "max p_l": it.max_p}
+            for it in wff.iterations}
+        result.tables["Share of weights that flipped more than T times"] = {
+            n: {f"p_l round {it.index}": it.stats[n].p for it in wff.iterations
+                if n in it.stats} for n in first.stats}
+        result.figures["wff_flips"] = histogram_figure(
+            first.stats, f"flips per weight over the last {p.interval} epochs (round 0)")
+        return result
