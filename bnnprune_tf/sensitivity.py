@@ -276,7 +276,7 @@ class Sensitivity:
         """Accuracy drop in points per layer (row) and ratio (column); ``chosen`` last."""
         rows = {}
         for name, curve in self.curves.items():
-            row = {f"{r:g}": round(100 * float(d), 2)
+            row = {f"{r:g}": f"{100 * d:+.2f}"
                    for r, d in zip(curve.ratios[1:], self.drops(name)[1:])}
             if chosen is not None:
                 row["chosen"] = float(chosen.get(name, 0.0))

@@ -134,7 +134,8 @@ def train(
         raise ModelError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
     decay = epochs * steps_per_epoch(dataset, batch_size) if schedule == "cosine" else None
     compile_model(model, learning_rate, optimizer, decay_steps=decay)
-    return fit(model, dataset, epochs, batch_size, augment, seed, work_dir, callbacks, verbose)
+    return fit(model, dataset, epochs, batch_size, augment=augment, seed=seed, work_dir=work_dir,
+               callbacks=callbacks, verbose=verbose)
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:

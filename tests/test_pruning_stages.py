@@ -72,7 +72,7 @@ def test_prune_params_are_validated():
     with pytest.raises(RecipeError, match="stages\\[1\\].prune.follow_up: Input should be 'finetune'"):
         recipe(["train", {"prune": {"method": "wff", "follow_up": "never"}}])
     with pytest.raises(RecipeError, match="stages\\[1\\].prune.method: unknown or missing method, "
-                       "expected one of l1, latent, random, wff"):
+                       "expected one of l1, latent, random"):
         recipe(["train", {"prune": {"ratio": 0.5}}])
     with pytest.raises(RecipeError, match="stages\\[1\\].prune: interval \\(5 epochs\\) is longer"):
         recipe(["train", {"prune": {"method": "wff", "interval": 5, "epochs": 4}}])
@@ -83,8 +83,8 @@ def test_recipe_is_checked_against_its_model_before_training(tmp_path):
     with pytest.raises(RecipeError, match="stages\\[1\\].prune: ratios: no layer 'conv9'.*"
                        "prunable layers: conv2, conv3, conv_first$"):
         run_recipe(bad, tmp_path / "run", log=lambda m: None)
-    fixed = recipe(["train", {"prune": {"method": "l1", "widths": {"output": 5}}}])
-    with pytest.raises(RecipeError, match="layer 'output' cannot be pruned"):
+    fixed = recipe(["train", {"prune": {"method": "l1", "widths": {"fc1": 5}}}])
+    with pytest.raises(RecipeError, match="layer 'fc1' cannot be pruned"):
         run_recipe(fixed, tmp_path / "run", log=lambda m: None)
     device = recipe(["train", "convert", {"benchmark": {"device": "telnet://pi"}}])
     with pytest.raises(RecipeError, match="stages\\[2\\].benchmark: unknown device 'telnet://pi'"):

@@ -52,7 +52,7 @@ def test_interrupted_training_resumes(tmp_path, monkeypatch):
     real_fit = training.fit
 
     def crashing_fit(*args, **kwargs):
-        return real_fit(*args, callbacks=[StopAfter(2)], verbose=0, **kwargs)
+        return real_fit(*args, **{**kwargs, "callbacks": [StopAfter(2)], "verbose": 0})
 
     monkeypatch.setattr(training_stages.training, "fit", crashing_fit)
     with pytest.raises(KeyboardInterrupt):
