@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from bnnprune_tf import masks, select
+from bnnprune_tf.layer_facts import PRODUCERS
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
 from bnnprune_tf.shrink import shrink
@@ -73,8 +74,6 @@ def kept_widths(model: tf.keras.Model) -> dict[str, int]:
 
         kept_widths(prune_filters(model, "l1", ratio=0.5))   # {"conv2": 32, ...}
     """
-    from bnnprune_tf.graph import PRODUCERS
-
     producers = [l for l in model.layers if isinstance(l, PRODUCERS)]
     if not masks.has_masks(model):
         return {l.name: int(l.output.shape[-1]) for l in producers}

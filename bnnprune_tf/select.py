@@ -28,7 +28,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from bnnprune_tf import masks
+from bnnprune_tf import layer_facts, masks
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
 
@@ -37,10 +37,7 @@ Criterion = Callable[..., np.ndarray]   # (layer) -> score per output channel
 
 def l1_filter_norm(layer) -> np.ndarray:
     """Sum of |latent weight| per filter (the last kernel axis)."""
-    kernel = getattr(layer, "latent_kernel", None)
-    if kernel is None:
-        kernel = getattr(layer.kernel, "latent_variable", layer.kernel)
-    k = np.abs(np.asarray(kernel))
+    k = np.abs(np.asarray(layer_facts.latent_kernel(layer)))
     return k.reshape(-1, k.shape[-1]).sum(axis=0)
 
 

@@ -46,7 +46,8 @@ import tensorflow as tf
 
 from bnnprune_tf import masks, profile, select
 from bnnprune_tf.errors import ModelError
-from bnnprune_tf.graph import DEPTHWISE, PRODUCERS, ChannelGraph
+from bnnprune_tf.graph import ChannelGraph
+from bnnprune_tf.layer_facts import DEPTHWISE, PRODUCERS
 from bnnprune_tf.reporting import Figure, markdown_table, render_png
 
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

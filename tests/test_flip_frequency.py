@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnnprune_tf import masks, models, profile, training
+from bnnprune_tf import layer_facts, masks, models, profile, training
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.methods import flip_frequency as wff
 from bnnprune_tf.shrink import shrink
@@ -14,10 +14,10 @@ def tiny():
 
 def test_counter_invariants():
     model = tiny()
-    layers = wff.binary_kernel_layers(model)
+    layers = layer_facts.binary_kernel_layers(model)
     assert [l.name for l in layers] == ["conv_first", "conv2", "conv3", "fc1"]
     counter = wff.FlipCounter(layers)
-    kernel = wff._latent(model.get_layer("conv2"))
+    kernel = layer_facts.latent_kernel(model.get_layer("conv2"))
     base = np.abs(kernel.numpy()) + 0.1            # all positive
     alternate = np.zeros(base.shape, bool)
     alternate[..., 0] = True                       # filter 0 flips at every sample
@@ -46,13 +46,13 @@ def test_counter_invariants():
 
 def test_counts_round_trip_through_a_checkpoint(tmp_path):
     model = tiny()
-    counter = wff.FlipCounter(wff.binary_kernel_layers(model))
-    kernel = wff._latent(model.get_layer("conv3"))
+    counter = wff.FlipCounter(layer_facts.binary_kernel_layers(model))
+    kernel = layer_facts.latent_kernel(model.get_layer("conv3"))
     counter.sample()
     kernel.assign(-kernel)
     counter.sample()
     path = tf.train.Checkpoint(flips=counter).save(str(tmp_path / "ckpt"))
-    fresh = wff.FlipCounter(wff.binary_kernel_layers(model))
+    fresh = wff.FlipCounter(layer_facts.binary_kernel_layers(model))
     tf.train.Checkpoint(flips=fresh).restore(path).assert_consumed()
     for name, c in counter.counts_numpy().items():
         np.testing.assert_array_equal(fresh.counts_numpy()[name], c)
@@ -88,7 +88,7 @@ def test_tracker_resumes_counts_and_logs(mnist_small, tmp_path):
 
 def test_widths_and_flip_criterion():
     model = masks.prunable(tiny())
-    counter = wff.FlipCounter(wff.binary_kernel_layers(model))
+    counter = wff.FlipCounter(layer_facts.binary_kernel_layers(model))
     counts = counter.counts[counter.layer_names.index("conv2")]
     c = np.zeros(counts.shape, np.int32)
     c[..., 3] = 2                                   # filter 3 flips most

@@ -48,27 +48,14 @@ import tensorflow as tf
 
 from pydantic import Field, model_validator
 
-from bnnprune_tf import masks, profile, select, training
+from bnnprune_tf import layer_facts, masks, profile, select, training
 from bnnprune_tf.errors import ModelError
-from bnnprune_tf.graph import PRODUCERS, ChannelGraph
+from bnnprune_tf.graph import ChannelGraph
 from bnnprune_tf.methods import register
 from bnnprune_tf.methods.base import Context, Method, Params, Result, RoundTo
 from bnnprune_tf.prune import kept_widths, prune_filters, strip_pruning
 from bnnprune_tf.reporting import Figure
 from bnnprune_tf.shrink import shrink
-
-
-def binary_kernel_layers(model: tf.keras.Model) -> list:
-    """Conv/dense layers whose kernel is binarized (what flips can be counted on)."""
-    return [l for l in model.layers if isinstance(l, PRODUCERS)
-            and getattr(getattr(l, "kernel_quantizer", None), "precision", None) == 1]
-
-
-def _latent(layer) -> tf.Variable:
-    """The float latent kernel of a (masked or plain) Larq or Keras layer."""
-    if masks.is_masked(layer):
-        return layer.latent_kernel
-    return getattr(layer.kernel, "latent_variable", layer.kernel)
 
 
 class FlipCounter(tf.Module):
@@ -79,7 +66,7 @@ class FlipCounter(tf.Module):
 
     Example::
 
-        counter = FlipCounter(wff.binary_kernel_layers(model))
+        counter = FlipCounter(layer_facts.binary_kernel_layers(model))
         counter.sample()          # after each epoch (or every N steps)
         tf.train.Checkpoint(flips=counter).save("ckpt/flips")
     """
@@ -89,7 +76,7 @@ class FlipCounter(tf.Module):
         if not layers:
             raise ModelError("no layer with a binary kernel to count flips on")
         self.layer_names = [l.name for l in layers]
-        self._kernels = [_latent(l) for l in layers]
+        self._kernels = [layer_facts.latent_kernel(l) for l in layers]
         self.counts = [tf.Variable(tf.zeros(k.shape, tf.int32), trainable=False,
                                    name=f"{n}_flips") for k, n in zip(self._kernels, self.layer_names)]
         self.last_sign = [tf.Variable(tf.zeros(k.shape, tf.int8), trainable=False,
@@ -154,7 +141,7 @@ def flip_criterion(counter: FlipCounter) -> select.Criterion:
         if layer.name not in counts:
             raise ModelError(f"no flip counts for layer {layer.name!r}: it has no binary kernel")
         c = counts[layer.name]
-        latent = np.abs(np.asarray(_latent(layer)))
+        latent = np.abs(np.asarray(layer_facts.latent_kernel(layer)))
         return -c.reshape(-1, c.shape[-1]).sum(0) + latent.reshape(-1, c.shape[-1]).mean(0) / 2
 
     return score
@@ -222,7 +209,7 @@ class FlipTracker(tf.keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self.counter is None:
             with self.model.distribute_strategy.scope():
-                self.counter = FlipCounter(binary_kernel_layers(self.model))
+                self.counter = FlipCounter(layer_facts.binary_kernel_layers(self.model))
         self._manager = None
         if self.checkpoint_dir is not None:
             self._manager = tf.train.CheckpointManager(

@@ -66,7 +66,7 @@ import tensorflow as tf
 
 from pydantic import model_validator
 
-from bnnprune_tf import masks, select, sensitivity
+from bnnprune_tf import layer_facts, masks, select, sensitivity
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
 from bnnprune_tf.methods import register
@@ -78,7 +78,7 @@ GRANULARITIES = ("weight", "channel")
 
 def latent_magnitude(layer) -> np.ndarray:
     """Weight score: ``|latent weight|`` per kernel entry (higher = keep)."""
-    return np.abs(np.asarray(layer.latent_kernel))
+    return np.abs(np.asarray(layer_facts.latent_kernel(layer)))
 
 
 def filter_latent_mean(layer) -> np.ndarray:

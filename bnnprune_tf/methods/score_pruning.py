@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 from pydantic import Field, model_validator
 
-from bnnprune_tf import masks, select, sensitivity
+from bnnprune_tf import layer_facts, masks, select, sensitivity
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
 from bnnprune_tf.methods import register
@@ -260,13 +260,6 @@ class ScorePruning(Method):
         return super().run(model, context)
 
 
-def l1_weight_scores(layer) -> np.ndarray:
-    """|latent weight| per kernel entry."""
-    from bnnprune_tf.methods.latent_weight import latent_magnitude
-
-    return latent_magnitude(layer)
-
-
 @register("l1")
 class L1(ScorePruning):
     """Filters with the smallest sum of |latent weight| go (Li et al., ICLR 2017)."""
@@ -275,7 +268,7 @@ class L1(ScorePruning):
         return select.l1_filter_norm(layer)
 
     def weight_scores(self, layer):
-        return l1_weight_scores(layer)
+        return np.abs(np.asarray(layer_facts.latent_kernel(layer)))
 
 
 @register("random")
