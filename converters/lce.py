@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from bnnprune_tf import prune
 from bnnprune_tf.errors import ConversionError
+from bnnprune_tf.reporting import markdown_table
 from converters import flatbuffer as fb_lib
 
 TARGETS = ("arm", "xcore")
@@ -215,20 +216,26 @@ class Inspection:
             out.pop("tensors")
         return out
 
+    def op_rows(self) -> dict[str, dict]:
+        """Op histogram as table rows."""
+        return {op: {"count": n} for op, n in self.ops.items()}
+
+    def byte_rows(self) -> dict[str, dict]:
+        """Where the flatbuffer's bytes go, as table rows."""
+        return {"flatbuffer": {"bytes": self.total_bytes},
+                "bit-packed weights (LceBconv2d filters)": {"bytes": self.bitpacked_weight_bytes},
+                "float weights": {"bytes": self.float_weight_bytes},
+                "other constants (thresholds, shapes)": {"bytes": self.other_constant_bytes},
+                "largest activation tensor": {"bytes": self.largest_activation_bytes}}
+
+    def summary(self) -> str:
+        packed = sum(1 for c in self.binary_convs if c["output"] == "bitpacked")
+        return f"{len(self.binary_convs)} LceBconv2d, {packed} of them write bit-packed output."
+
     def to_markdown(self) -> str:
         """Op histogram and byte split as two markdown tables."""
-        ops = ["| op | count |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in self.ops.items()]
-        packed = sum(1 for c in self.binary_convs if c["output"] == "bitpacked")
-        size = [
-            "| bytes | |", "|---|---:|",
-            f"| flatbuffer | {self.total_bytes:,} |",
-            f"| bit-packed weights (LceBconv2d filters) | {self.bitpacked_weight_bytes:,} |",
-            f"| float weights | {self.float_weight_bytes:,} |",
-            f"| other constants (thresholds, shapes) | {self.other_constant_bytes:,} |",
-            f"| largest activation tensor | {self.largest_activation_bytes:,} |",
-        ]
-        return "\n".join(ops) + "\n\n" + "\n".join(size) + (
-            f"\n\n{len(self.binary_convs)} LceBconv2d, {packed} of them write bit-packed output.")
+        return "\n\n".join([markdown_table(self.op_rows(), "op"),
+                             markdown_table(self.byte_rows()), self.summary()])
 
 
 def inspect(flatbuffer: bytes) -> Inspection:

@@ -43,6 +43,7 @@ import tensorflow as tf
 
 from bnnprune_tf import layer_facts, prune
 from bnnprune_tf.errors import ConversionError
+from bnnprune_tf.reporting import markdown_table
 
 layers = tf.keras.layers
 FLT_EPSILON = float(np.finfo(np.float32).eps)
@@ -287,10 +288,17 @@ def binary_conv_layers(model: tf.keras.Model, findings: list[Finding] | None = N
             and layer.name not in as_float]
 
 
+def rows(findings: list[Finding]) -> dict[str, dict]:
+    """Table rows of ``findings``: one per finding, keyed ``layer`` (numbered if repeated)."""
+    out = {}
+    for f in findings:
+        key = f.layer if f.layer not in out else f"{f.layer} ({len(out)})"
+        out[key] = {"rule": f.rule, "severity": f.severity, "problem": f.problem, "fix": f.fix}
+    return out
+
+
 def to_markdown(findings: list[Finding]) -> str:
     """A markdown table of ``findings`` (or a line saying there are none)."""
     if not findings:
         return "Lint: every quantized layer becomes a fast binary LCE op."
-    rows = ["| layer | rule | severity | problem | fix |", "|---|---|---|---|---|"]
-    rows += [f"| {f.layer} | {f.rule} | {f.severity} | {f.problem} | {f.fix} |" for f in findings]
-    return "\n".join(rows)
+    return markdown_table(rows(findings), "layer")

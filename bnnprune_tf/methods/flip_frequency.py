@@ -51,7 +51,7 @@ from pydantic import Field, model_validator
 from bnnprune_tf import layer_facts, masks, profile, select, training
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
-from bnnprune_tf.methods import register
+from bnnprune_tf.methods.registry import register
 from bnnprune_tf.methods.base import Context, Method, Params, Result, RoundTo
 from bnnprune_tf.prune import kept_widths, prune_filters, strip_pruning
 from bnnprune_tf.reporting import Figure

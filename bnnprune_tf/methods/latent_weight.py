@@ -69,7 +69,7 @@ from pydantic import model_validator
 from bnnprune_tf import layer_facts, masks, select, sensitivity
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
-from bnnprune_tf.methods import register
+from bnnprune_tf.methods.registry import register
 from bnnprune_tf.methods.base import Context, Result
 from bnnprune_tf.methods.score_pruning import PruneOnSchedule, ScoreParams, ScorePruning
 

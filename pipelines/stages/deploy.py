@@ -69,14 +69,16 @@ def convert_lce(model, target: str = "arm", x=None, y=None, atol: float = 1e-3,
                "binary_convs": {"expected": expected, "LceBconv2d": bconvs},
                "lint": [f.to_dict() for f in findings]}
     blocks = [report_lib.text(f"Binary convolutions: {bconvs} `LceBconv2d` of {expected} "
-                              "expected by lint."), report_lib.text(info.to_markdown())]
+                              "expected by lint."), report_lib.table(info.op_rows(), first="op"),
+              report_lib.table(info.byte_rows()), report_lib.text(info.summary())]
     if x is not None:
         check = lce.verify(plain, flatbuffer, x, y, atol=atol, min_agreement=min_agreement)
         metrics["verify"] = check.to_dict()
         blocks.append(report_lib.table({"Keras vs LCE": {k: v for k, v in check.to_dict().items()
                                                           if v is not None}}))
     blocks.append(report_lib.heading("Lint"))
-    blocks.append(report_lib.text(lint.to_markdown(findings)))
+    blocks.append(report_lib.table(lint.rows(findings), first="layer") if findings else
+                  report_lib.text(lint.to_markdown(findings)))
     return flatbuffer, metrics, blocks
 
 
@@ -137,8 +139,9 @@ def benchmark(run, params):
                 "portable C++ bconv kernels, not ARM's: use these numbers as ratios only.")
     metrics = {f"{r.model}/{r.kernel}": r.to_dict() for r in results}
     blocks = [report_lib.heading(f"Latency of `{path.name}`"), report_lib.text(note),
-              report_lib.text(bench.to_markdown(results))]
-    blocks += [report_lib.text(bench.ops_to_markdown(r)) for r in results if r.ops]
+              report_lib.table(bench.rows(results), first="model | device | kernel")]
+    blocks += [report_lib.table(bench.op_rows(r), first=f"op ({r.model}, {r.kernel}) | name")
+               for r in results if r.ops]
     ratios, base = {}, next(iter(models))        # base: the run's first .tflite
     for kernel in params.kernels:
         for name in models:
