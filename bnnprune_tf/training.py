@@ -26,6 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from bnnprune_tf.data import Dataset
@@ -70,6 +71,9 @@ def fit(
 ) -> list[dict]:
     """Fit a compiled ``model`` on the train split, validating on the val split.
 
+    Training is deterministic: the seed fixes shuffling, augmentation and
+    initial state, and TensorFlow's op determinism is turned on.
+
     Args:
         work_dir: if given, the fit is resumable: a backup lives in
             ``work_dir/backup`` until the fit finishes, and every epoch's
@@ -83,6 +87,7 @@ def fit(
     """
     if model.optimizer is None:
         raise ModelError("compile the model first (bnnprune_tf.training.compile_model)")
+    tf.config.experimental.enable_op_determinism()     # same seed, same numbers
     tf.keras.utils.set_random_seed(seed)
     train = dataset.batches("train", batch_size, shuffle=True, augment=augment, seed=seed)
     val = dataset.batches("val", batch_size)
@@ -151,6 +156,15 @@ def read_history(path: str | os.PathLike) -> list[dict]:
 
 def steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
     return -(-len(dataset.split("train")[1]) // batch_size)
+
+
+def count_correct(model: tf.keras.Model, dataset: Dataset, split: str = "val",
+                  batch_size: int = 256) -> int:
+    """How many images of ``split`` ``model`` classifies correctly (argmax), as an integer:
+    accuracy budgets compare these counts, never floats at an edge."""
+    x, y = dataset.arrays(split)
+    predictions = model.predict(x, batch_size=batch_size, verbose=0)
+    return int(np.sum(np.argmax(predictions, axis=-1) == y))
 
 
 def evaluate(model: tf.keras.Model, dataset: Dataset, split: str = "test",

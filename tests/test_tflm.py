@@ -18,9 +18,9 @@ def mnist5k():
 
 @pytest.fixture(scope="module")
 def trained(mnist5k):
-    model = models.build("mnist_bnn", mnist5k.input_shape, mnist5k.num_classes, width=0.25)
-    training.compile_model(model, 1e-2)
-    training.fit(model, mnist5k, epochs=2, batch_size=64, verbose=0)
+    model = models.build("mnist_bnn", mnist5k.input_shape, mnist5k.num_classes, width=0.25,
+                         seed=0)
+    training.train(model, mnist5k, epochs=2, learning_rate=1e-2)      # cosine, deterministic
     return model
 
 
