@@ -185,6 +185,38 @@ def accuracy_function(model: tf.keras.Model, x: np.ndarray, y: np.ndarray,
     return accuracy
 
 
+def batchnorm_recalibration(model: tf.keras.Model, x: np.ndarray,
+                            batch_size: int = 256) -> Callable[[], None]:
+    """A function that re-estimates every BatchNormalization layer's moving mean and
+    variance on ``x`` (exact over all of ``x``, layer by layer in graph order, so each
+    layer sees its predecessors' new statistics), e.g. after masks changed.
+
+    Example::
+
+        recalibrate = batchnorm_recalibration(masked, x_train[:1024])
+        masked.get_layer("conv2").set_masks(channel=keep)
+        recalibrate()
+    """
+    norms = [l for l in model.layers if isinstance(l, tf.keras.layers.BatchNormalization)]
+    probes = [tf.function(tf.keras.Model(model.inputs, bn.input)) for bn in norms]
+    batches = [tf.constant(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+
+    def recalibrate() -> None:
+        for bn, probe in zip(norms, probes):
+            axes = list(range(len(bn.input.shape) - 1))
+            total = sq = 0.0
+            for xb in batches:
+                h = tf.cast(probe(xb), tf.float64)
+                total += tf.reduce_sum(h, axes)
+                sq += tf.reduce_sum(h * h, axes)
+            n = len(x) * int(np.prod([d for d in bn.input.shape[1:-1]]))
+            mean = total / n
+            bn.moving_mean.assign(tf.cast(mean, bn.moving_mean.dtype))
+            bn.moving_variance.assign(tf.cast(sq / n - mean * mean, bn.moving_variance.dtype))
+
+    return recalibrate
+
+
 @dataclass(frozen=True)
 class Curve:
     """Accuracy and operations of the model with only ``layer`` pruned, per ratio (0 first)."""
@@ -317,7 +349,8 @@ def _check_grid(grid: Sequence[float]) -> tuple[float, ...]:
 
 def analyze(model: tf.keras.Model, level: Level, x: np.ndarray, y: np.ndarray,
             grid: Sequence[float] = DEFAULT_GRID, layers: Sequence[str] | None = None,
-            batch_size: int = 256, progress: bool = True) -> Sensitivity:
+            batch_size: int = 256, progress: bool = True,
+            calibration: np.ndarray | None = None) -> Sensitivity:
     """Prune each layer alone at each ratio of ``grid`` by ``level``; evaluate on ``(x, y)``.
 
     ``model`` is made prunable first (a copy) if it is not; a masked model
@@ -327,6 +360,9 @@ def analyze(model: tf.keras.Model, level: Level, x: np.ndarray, y: np.ndarray,
     Args:
         level: a :class:`WeightLevel` or :class:`ChannelLevel` holding the score.
         layers: layer names to analyse (default: every unit of ``level``).
+        calibration: training images; if given, BatchNorm statistics are
+            re-estimated on them (:func:`batchnorm_recalibration`) at every point
+            before it is evaluated, and restored afterwards.
     """
     from tqdm.auto import tqdm
 
@@ -341,7 +377,17 @@ def analyze(model: tf.keras.Model, level: Level, x: np.ndarray, y: np.ndarray,
                          f"prunable layers: {units}")
     saved = {l.name: l.masks_numpy() for l in masked.layers if masks.is_masked(l)}
     scores = level.scores(masked, graph, names)
-    accuracy = accuracy_function(masked, x, y, batch_size)
+    measure = accuracy_function(masked, x, y, batch_size)
+    norms = [l for l in masked.layers if isinstance(l, tf.keras.layers.BatchNormalization)]
+    statistics = [[w.numpy() for w in (l.moving_mean, l.moving_variance)] for l in norms]
+    recalibrate = (batchnorm_recalibration(masked, calibration, batch_size)
+                   if calibration is not None else None)
+
+    def accuracy() -> float:
+        if recalibrate is not None:
+            recalibrate()
+        return measure()
+
     base_acc, base_ops = accuracy(), operations(masked)
     curves = {}
     try:
@@ -358,6 +404,9 @@ def analyze(model: tf.keras.Model, level: Level, x: np.ndarray, y: np.ndarray,
                 curves[name] = Curve(name, (0.0, *grid), tuple(acc), tuple(ops))
     finally:
         _restore(masked, saved)
+        for layer, (mean, variance) in zip(norms, statistics):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
     return Sensitivity(level.granularity, base_acc, base_ops, len(x), curves)
 
 

@@ -68,6 +68,39 @@ def history_figure(history: list[dict], title: str = "") -> Figure:
     return Figure(title, "line", panels, xlabel="epoch")
 
 
+def summary(manifests: list[dict]) -> dict:
+    """Unpruned vs pruned, from the stages' metrics: binary MACs (the trained model vs the
+    last pruned one), test accuracy (first vs last evaluation), flatbuffer bytes (first vs
+    last LCE conversion) and the LCE time ratio of the last .tflite over the first per
+    kernel. Only what the run measured."""
+    def first_last(values):
+        return {"before": values[0], "after": values[-1]} if len(values) > 1 else None
+
+    def collected(stage, get):
+        out = []
+        for m in manifests:
+            if m["stage"] == stage:
+                value = get(m.get("metrics", {}))
+                if value is not None:
+                    out.append(value)
+        return out
+
+    macs = collected("train", lambda x: x.get("profile", {}).get("binary_macs")) + [
+        m["metrics"]["after"]["binary_macs"] for m in manifests
+        if m["stage"] in ("prune", "shrink")]
+    result = {
+        "binary_macs": first_last(macs),
+        "test_accuracy": first_last(collected("evaluate",
+                                              lambda x: x.get("test", {}).get("accuracy"))),
+        "flatbuffer_bytes": first_last(collected(
+            "convert", lambda x: x.get("inspect", {}).get("total_bytes"))),
+    }
+    ratios = collected("benchmark", lambda x: x.get("latest_vs_first"))
+    if ratios:
+        result["lce_time_ratio"] = ratios[-1]
+    return {k: v for k, v in result.items() if v}
+
+
 def write_report(run) -> dict[str, str]:
     """Write report.md, report.json and the training curves of ``run``; returns their names."""
     recipe = run.recipe
@@ -77,6 +110,13 @@ def write_report(run) -> dict[str, str]:
                    f"{recipe.model.width}). Seed {recipe.seed}. Run directory: `{run.dir}`.")]
     history = next((m["metrics"]["history"] for m in reversed(run.manifests)
                     if "history" in m.get("metrics", {})), None)
+    compared = summary(run.manifests)
+    if compared:
+        blocks += [heading("Unpruned vs pruned"),
+                   table({k: v for k, v in compared.items() if k != "lce_time_ratio"}),
+                   *([table({"pruned / unpruned": compared["lce_time_ratio"]},
+                            "LCE time ratio (< 1: faster), both kernels, measured side by side")]
+                     if "lce_time_ratio" in compared else [])]
     for m in run.manifests:
         blocks += m.get("report", [])
         if m["stage"] == "train" and history:
@@ -87,6 +127,7 @@ def write_report(run) -> dict[str, str]:
                          for m in run.manifests}, "Stages"))
     files.write_text(run.dir / "report.md", render(blocks) + "\n")
     files.write_json(run.dir / "report.json", {
+        "summary": compared,
         "recipe": recipe.model_dump(),
         "dataset": str(run.dataset),
         "stages": [{k: m.get(k) for k in ("stage", "index", "seconds", "outputs", "metrics")}

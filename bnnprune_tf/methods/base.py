@@ -166,7 +166,11 @@ class Method:
 
     def run(self, model: tf.keras.Model, context: Context) -> Result:
         """The whole method on ``context.dataset``; ``model`` is not changed."""
-        prepared = self.prepare(model, context.dataset.arrays("val"))
+        return self.train_and_finalize(self.prepare(model, context.dataset.arrays("val")),
+                                       context)
+
+    def train_and_finalize(self, prepared: tf.keras.Model, context: Context) -> Result:
+        """Train a prepared model for ``params.epochs`` with the callbacks, then finalize."""
         history = []
         if self.params.epochs:
             history = context.train(prepared, self.params.epochs, self.params.learning_rate,

@@ -58,6 +58,7 @@ class ScoreParams(Params):
     grid: list[float] = list(sensitivity.DEFAULT_GRID)
     layers: list[str] | None = None                  # sensitivity: layers analysed
     eval_samples: int | None = Field(None, gt=0)     # sensitivity: validation samples used
+    recalibrate_bn: int = Field(0, ge=0)             # sensitivity: training images for BN
     round_to: RoundTo = None
     schedule: Literal["oneshot", "gradual"] = "oneshot"
     seed: int = 0
@@ -165,7 +166,10 @@ class ScorePruning(Method):
         return sensitivity.ChannelLevel(self.filter_scores, self.params.round_to)
 
     # ------------------------------------------------------------ hooks
-    def prepare(self, model, validation_data=None):
+    def prepare(self, model, validation_data=None, calibration_data=None):
+        """A masked copy; with ``epsilon``/``budget``, the sensitivity analysis runs here on
+        ``validation_data`` (BatchNorm re-estimated on ``calibration_data`` images if
+        ``recalibrate_bn``)."""
         prepared = super().prepare(model)
         p = self.params
         self._validation = validation_data
@@ -176,8 +180,14 @@ class ScorePruning(Method):
                                  "analysis: pass validation_data=(x_val, y_val) to prepare")
             x, y = validation_data
             x, y = x[:p.eval_samples], y[:p.eval_samples]
+            calibration = None
+            if p.recalibrate_bn:
+                if calibration_data is None:
+                    raise ModelError("recalibrate_bn needs training images: pass "
+                                     "calibration_data=x_train to prepare")
+                calibration = calibration_data[:p.recalibrate_bn]
             self.analysis = sensitivity.analyze(prepared, self.level(), x, y, p.grid, p.layers,
-                                                progress=False)
+                                                progress=False, calibration=calibration)
             self.ratios = (self.analysis.ratios_for_budget(p.budget) if p.budget is not None
                            else self.analysis.ratios_within(p.epsilon))
         elif p.ratios is not None:
@@ -252,12 +262,15 @@ class ScorePruning(Method):
         return result
 
     def run(self, model, context):
-        if self.params.schedule == "gradual":
-            from bnnprune_tf import training
+        from bnnprune_tf import training
 
+        if self.params.schedule == "gradual":
             self.steps = self.params.epochs * training.steps_per_epoch(context.dataset,
                                                                        context.batch_size)
-        return super().run(model, context)
+        n = self.params.recalibrate_bn
+        prepared = self.prepare(model, context.dataset.arrays("val"),
+                                context.dataset.arrays("train", n)[0] if n else None)
+        return self.train_and_finalize(prepared, context)
 
 
 @register("l1")

@@ -152,6 +152,9 @@ def benchmark(run, params):
         second, first = (bench.find(results, path.stem, k) for k in reversed(params.kernels))
         ratios[f"{path.stem}: {params.kernels[1]} / {params.kernels[0]}"] = bench.ratio(second,
                                                                                       first)
+    if path.stem != base:
+        metrics["latest_vs_first"] = {k: ratios[f"{path.stem} / {base} ({k})"]["ratio"]
+                                      for k in params.kernels}
     if ratios:
         metrics["ratios"] = ratios
         blocks.append(report_lib.table({k: {"ratio": v["ratio"], "method": v["method"]}

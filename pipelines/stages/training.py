@@ -25,7 +25,7 @@ def train_model(recipe, dataset, work_dir=None):
     history = training.train(model, dataset, t.epochs, t.learning_rate, optimizer=t.optimizer,
                              schedule=t.schedule, batch_size=recipe.data.batch_size,
                              augment=recipe.data.augment, seed=recipe.seed, work_dir=work_dir,
-                             verbose="auto")
+                             verbose=2)
     return model, history
 
 
