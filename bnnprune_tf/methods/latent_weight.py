@@ -59,12 +59,10 @@ Example::
 
 from __future__ import annotations
 
-from typing import Literal, Mapping, Sequence
+from typing import ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
-
-from pydantic import model_validator
 
 from bnnprune_tf import layer_facts, masks, select, sensitivity
 from bnnprune_tf.errors import ModelError
@@ -175,13 +173,7 @@ class LatentParams(ScoreParams):
     """:class:`ScoreParams` defaulting to the paper's form: weight level, epsilon 0."""
 
     level: Literal["channel", "weight"] = "weight"
-
-    @model_validator(mode="after")
-    def _default_target(self):
-        if all(getattr(self, k) is None for k in ("ratio", "ratios", "widths", "epsilon",
-                                                     "budget")):
-            self.epsilon = 0.0
-        return self
+    default_epsilon: ClassVar[float | None] = 0.0
 
 
 @register("latent")

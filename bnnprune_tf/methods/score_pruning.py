@@ -32,7 +32,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import tensorflow as tf
@@ -63,12 +63,20 @@ class ScoreParams(Params):
     schedule: Literal["oneshot", "gradual"] = "oneshot"
     seed: int = 0
 
+    default_epsilon: ClassVar[float | None] = None    # the target when none is given
+
     @model_validator(mode="after")
     def _one_target(self):
         given = [k for k in ("ratio", "ratios", "widths", "epsilon", "budget")
                  if getattr(self, k) is not None]
         if len(given) > 1:
             raise ValueError(f"give one target, not {' and '.join(given)}")
+        if not given and self.default_epsilon is None:
+            raise ValueError("give a target: ratio, ratios, widths, epsilon or budget")
+        if not given:
+            self.epsilon = self.default_epsilon
+        if self.widths is not None and self.schedule == "gradual":
+            raise ValueError("a widths target prunes at once: use schedule 'oneshot'")
         if self.level == "weight" and (self.widths is not None or self.round_to is not None):
             raise ValueError("widths and round_to count channels: use them with level 'channel'")
         if self.ratios and not all(0 <= r < 1 for r in self.ratios.values()):
@@ -204,11 +212,8 @@ class ScorePruning(Method):
             graph = ChannelGraph(model)
             level.apply(model, {n: r * fraction for n, r in self.ratios.items()}, graph)
             graph.apply_masks(model, select.keep_nonempty(graph, model))
-        elif p.widths is not None or self.ratios is None and p.ratio is None:
-            widths = self.target_widths(model)
-            if fraction < 1.0:
-                raise ModelError("a widths target prunes at once: use schedule 'oneshot'")
-            prune_filters(model, self.filter_scores, widths=widths, round_to=p.round_to)
+        elif p.widths is not None:
+            prune_filters(model, self.filter_scores, widths=p.widths, round_to=p.round_to)
         elif self.ratios is not None:
             prune_filters(model, self.filter_scores,
                           ratios={n: r * fraction for n, r in self.ratios.items()},
@@ -216,13 +221,6 @@ class ScorePruning(Method):
         else:
             prune_filters(model, self.filter_scores, ratio=p.ratio * fraction,
                           round_to=p.round_to)
-
-    def target_widths(self, model) -> dict[str, int]:
-        """The widths target (``params.widths``; methods that derive widths override this)."""
-        if self.params.widths is None:
-            raise ModelError(f"method {self.name!r} needs a target: ratio, ratios, widths, "
-                             "epsilon or budget")
-        return dict(self.params.widths)
 
     def callbacks(self):
         schedule = None
