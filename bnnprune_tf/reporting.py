@@ -36,7 +36,8 @@ def markdown_table(rows: dict[str, dict], first: str = "") -> str:
     columns: list[str] = []
     for values in rows.values():
         columns += [c for c in values if c not in columns]
-    lines = [f"| {first} | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    lines = [f"| {first} | " + " | ".join(columns) + " |",
+             "|" + "---|" * (first.count(" | ") + 1) + "---:|" * len(columns)]
     for name, values in rows.items():
         lines.append(f"| {name} | " + " | ".join(_cell(values.get(c, "")) for c in columns) + " |")
     return "\n".join(lines)

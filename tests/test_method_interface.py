@@ -132,7 +132,7 @@ def test_toy_method_in_a_recipe_end_to_end(tmp_path):
     ("random", {"ratio": 0.5, "seed": 3}),
     ("latent", {"level": "channel", "ratios": {"conv2": 0.5, "conv3": 0.5}}),
     ("latent", {"level": "weight", "epsilon": 0.5, "grid": [0.25, 0.5]}),
-    ("wff", {"interval": 1, "threshold": 0, "epochs": 1}),
+    ("wff", {"interval": 1, "threshold": 0, "epochs": 1, "weight_decay": 1e-3}),
 ])
 def test_every_method_works_in_plain_user_code(name, params, mnist_small):
     model = small_model(seed=1)
@@ -150,6 +150,7 @@ def test_every_method_works_in_plain_user_code(name, params, mnist_small):
         assert result.metrics["after"]["operations"] < result.metrics["before"]["operations"]
     elif name == "wff":
         assert all(after <= before for before, after in result.metrics["widths"].values())
+        assert len(masked.losses) == 1                    # the latent decay term
     else:
         assert cost.binary_macs < profile.profile(model).binary_macs
     assert not masks.has_masks(model)

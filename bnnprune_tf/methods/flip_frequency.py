@@ -379,6 +379,21 @@ class WFFResult:
                 "iterations": [it.to_dict() for it in self.iterations]}
 
 
+def latent_decay(model: tf.keras.Model, weight_decay: float, include_float_input: bool = False):
+    """A loss term ``weight_decay * sum(latent^2)`` over the counted layers' latent kernels:
+    the coupled L2 decay of the official code's training, under which weights with ~0 task
+    gradient drift to the sign boundary and flip (``None`` for ``weight_decay == 0``).
+
+    Example::
+
+        model.add_loss(latent_decay(model, 1e-3))
+    """
+    if not weight_decay:
+        return None
+    kernels = [layer_facts.latent_kernel(l) for l in flip_layers(model, include_float_input)]
+    return lambda: weight_decay * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
+
+
 def copy_model(model: tf.keras.Model) -> tf.keras.Model:
     """A copy with the same weights (and masks); ``model`` is left alone."""
     copy = tf.keras.models.clone_model(model)
@@ -391,8 +406,8 @@ def prune_by_flip_frequency(
     max_iterations: int = 3, accuracy_budget: float = 0.01, follow_up: str = "finetune",
     finetune_epochs: int | None = None, pretrained: bool = False, learning_rate: float = 1e-2,
     finetune_learning_rate: float | None = None, batch_size: int = 64, round_to=None,
-    every: str | int = "epoch", include_float_input: bool = False, seed: int = 0,
-    verbose: int = 0, log=print,
+    every: str | int = "epoch", include_float_input: bool = False, weight_decay: float = 0.0,
+    seed: int = 0, verbose: int = 0, log=print,
 ) -> WFFResult:
     """The iterative procedure: train, measure flips, shrink; repeat. ``model`` is not changed.
 
@@ -404,8 +419,10 @@ def prune_by_flip_frequency(
     shrunk weights at ``finetune_learning_rate`` (default a tenth of
     ``learning_rate``; ``follow_up="finetune"``) or for ``epochs`` from a fresh
     initialization at ``learning_rate`` (``"scratch"``), counting flips over its
-    last ``interval`` epochs. A dense control (the unpruned round-0 model) trains
-    the same epochs beside it. Rounds go on until ``max_l p_l`` stops falling
+    last ``interval`` epochs. ``weight_decay`` adds coupled L2 decay on the
+    counted latent weights (:func:`latent_decay`) to every round and to the
+    control. A dense control (the unpruned round-0 model) trains the same
+    epochs beside it. Rounds go on until ``max_l p_l`` stops falling
     or after ``max_iterations`` prunings; the result is the cheapest round (fewest
     binary MACs) that lost at most ``accuracy_budget`` of the validation images
     against the control of the same epochs, counted in whole images.
@@ -416,7 +433,13 @@ def prune_by_flip_frequency(
     if not 1 <= interval <= min(epochs, finetune_epochs):
         raise ModelError(f"interval must be between 1 and the epochs of a round "
                          f"({min(epochs, finetune_epochs)}), got {interval}")
-    current, rounds, models_by_round = copy_model(model), [], []
+    def decayed(m):
+        term = latent_decay(m, weight_decay, include_float_input)
+        if term is not None:
+            m.add_loss(term)
+        return m
+
+    current, rounds, models_by_round = decayed(copy_model(model)), [], []
     control = None
     n_val = len(dataset.split("val")[1])
     stop_reason = "max_iterations reached"
@@ -457,6 +480,7 @@ def prune_by_flip_frequency(
             if control is None:               # scratch: the control trains from scratch too
                 tf.keras.utils.set_random_seed(seed + 1)
                 control = tf.keras.models.clone_model(current)
+            control = decayed(control)
         masked = prune_filters(current, flip_criterion(tracker.counter),
                                widths=round_widths(current, prunable, round_to),
                                graph=None)
@@ -464,6 +488,7 @@ def prune_by_flip_frequency(
         if follow_up == "scratch":
             tf.keras.utils.set_random_seed(seed + index + 1)
             current = tf.keras.models.clone_model(current)     # same widths, fresh weights
+        current = decayed(current)
     chosen = choose_round(rounds, accuracy_budget)
     return WFFResult(models_by_round[chosen.index], chosen.index, rounds, stop_reason)
 
@@ -495,6 +520,7 @@ class FlipParams(Params):
     follow_up: Literal["finetune", "scratch"] = "finetune"
     round_to: RoundTo = None
     include_float_input: bool = False
+    weight_decay: float = Field(0.0, ge=0)           # coupled L2 on counted latent weights
 
     @model_validator(mode="after")
     def _interval_fits(self):
@@ -530,6 +556,9 @@ class FlipFrequency(Method):
         super().__init__(params, **kwargs)
         self._pruner: PruneByFlipFrequency | None = None
 
+    def loss(self, model):
+        return latent_decay(model, self.params.weight_decay, self.params.include_float_input)
+
     def callbacks(self):
         p = self.params
         self._pruner = PruneByFlipFrequency(last_epochs=p.interval, every=p.every,
@@ -564,7 +593,7 @@ class FlipFrequency(Method):
             finetune_epochs=p.epochs, pretrained=True, finetune_learning_rate=p.learning_rate,
             learning_rate=context.learning_rate, batch_size=context.batch_size,
             round_to=p.round_to, every=p.every, include_float_input=p.include_float_input,
-            seed=context.seed, log=context.log)
+            weight_decay=p.weight_decay, seed=context.seed, log=context.log)
         first = wff.iterations[0]
         result = Result(wff.model, wff.model, metrics=wff.to_dict())
         result.tables[f"Rounds (chosen: the cheapest within budget of the dense control "
