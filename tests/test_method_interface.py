@@ -38,14 +38,11 @@ class Settled(methods.ScorePruning):
         return lambda: self.params.penalty * tf.add_n([tf.reduce_mean(tf.abs(k)) for k in kernels])
 
     def callbacks(self):
-        record = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self.history.append(
-            float(np.mean([np.abs(latent_kernel(l)).mean() for l in self._model.layers
-                           if hasattr(l, "latent_kernel")]))))
-        return [*super().callbacks(), record]
-
-    def prepare(self, model, validation_data=None):
-        self._model = super().prepare(model, validation_data)
-        return self._model
+        record = tf.keras.callbacks.LambdaCallback()          # mean |latent| after each epoch
+        record.on_epoch_end = lambda epoch, logs=None: self.history.append(float(np.mean(
+            [np.abs(latent_kernel(l)).mean() for l in record.model.layers
+             if hasattr(l, "latent_kernel")])))
+        return [*super().callbacks(), record]   # the pruner's callback sets the masks
 
     def finalize(self, model):
         result = super().finalize(model)

@@ -137,11 +137,13 @@ class Method:
         """Raise a clear error if the parameters do not fit ``model`` (before training)."""
         check_layer_names(model, self.params)
 
-    def prepare(self, model: tf.keras.Model, validation_data=None) -> tf.keras.Model:
+    def prepare(self, model: tf.keras.Model, validation_data=None,
+                calibration_data=None) -> tf.keras.Model:
         """A new, masked copy of ``model`` with the method's loss term attached.
 
         ``validation_data`` ``(x, y)`` is for methods that analyse the model
-        before training (e.g. a sensitivity scan); others ignore it.
+        before training (e.g. a sensitivity scan), ``calibration_data`` (training
+        images) for methods that re-estimate statistics; others ignore them.
         """
         self.check(model)
         prepared = copy_masked(model)

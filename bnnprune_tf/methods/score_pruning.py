@@ -267,7 +267,8 @@ class ScorePruning(Method):
                                                                        context.batch_size)
         n = self.params.recalibrate_bn
         prepared = self.prepare(model, context.dataset.arrays("val"),
-                                context.dataset.arrays("train", n)[0] if n else None)
+                                calibration_data=context.dataset.arrays("train", n)[0] if n
+                                else None)
         return self.train_and_finalize(prepared, context)
 
 
