@@ -1,0 +1,88 @@
+/* Binary conv inner kernel for Cortex-M4/M7 (ARMv7E-M, Thumb-2): up to 32 filters
+ * against one gathered patch, the output bits packed into one word.
+ *
+ *   uint32_t bnn_bconv_block_m4(const uint32_t *patch, const uint32_t *end,
+ *                               const uint32_t **w, const int32_t *t, int count,
+ *                               int32_t bits);
+ *
+ * patch..end: the patch, 3 to 30 words (a multiple of 3); *w: the first filter (the
+ * filters follow each other, each end - patch words; advanced past the last);
+ * t: their thresholds. Bit i of the result is 1 (= -1) iff filter i's
+ * S = bits - 2 * popcount(patch XOR filter) < t[i]. The same operations as
+ * bconv_patch.c (carry-save adder over 3 words, nibble and byte counts, masks in
+ * registers), written out because GCC spills registers in them: 29 instructions per
+ * 3 words and 14 per filter. Example: bconv_patch.c calls it for each 32 filters. */
+#ifndef __arm__
+  .section .note.GNU-stack, "", %progbits   /* host builds: no executable stack */
+#endif
+#if defined(__ARM_ARCH_7EM__) && defined(__thumb2__)
+  .syntax unified
+  .thumb
+  .text
+  .global bnn_bconv_block_m4
+  .type bnn_bconv_block_m4, %function
+  .thumb_func
+bnn_bconv_block_m4:
+  push {r4-r11, lr}                 @ 36 bytes: count at [sp, #36], bits at [sp, #40]
+  ldr r4, [sp, #36]
+  ldr lr, [r2]                      @ lr = w
+  push {r2}                         @ [sp, #0] = &w; count at #40, bits at #44
+  add r4, r3, r4, lsl #2
+  ldr r5, [sp, #44]                 @ bits
+  push {r4, r5}                     @ [sp] = t + count, [sp, #4] = bits; &w at #8
+  mov r8, #0x55555555
+  mov r9, #0x33333333
+  mov r11, #0x0f0f0f0f
+  movs r10, #0                      @ packed output bits
+1:                                  @ next filter
+  mov r12, r0                       @ p = patch
+  movs r2, #0                       @ byte counts
+2:                                  @ next 3 words
+  ldmia r12!, {r4, r5, r6}
+  ldr r7, [lr], #4
+  eor r4, r4, r7
+  ldr r7, [lr], #4
+  eor r5, r5, r7
+  ldr r7, [lr], #4
+  eor r6, r6, r7
+  eor r7, r4, r5                    @ carry-save adder: u = a ^ b
+  and r4, r4, r5
+  and r5, r7, r6
+  eor r7, r7, r6                    @ ones = u ^ c
+  orr r4, r4, r5                    @ twos = (a & b) | (u & c)
+  and r5, r8, r7, lsr #1
+  sub r7, r7, r5
+  and r5, r9, r7, lsr #2
+  and r7, r7, r9
+  add r7, r7, r5                    @ nibble counts of ones
+  and r5, r8, r4, lsr #1
+  sub r4, r4, r5
+  and r5, r9, r4, lsr #2
+  and r4, r4, r9
+  add r4, r4, r5                    @ nibble counts of twos
+  add r7, r7, r4, lsl #1
+  and r5, r11, r7, lsr #4
+  and r7, r7, r11
+  add r7, r7, r5                    @ byte counts of the 3 words
+  add r2, r2, r7
+  cmp r12, r1
+  bne 2b
+  and r4, r2, #0x00ff00ff           @ bytes -> halfwords -> 2 * popcount = r2 >> 15
+  and r2, r2, #0xff00ff00
+  add r2, r4, r2, lsr #8
+  add r2, r2, r2, lsl #16
+  ldrd r5, r4, [sp]                 @ t + count, bits
+  ldr r6, [r3], #4                  @ t
+  sub r4, r4, r6
+  sub r4, r4, r2, lsr #15           @ S - t: negative iff the output bit is 1
+  and r4, r4, #0x80000000
+  orr r10, r4, r10, lsr #1
+  cmp r3, r5
+  bne 1b
+  ldr r2, [sp, #8]
+  str lr, [r2]                      @ *w = past the last filter
+  mov r0, r10
+  add sp, sp, #12
+  pop {r4-r11, pc}
+  .size bnn_bconv_block_m4, . - bnn_bconv_block_m4
+#endif
