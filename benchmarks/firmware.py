@@ -96,6 +96,7 @@ def trained_models(ds, work: Path) -> dict:
         for model in out.values():
             training.compile_model(model, 1e-3)
         return out
+    work.mkdir(parents=True, exist_ok=True)
     tf.keras.utils.set_random_seed(0)
     model = models.build("mnist_bnn", ds.input_shape, ds.num_classes, width=1.0)
     training.compile_model(model, 1e-2)

@@ -128,6 +128,23 @@ def run(model_dir, board: str = "host", build=None) -> dict:
             "output": output}
 
 
+def profile_markdown(result: dict) -> str:
+    """A markdown table of :func:`profile`'s layers: shape, MACs, instructions, per MAC.
+
+    Example::
+
+        print(profile_markdown(profile("build/model", "mps2-an386")))
+    """
+    lines = [f"Instructions per layer, {result['board']} ({result['core']}), one inference:", "",
+             "| layer | op | output | MACs | instructions | per MAC |", "|---|---|---|---|---|---|"]
+    for i, layer in enumerate(result["layers"]):
+        per = f"{layer['per_mac']:.3f}" if layer["macs"] else ""
+        lines.append(f"| {i} | {layer['op']} | {'x'.join(map(str, layer['out']))} | "
+                     f"{layer['macs']:,} | {layer['instructions']:,} | {per} |")
+    lines.append(f"| | total | | | {result['total']:,} | |")
+    return "\n".join(lines)
+
+
 class HostLibrary:
     """The C runtime built for this host as a shared library (``make lib``), called in
     process through ctypes: a fast bit-exact reference for the firmware, and a fair

@@ -32,34 +32,29 @@ void bnn_bconv_patch(const bnn_layer *l, const uint32_t *patch, uint32_t *out, i
   const int32_t bits = l->k_h * l->k_w * l->in_c;
   const uint32_t *w = (const uint32_t *)l->weights;
   const int32_t *t = l->thresholds;
-  const bnn_masks_t m = bnn_masks();
-  uint32_t word = 0;
 #if defined(__ARM_ARCH_7EM__) && defined(__thumb2__)
   if (!sums && groups <= 10) {
     for (int oc = 0; oc < l->out_c; oc += 32) {
       const int count = l->out_c - oc < 32 ? l->out_c - oc : 32;
-      word = bnn_bconv_block_m4(patch, patch + 3 * groups, &w, t + oc, count, bits);
-      out[oc >> 5] = word >> (32 - count);
+      out[oc >> 5] = bnn_bconv_block_m4(patch, patch + 3 * groups, &w, t + oc, count, bits) >>
+                     (32 - count);
     }
     return;
   }
 #endif
+  const bnn_masks_t m = bnn_masks();
   for (int oc = 0; oc < l->out_c; ++oc) {
-    const uint32_t *p = patch;
     int32_t neg = 0;
-    for (int left = groups; left > 0; left -= 10, p += 30) {   /* bytes hold 10 groups */
-      neg += bnn_bytes_total(xor_bytes(p, &w, left < 10 ? left : 10, m));
+    for (int done = 0; done < groups; done += 10) {       /* bytes hold 10 groups */
+      neg += bnn_bytes_total(xor_bytes(patch + 3 * done, &w, groups - done < 10 ? groups - done : 10, m));
     }
     const int32_t s = bits - 2 * neg;
     if (sums) {
       sums[oc] = s;
-      continue;
-    }
-    word = (word >> 1) | ((uint32_t)(s - t[oc]) & 0x80000000u);   /* sign = the output bit */
-    if ((oc & 31) == 31) {
-      out[oc >> 5] = word;
-    } else if (oc + 1 == l->out_c) {
-      out[oc >> 5] = word >> (31 - (oc & 31));
+    } else if ((oc & 31) == 0) {
+      out[oc >> 5] = (uint32_t)(s < t[oc]);
+    } else {
+      out[oc >> 5] |= (uint32_t)(s < t[oc]) << (oc & 31);
     }
   }
 }

@@ -6,29 +6,35 @@
 #include "bnn.h"
 #include "bnn_popcount.h"
 
-/* Sum over the listed words k = index[i] of popcount((patch[k] ^ sign) & nonzero):
- * full words store sign only (step 1), partial words (sign, nonzero) (step 2). */
+int32_t bnn_listed_m4(const uint32_t *patch, const uint16_t *index, const uint32_t *w, int full,
+                      int partial);
+
+/* popcount((patch[k] ^ sign) & nonzero) summed over a filter's listed words k =
+ * index[i]: `full` sign words, then `partial` (sign, nonzero) pairs, three at a time
+ * (bconv_listed_m4.S on Cortex-M4/M7). */
 static int32_t listed_count(const uint32_t *patch, const uint16_t *index, const uint32_t *w,
-                            int count, int step) {
+                            int full, int partial) {
+#if defined(__ARM_ARCH_7EM__) && defined(__thumb2__)
   int32_t total = 0;
-  while (count > 0) {
-    const int chunk = count < 30 ? count : 30;
-    uint32_t bytes = 0;
-    int i = 0;
-    for (; i + 3 <= chunk; i += 3, w += 3 * step) {
-      uint32_t a = patch[index[i]] ^ w[0], b = patch[index[i + 1]] ^ w[step],
-               c = patch[index[i + 2]] ^ w[2 * step];
-      if (step == 2) a &= w[1], b &= w[3], c &= w[5];
-      bytes += bnn_popcount3(a, b, c);
-    }
-    for (; i < chunk; ++i, w += step) {
-      bytes += bnn_popcount3((patch[index[i]] ^ w[0]) & (step == 2 ? w[1] : ~0u), 0u, 0u);
-    }
-    total += bnn_bytes_total(bytes);
-    index += chunk;
-    count -= chunk;
+  while (full + partial > 0) {                       /* bytes hold 30 words per list */
+    const int f = full < 30 ? full : 30, p = full > 30 ? 0 : partial < 30 ? partial : 30;
+    total += bnn_listed_m4(patch, index, w, f, p);
+    index += f + p, w += f + 2 * p, full -= f, partial -= p;
   }
   return total;
+#else
+  int32_t total = 0;
+  for (int i = 0; i < full + partial;) {
+    const int step = i < full ? 1 : 2, left = (i < full ? full : full + partial) - i;
+    const uint32_t *s = i < full ? w + i : w + full + 2 * (i - full);
+    uint32_t x[3] = {0u, 0u, 0u};
+    for (int j = 0; j < 3 && j < left; ++j, ++i, s += step) {
+      x[j] = (patch[index[i]] ^ s[0]) & (step == 2 ? s[1] : ~0u);
+    }
+    total += bnn_bytes_total(bnn_popcount3(x[0], x[1], x[2]));
+  }
+  return total;
+#endif
 }
 
 /* popcount((x ^ sign) & nonzero & mask) and popcount(nonzero & mask) of word k */
@@ -44,7 +50,23 @@ void bnn_bconv_patch_sparse(const bnn_layer *l, const uint32_t *patch, const uin
   const int n = BNN_PATCH_WORDS(l);
   const uint32_t *w = (const uint32_t *)l->weights;
   const uint16_t *index = l->index;
+  const int32_t *t = l->thresholds;
   uint32_t word = 0;
+  if (l->counts && !mask && !sums) {                   /* ternary layer, the common case */
+    for (int oc = 0; oc < l->out_c; ++oc) {
+      const int full = l->counts[2 * oc], partial = l->counts[2 * oc + 1];
+      const int32_t s = l->nonzeros[oc] - 2 * listed_count(patch, index, w, full, partial);
+      index += full + partial;
+      w += full + 2 * partial;
+      word = (word >> 1) | ((uint32_t)(s - t[oc]) & 0x80000000u);   /* sign = the output bit */
+      if ((oc & 31) == 31) {
+        out[oc >> 5] = word;
+      } else if (oc + 1 == l->out_c) {
+        out[oc >> 5] = word >> (31 - (oc & 31));
+      }
+    }
+    return;
+  }
   for (int oc = 0; oc < l->out_c; ++oc) {
     int32_t neg = 0, count = 0;
     if (!l->counts) {                                   /* binary layer, zero padding */
@@ -58,8 +80,7 @@ void bnn_bconv_patch_sparse(const bnn_layer *l, const uint32_t *patch, const uin
           masked(patch, mask, index[full + i], w[full + 2 * i], w[full + 2 * i + 1], &neg, &count);
         }
       } else {
-        neg = listed_count(patch, index, w, full, 1) +
-              listed_count(patch, index + full, w + full, partial, 2);
+        neg = listed_count(patch, index, w, full, partial);
         count = l->nonzeros[oc];
       }
       index += full + partial;
@@ -70,7 +91,7 @@ void bnn_bconv_patch_sparse(const bnn_layer *l, const uint32_t *patch, const uin
       sums[oc] = s;
       continue;
     }
-    word |= (uint32_t)(s < l->thresholds[oc]) << (oc & 31);
+    word |= (uint32_t)(s < t[oc]) << (oc & 31);
     if ((oc & 31) == 31 || oc + 1 == l->out_c) {
       out[oc >> 5] = word;
       word = 0;

@@ -1,12 +1,15 @@
 /* First layer: int8 input codes (pixel - 128) times weights in {-1, 0, +1}: integer
  * sums and differences, two per instruction with the Cortex-M4/M7 SMLAD (two 16x16
  * multiply-adds). Each output pixel's patch is gathered once as int16 pairs (padding
- * = pad_value), then S < threshold gives bit 1. On Cortex-M4/M7/M55 the 3x3 grayscale
- * kernel runs conv_first_m4.S (the patch in registers; also on the M55). Example: 3x3x1 kernel: 9
- * values, 5 pairs, 5 SMLAD per filter. */
+ * = pad_value), then S < threshold gives bit 1. On Cortex-M4/M7/M55 a 3x3 kernel on
+ * one channel runs conv_first_m4.S instead, which reads the window from the image (or
+ * from a 3x3 copy with the padding at the border). Example: 3x3x1 kernel: 9 values, 5
+ * pairs, 5 SMLAD per filter. */
 #include "bnn.h"
+#include "model_data.h"   /* BNN_FIRST_3X3X1: the first conv is 3x3 on one channel */
 
-uint32_t bnn_conv_first5_m4(const uint32_t *patch, const uint32_t **w, const int32_t *t, int count);
+uint32_t bnn_conv_first3x3_m4(const int8_t *x, int in_w, const uint32_t **w, const int32_t *t,
+                              int count);
 
 #if defined(__ARM_FEATURE_SIMD32) && !defined(__ARM_FEATURE_MVE)
 #include <arm_acle.h>
@@ -65,38 +68,42 @@ void bnn_conv_first(const bnn_layer *l, const int8_t *in, uint32_t *out, void *s
   const int n = l->k_h * l->k_w * l->in_c, pairs = (n + 1) / 2;
   /* locals: stores through the int16 patch could alias the layer's fields */
   const int in_h = l->in_h, in_w = l->in_w, in_c = l->in_c, k_h = l->k_h, k_w = l->k_w;
-  const int run = k_w * in_c, pad = l->pad_value;
+  const int pad = l->pad_value;
   int16_t *patch = (int16_t *)scratch;
   if (n & 1) patch[n] = 0;                            /* the odd value's partner */
   for (int oy = 0; oy < l->out_h; ++oy) {
     for (int ox = 0; ox < l->out_w; ++ox, out += words) {
-      int16_t *p = patch;
       const int iy0 = oy * l->stride_h - l->pad_top, ix0 = ox * l->stride_w - l->pad_left;
-      for (int iy = iy0; iy < iy0 + k_h; ++iy) {
-        const int8_t *x = in + (iy * in_w + ix0) * in_c;
-        if (iy >= 0 && iy < in_h && ix0 >= 0 && ix0 + k_w <= in_w) {
-          if (run == 3) {                                     /* 3x3 grayscale */
-            p[0] = x[0], p[1] = x[1], p[2] = x[2], p += 3;
-          } else {
-            for (int k = 0; k < run; ++k) *p++ = x[k];        /* the row inside */
-          }
-        } else {
-          for (int k = 0; k < run; ++k) {
-            const int ix = ix0 + k / in_c;
-            *p++ = iy >= 0 && iy < in_h && ix >= 0 && ix < in_w ? x[k] : pad;
-          }
-        }
-      }
 #if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
-      if (pairs == 5) {                               /* 3x3 grayscale: conv_first_m4.S */
+      if (BNN_FIRST_3X3X1 || (k_h == 3 && k_w == 3 && in_c == 1)) {   /* conv_first_m4.S */
+        const int8_t *x = in + iy0 * in_w + ix0;
+        int stride = in_w;
+        if (iy0 < 0 || ix0 < 0 || iy0 + 3 > in_h || ix0 + 3 > in_w) {  /* window + padding */
+          int8_t *window = scratch;
+          for (int k = 0; k < 9; ++k) {
+            const int iy = iy0 + k / 3, ix = ix0 + k % 3;
+            window[k] = iy >= 0 && iy < in_h && ix >= 0 && ix < in_w ? in[iy * in_w + ix] : pad;
+          }
+          x = window, stride = 3;
+        }
         const uint32_t *w = l->weights;
         for (int oc = 0; oc < l->out_c; oc += 32) {
           const int count = l->out_c - oc < 32 ? l->out_c - oc : 32;
-          out[oc >> 5] = bnn_conv_first5_m4(scratch, &w, l->thresholds + oc, count) >> (32 - count);
+          out[oc >> 5] = bnn_conv_first3x3_m4(x, stride, &w, l->thresholds + oc, count) >>
+                         (32 - count);
         }
         continue;
       }
 #endif
+      int16_t *p = patch;
+      for (int ky = 0; ky < k_h; ++ky) {
+        for (int kx = 0; kx < k_w; ++kx) {
+          const int iy = iy0 + ky, ix = ix0 + kx;
+          const int inside = iy >= 0 && iy < in_h && ix >= 0 && ix < in_w;
+          const int8_t *x = in + (iy * in_w + ix) * in_c;
+          for (int c = 0; c < in_c; ++c) *p++ = inside ? x[c] : pad;
+        }
+      }
       filters(scratch, pairs, l->weights, l->thresholds, l->out_c, out);
     }
   }

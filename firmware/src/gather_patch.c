@@ -1,8 +1,11 @@
 /* Gathers an output pixel's input patch into one bit stream (bit tap * in_c + c,
- * zero words up to a multiple of 3), the layout of the filters (bnn.h). With in_c a multiple of 32 this copies words;
- * otherwise each tap's bits are shifted in after the previous tap's. Example, 16
- * channels, 3x3 kernel: 144 bits, 5 words, taps 0 and 1 in word 0. */
+ * zero words up to a multiple of 3), the layout of the filters (bnn.h). With in_c a
+ * multiple of 32 this copies words; otherwise each tap's bits are shifted in after
+ * the previous tap's (compiled only for models that need it: BNN_PACKED_TAPS or
+ * BNN_SPARSE in model_data.h). Example, 16 channels, 3x3 kernel: 144 bits, 5 words
+ * (+1 zero word), taps 0 and 1 in word 0. */
 #include "bnn.h"
+#include "model_data.h"   /* BNN_PACKED_TAPS, BNN_SPARSE: 0 leaves the bit shifting out */
 
 /* Appends the low `bits` bits of v (higher bits are 0) to the stream at *p. */
 static inline void put(uint32_t **p, uint32_t *acc, int *fill, uint32_t v, int bits) {
@@ -38,12 +41,42 @@ static void copy_rows(const bnn_layer *l, const uint32_t *in, int iy, int ix, ui
   while (p < end) *p++ = 0u;
 }
 
+/* in_c < 32, no zero padding under the kernel: one input word per tap, its in_c bits
+ * shifted in after the previous tap's ("+1" padding: zeros). */
+static void shift_taps(const bnn_layer *l, const uint32_t *in, int iy, int ix, uint32_t *p) {
+  const int bits = l->in_c;
+  uint32_t *end = p + BNN_PATCH_WORDS(l), acc = 0u;
+  int fill = 0;
+  for (int ky = 0; ky < l->k_h; ++ky, ++iy) {
+    const uint32_t *x = in + iy * l->in_w + ix;
+    const int row = iy >= 0 && iy < l->in_h;
+    for (int kx = 0; kx < l->k_w; ++kx) {
+      const uint32_t v = row && ix + kx >= 0 && ix + kx < l->in_w ? x[kx] : 0u;
+      acc |= v << fill;
+      fill += bits;
+      if (fill >= 32) {
+        *p++ = acc;
+        fill -= 32;
+        acc = fill ? v >> (bits - fill) : 0u;
+      }
+    }
+  }
+  if (fill) *p++ = acc;
+  while (p < end) *p++ = 0u;
+}
+
 int bnn_gather_patch(const bnn_layer *l, const uint32_t *in, int oy, int ox, uint32_t *patch,
                      uint32_t *mask) {
   const int iy = oy * l->stride_h - l->pad_top, ix = ox * l->stride_w - l->pad_left;
-  if ((l->in_c & 31) == 0 && (l->pad_value || (iy >= 0 && ix >= 0 && iy + l->k_h <= l->in_h &&
-                                               ix + l->k_w <= l->in_w))) {
+  if ((!BNN_PACKED_TAPS && !BNN_SPARSE) ||
+      ((l->in_c & 31) == 0 && (l->pad_value || (iy >= 0 && ix >= 0 && iy + l->k_h <= l->in_h &&
+                                                ix + l->k_w <= l->in_w)))) {
     copy_rows(l, in, iy, ix, patch);
+    return 0;
+  }
+  if (BNN_PACKED_TAPS && l->in_c < 32 && (l->pad_value || (iy >= 0 && ix >= 0 &&
+                                          iy + l->k_h <= l->in_h && ix + l->k_w <= l->in_w))) {
+    shift_taps(l, in, iy, ix, patch);
     return 0;
   }
   const int words = BNN_WORDS(l->in_c), last = l->in_c - 32 * (words - 1);
