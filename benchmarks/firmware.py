@@ -126,10 +126,11 @@ def host_vs_lce(model, model_dir: Path, x) -> dict:
     import larq_compute_engine as lce
     from larq_compute_engine.tflite.python.interpreter import Interpreter
 
-    from converters import c_export, fold
+    from bnnprune_tf import prune
+    from converters import fold
     from converters import firmware as fw
 
-    folded = fold.fold(c_export.deployable(model))
+    folded = fold.fold(prune.strip_pruning(model, keep_weight_masks=True))
     codes = folded.quantize_input(x)
     lib = fw.HostLibrary(model_dir, model_dir / "host-lib")
     exact = bool(np.array_equal(lib.sums(codes), folded.output.sums(folded.hidden(codes))
@@ -150,12 +151,12 @@ def host_vs_lce(model, model_dir: Path, x) -> dict:
 
 def measure(name, model, ds, x, y, directory: Path) -> list[dict]:
     """One row per QEMU board: instructions, MACs, footprint, per-layer profile."""
-    from bnnprune_tf import training
+    from bnnprune_tf import prune, training
     from converters import c_export, fold
     from converters import firmware as fw
 
     info = c_export.write(model, directory, samples=x[:SAMPLES], labels=y[:SAMPLES])
-    count = macs(fold.fold(c_export.deployable(model)))
+    count = macs(fold.fold(prune.strip_pruning(model, keep_weight_masks=True)))
     accuracy = training.evaluate(model, ds, "test")["accuracy"]
     rows = []
     for board, core in fw.QEMU_BOARDS.items():
@@ -176,12 +177,10 @@ def measure(name, model, ds, x, y, directory: Path) -> list[dict]:
 
 
 def markdown(rows, host) -> str:
-    base = {r["core"]: r for r in rows if r["model"] == BASE}
     table = ["| model | test acc | core | instructions / inference | per binary MAC "
              "(binary convs) | speedup | ideal | speedup / ideal | flash B | RAM B |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        b = base[r["core"]]
         table.append(f"| {r['model']} | {r['accuracy']:.3f} | {r['core']} | "
                      f"{r['instructions']:,} | {r['per_binary_mac']:.3f} "
                      f"({r['binary_convs_per_mac']:.3f}) | {r['speedup']:.2f}x | "

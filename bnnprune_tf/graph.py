@@ -32,14 +32,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from bnnprune_tf import masks
+from bnnprune_tf import layer_facts, masks
 from bnnprune_tf.errors import ModelError
+from bnnprune_tf.layer_facts import DEPTHWISE, PER_CHANNEL, PRODUCERS
 
 layers = tf.keras.layers
 
-PRODUCERS = (layers.Conv2D, layers.Dense)      # includes the Larq and masked subclasses
-DEPTHWISE = (layers.DepthwiseConv2D,)          # includes QuantDepthwiseConv2D
-PER_CHANNEL = (layers.BatchNormalization,)
 PASS_THROUGH = (
     layers.Activation, layers.ReLU, layers.LeakyReLU, layers.ELU, layers.Dropout,
     layers.SpatialDropout2D, layers.GaussianNoise, layers.MaxPool2D, layers.AveragePooling2D,
@@ -74,12 +72,6 @@ class ChannelGroup:
     @property
     def prunable(self) -> bool:
         return not self.fixed_reason and bool(self.filters)
-
-
-def _is_binary_conv(layer) -> bool:
-    q_in = getattr(getattr(layer, "input_quantizer", None), "precision", None)
-    q_k = getattr(getattr(layer, "kernel_quantizer", None), "precision", None)
-    return isinstance(layer, layers.Conv2D) and q_in == 1 and q_k == 1
 
 
 class ChannelGraph:
@@ -181,7 +173,7 @@ class ChannelGraph:
             self._consumers.append(layer.name)
             return self._new_elements(int(layer.output.shape[-1]))
         if isinstance(layer, PER_CHANNEL):
-            if layer.axis not in ([-1], [len(layer.input.shape) - 1]):
+            if isinstance(layer, layers.BatchNormalization) and layer.axis not in ([-1], [len(layer.input.shape) - 1]):
                 raise ModelError(f"layer {layer.name!r}: BatchNormalization over axis "
                                  f"{layer.axis} cannot be pruned (only the channel axis)")
             self._per_channel.append(layer.name)
@@ -269,11 +261,11 @@ class ChannelGraph:
 
     def binary_consumers(self, group: ChannelGroup) -> bool:
         """True if a binary convolution reads these channels (LCE packs them in 32s)."""
-        return any(_is_binary_conv(self.model.get_layer(n)) for n in group.consumers)
+        return any(layer_facts.is_binary_conv(self.model.get_layer(n)) for n in group.consumers)
 
     def binary_producers(self, group: ChannelGroup) -> bool:
         """True if a binary convolution writes these channels (LCE blocks them in 8s)."""
-        return any(_is_binary_conv(self.model.get_layer(n)) for n in group.producers)
+        return any(layer_facts.is_binary_conv(self.model.get_layer(n)) for n in group.producers)
 
     # ---------------------------------------------------------- masks <-> keep
     def _position(self, layout: np.ndarray):

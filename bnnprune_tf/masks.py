@@ -45,6 +45,7 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
+from bnnprune_tf import layer_facts
 from bnnprune_tf.errors import ModelError
 
 _PACKAGE = "bnnprune"
@@ -168,8 +169,8 @@ class MaskedLayer:
                 for name in ("channel_mask", "input_channel_mask", "weight_mask")}
 
 
-def _masked_class(base, kernel_attr="kernel", constraint_attr="kernel_constraint",
-                  quantizer_attr="kernel_quantizer"):
+def _masked_class(base):
+    kernel_attr, constraint_attr, quantizer_attr = layer_facts.kernel_attrs(base)
     cls = type(f"Masked{base.__name__}", (MaskedLayer, base), {
         "_kernel_attr": kernel_attr, "_constraint_attr": constraint_attr,
         "_quantizer_attr": quantizer_attr,
@@ -180,24 +181,13 @@ def _masked_class(base, kernel_attr="kernel", constraint_attr="kernel_constraint
     return tf.keras.utils.register_keras_serializable(_PACKAGE)(cls)
 
 
-MaskedQuantConv2D = _masked_class(lq.layers.QuantConv2D)
-MaskedQuantDense = _masked_class(lq.layers.QuantDense)
-MaskedQuantDepthwiseConv2D = _masked_class(
-    lq.layers.QuantDepthwiseConv2D, "depthwise_kernel", "depthwise_constraint",
-    "depthwise_quantizer")
-MaskedConv2D = _masked_class(tf.keras.layers.Conv2D)
-MaskedDense = _masked_class(tf.keras.layers.Dense)
-MaskedDepthwiseConv2D = _masked_class(
-    tf.keras.layers.DepthwiseConv2D, "depthwise_kernel", "depthwise_constraint")
-
-MASKED = {
-    lq.layers.QuantConv2D: MaskedQuantConv2D,
-    lq.layers.QuantDense: MaskedQuantDense,
-    lq.layers.QuantDepthwiseConv2D: MaskedQuantDepthwiseConv2D,
-    tf.keras.layers.Conv2D: MaskedConv2D,
-    tf.keras.layers.Dense: MaskedDense,
-    tf.keras.layers.DepthwiseConv2D: MaskedDepthwiseConv2D,
-}
+MASKED = {base: _masked_class(base) for base in layer_facts.MASKABLE}
+MaskedQuantConv2D = MASKED[lq.layers.QuantConv2D]
+MaskedQuantDense = MASKED[lq.layers.QuantDense]
+MaskedQuantDepthwiseConv2D = MASKED[lq.layers.QuantDepthwiseConv2D]
+MaskedConv2D = MASKED[tf.keras.layers.Conv2D]
+MaskedDense = MASKED[tf.keras.layers.Dense]
+MaskedDepthwiseConv2D = MASKED[tf.keras.layers.DepthwiseConv2D]
 UNMASKED = {masked: plain for plain, masked in MASKED.items()}
 
 

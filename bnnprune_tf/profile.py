@@ -1,10 +1,13 @@
-"""Per-layer cost of a BNN: binary MACs (BOPs), float MACs, parameters, memory.
+"""Per-layer cost of a BNN: binary MACs (BOPs), ternary and float MACs, parameters, memory.
 
 The counting rules are Larq's (``larq.models.summary``), so totals agree with
 it on any model: a MAC-containing layer does ``weights x output pixels`` MACs
 per non-bias weight tensor, at the precision ``max(input precision, weight
 precision)`` (a float input makes even binary weights a float MAC); a weight's
-precision is its quantizer's (1 for ``ste_sign``), 32 otherwise; BatchNorm's
+precision is its quantizer's (1 for ``ste_sign``, 2 for ``ste_tern``; see
+:func:`bnnprune_tf.layer_facts.kernel_precision`), 32 otherwise. MACs and
+parameters are binary at precision 1, ternary at precision 2 (ternary weights
+or 2-bit inputs: a few binary ops each, not a float MAC), float above; BatchNorm's
 ``beta``/``moving_mean`` and ``gamma``/``moving_variance`` pairs count once
 each, as they fold into one scale and one offset.
 
@@ -25,28 +28,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from bnnprune_tf import masks
+from bnnprune_tf import layer_facts, masks
 from bnnprune_tf.errors import ModelError
+from bnnprune_tf.layer_facts import MAC_LAYERS, PER_CHANNEL, QUANT_LAYERS
+from bnnprune_tf.reporting import markdown_table
 
-MAC_LAYERS = (
-    lq.layers.QuantConv1D,
-    lq.layers.QuantConv2D,
-    lq.layers.QuantDense,
-    lq.layers.QuantDepthwiseConv2D,
-    lq.layers.QuantSeparableConv1D,
-    lq.layers.QuantSeparableConv2D,
-    tf.keras.layers.Conv1D,
-    tf.keras.layers.Conv2D,
-    tf.keras.layers.Dense,
-    tf.keras.layers.DepthwiseConv2D,
-    tf.keras.layers.SeparableConv1D,
-    tf.keras.layers.SeparableConv2D,
-)
-QUANT_LAYERS = tuple(t for t in MAC_LAYERS if t.__module__.startswith("larq"))
 _BN_FUSED_PAIRS = (("beta", "moving_mean"), ("gamma", "moving_variance"))
 
 
@@ -58,8 +47,10 @@ class LayerCost:
     kind: str
     output_shape: tuple
     binary_macs: int = 0
+    ternary_macs: int = 0
     float_macs: int = 0
     binary_params: int = 0
+    ternary_params: int = 0
     float_params: int = 0
     memory_bits: int = 0
     macs_by_precision: dict = field(default_factory=dict)
@@ -80,8 +71,10 @@ class ModelCost:
         return sum(getattr(layer, attr) for layer in self.layers)
 
     binary_macs = property(lambda self: self._total("binary_macs"))
+    ternary_macs = property(lambda self: self._total("ternary_macs"))
     float_macs = property(lambda self: self._total("float_macs"))
     binary_params = property(lambda self: self._total("binary_params"))
+    ternary_params = property(lambda self: self._total("ternary_params"))
     float_params = property(lambda self: self._total("float_params"))
     memory_bits = property(lambda self: self._total("memory_bits"))
     memory_bytes = property(lambda self: self.memory_bits / 8)
@@ -103,23 +96,30 @@ class ModelCost:
     def to_dict(self) -> dict:
         """JSON-ready: per-layer rows and totals."""
         totals = {k: getattr(self, k) for k in
-                  ("binary_macs", "float_macs", "binary_params", "float_params", "memory_bytes")}
+                  ("binary_macs", "ternary_macs", "float_macs", "binary_params",
+                   "ternary_params", "float_params", "memory_bytes")}
         return {"model": self.name, "totals": totals,
                 "layers": [dict(asdict(l), memory_bytes=l.memory_bytes) for l in self.layers]}
 
+    def rows(self, only_costly: bool = True) -> dict[str, dict]:
+        """Table rows per layer plus a total; ``only_costly`` hides layers without
+        params or MACs."""
+        rows = {l.name: {"kind": l.kind, "output": str(l.output_shape),
+                         "binary MACs": l.binary_macs, "float MACs": l.float_macs,
+                         "binary params": l.binary_params, "float params": l.float_params,
+                         "ternary MACs": l.ternary_macs, "memory (bytes)": l.memory_bytes}
+                for l in self.layers if not only_costly or l.memory_bits or l.binary_macs
+                or l.ternary_macs or l.float_macs}
+        rows["**total**"] = {"binary MACs": self.binary_macs, "float MACs": self.float_macs,
+                             "binary params": self.binary_params,
+                             "float params": self.float_params,
+                             "ternary MACs": self.ternary_macs,
+                             "memory (bytes)": self.memory_bytes}
+        return rows
+
     def to_markdown(self, only_costly: bool = True) -> str:
-        """A markdown table; ``only_costly`` hides layers without params or MACs."""
-        head = ("| layer | kind | output | binary MACs | float MACs | binary params "
-                "| float params | memory (bytes) |\n|---|---|---|---:|---:|---:|---:|---:|")
-        rows = [
-            f"| {l.name} | {l.kind} | {l.output_shape} | {l.binary_macs:,} | {l.float_macs:,} "
-            f"| {l.binary_params:,} | {l.float_params:,} | {l.memory_bytes:,.0f} |"
-            for l in self.layers
-            if not only_costly or l.memory_bits or l.binary_macs or l.float_macs
-        ]
-        rows.append(f"| **total** | | | {self.binary_macs:,} | {self.float_macs:,} "
-                    f"| {self.binary_params:,} | {self.float_params:,} | {self.memory_bytes:,.0f} |")
-        return "\n".join([head, *rows])
+        """:meth:`rows` as a markdown table."""
+        return markdown_table(self.rows(only_costly), "layer")
 
 
 def _weight_name(weight) -> str:
@@ -137,7 +137,7 @@ def _counted_weights(layer, kept_channels: int | None):
         out = [(layer._kernel_var(), int(layer.full_mask().numpy().sum()))]
         if getattr(layer, "use_bias", False):
             out.append((layer.bias, int(layer.channel_mask.numpy().sum())))
-        return [(w, getattr(w, "precision", 32), n) for w, n in out]
+        return [(w, _bits(layer, w), n) for w, n in out]
     weights = list(layer.weights)
     if isinstance(layer, tf.keras.layers.BatchNormalization):
         names = [_weight_name(w) for w in weights]
@@ -148,8 +148,15 @@ def _counted_weights(layer, kept_channels: int | None):
         count = int(np.prod(w.shape.as_list()))
         if kept_channels is not None:
             count = count // int(w.shape[-1]) * kept_channels
-        counted.append((w, getattr(w, "precision", 32), count))
+        counted.append((w, _bits(layer, w), count))
     return counted
+
+
+def _bits(layer, weight) -> int:
+    """Bits of one weight: a quantized kernel's precision, 32 for anything else."""
+    if hasattr(weight, "quantizer"):          # a Larq QuantizedVariable
+        return weight.precision or layer_facts.kernel_precision(layer)
+    return 32
 
 
 def _output_pixels(layer) -> int:
@@ -163,11 +170,6 @@ def _output_pixels(layer) -> int:
     return 1
 
 
-def _input_precision(layer) -> int:
-    quantizer = getattr(layer, "input_quantizer", None)
-    return getattr(quantizer, "precision", None) or 32
-
-
 def layer_cost(layer: tf.keras.layers.Layer, kept_channels: int | None = None) -> LayerCost:
     """The cost of one (non-nested) layer; ``kept_channels`` as in :func:`_counted_weights`."""
     if not isinstance(layer, MAC_LAYERS) and hasattr(layer, "kernel"):
@@ -176,15 +178,15 @@ def layer_cost(layer: tf.keras.layers.Layer, kept_channels: int | None = None) -
             "layer type whose operations we know how to count; use Keras/Larq "
             "convolution or dense layers"
         )
-    params = {1: 0, 32: 0}
+    params = {1: 0, 2: 0, 32: 0}
     memory_bits = 0
     macs: dict[int, int] = {}
     pixels = _output_pixels(layer) if isinstance(layer, MAC_LAYERS) else 0
     for w, bits, count in _counted_weights(layer, kept_channels):
-        params[1 if bits == 1 else 32] += count
+        params[bits if bits <= 2 else 32] += count
         memory_bits += bits * count
         if pixels and "bias" not in w.name:
-            precision = max(_input_precision(layer), bits)
+            precision = max(layer_facts.input_precision(layer), bits)
             macs[precision] = macs.get(precision, 0) + count * pixels
     shape = layer.output_shape
     return LayerCost(
@@ -192,8 +194,10 @@ def layer_cost(layer: tf.keras.layers.Layer, kept_channels: int | None = None) -
         kind=type(layer).__name__,
         output_shape=tuple(shape[1:]) if isinstance(shape, tuple) else (),
         binary_macs=macs.get(1, 0),
-        float_macs=sum(n for p, n in macs.items() if p > 1),
+        ternary_macs=macs.get(2, 0),
+        float_macs=sum(n for p, n in macs.items() if p > 2),
         binary_params=params[1],
+        ternary_params=params[2],
         float_params=params[32],
         memory_bits=memory_bits,
         macs_by_precision=macs,
@@ -210,7 +214,7 @@ def _flat_layers(model: tf.keras.Model, prefix: str = ""):
 
 def _kept_channels(model) -> dict[str, int]:
     """Channels kept per BatchNorm layer of a masked model (dead channels do not count)."""
-    from bnnprune_tf.graph import PER_CHANNEL, ChannelGraph
+    from bnnprune_tf.graph import ChannelGraph
 
     graph = ChannelGraph(model)
     keep = graph.keep_from_masks(model)

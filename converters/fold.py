@@ -45,7 +45,7 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from bnnprune_tf import masks
+from bnnprune_tf import layer_facts, masks
 from bnnprune_tf.errors import ConversionError
 
 layers = tf.keras.layers
@@ -57,9 +57,6 @@ layers = tf.keras.layers
 #: its threshold or bias.
 INPUT_SCALE = 2.0 / 255.0
 INPUT_OFFSET = 0.5
-
-_PROBE = np.array([-3.0, -1.0, -0.25, 0.0, 0.25, 1.0, 3.0], np.float32)
-_SIGN_OF_PROBE = np.where(_PROBE >= 0, 1.0, -1.0)
 
 
 @dataclass(frozen=True)
@@ -267,20 +264,10 @@ def threshold(scale: np.ndarray, offset: np.ndarray, bound: int):
     return s, t
 
 
-def _is_sign(quantizer) -> bool:
-    out = np.asarray(quantizer(tf.constant(_PROBE)))
-    return out.shape == _PROBE.shape and np.array_equal(out, _SIGN_OF_PROBE)
-
-
 def _kernel_signs(layer) -> tuple[np.ndarray, np.ndarray]:
     """``(signs OHWI int8 in {-1,0,1}, per-channel magnitude)`` of the quantized kernel
     (for a masked layer of :mod:`bnnprune_tf.masks`, its effective kernel: pruned weights 0)."""
-    if masks.is_masked(layer):
-        kernel = np.asarray(layer.effective_kernel(), np.float64)
-    else:
-        latent = tf.constant(np.asarray(getattr(layer.kernel, "latent_variable", layer.kernel)))
-        kernel = np.asarray(layer.kernel_quantizer(latent) if layer.kernel_quantizer else latent,
-                            np.float64)
+    kernel = layer_facts.quantized_kernel(layer).astype(np.float64)
     kernel = kernel.transpose(3, 0, 1, 2)          # HWIO -> OHWI
     flat = np.abs(kernel.reshape(len(kernel), -1))
     alpha = flat.max(axis=1)
@@ -307,7 +294,7 @@ def _conv_fields(layer, first: bool) -> dict:
     if layer.input_quantizer is None and not first:
         raise ConversionError(f"{name}: a conv with a real-valued input is only supported as the "
                               "first layer; give it input_quantizer='ste_sign'")
-    if layer.input_quantizer is not None and not _is_sign(layer.input_quantizer):
+    if layer.input_quantizer is not None and not layer_facts.is_binary_input(layer):
         raise ConversionError(f"{name}: input quantizer {layer.input_quantizer!r} is not a sign "
                               "(+-1, sign(0)=+1); only binary activations can be exported")
     if layer.padding not in ("valid", "same"):

@@ -41,8 +41,9 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
+from bnnprune_tf import layer_facts, prune
 from bnnprune_tf.errors import ConversionError
-from converters.lce import strip_pruning_state
+from bnnprune_tf.reporting import markdown_table
 
 layers = tf.keras.layers
 FLT_EPSILON = float(np.finfo(np.float32).eps)
@@ -68,36 +69,6 @@ class Finding:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _probe(quantizer) -> np.ndarray | None:
-    """Distinct outputs of ``quantizer`` on inputs from -2 to 2 (0 included), or None."""
-    x = tf.constant(np.linspace(-2.0, 2.0, 41, dtype=np.float32).reshape(1, 1, 41, 1))
-    try:
-        return np.unique(np.asarray(quantizer(x)))
-    except Exception:  # a quantizer that cannot run on a probe is not sign-like either
-        return None
-
-
-def is_sign_like(quantizer) -> bool:
-    """True when ``quantizer`` maps every input to -1 or +1 (what ``LceQuantize`` encodes).
-
-    Example::
-
-        is_sign_like(lq.quantizers.SteSign())          # True
-        is_sign_like(lq.quantizers.SteHeaviside())     # False: outputs 0 and 1
-    """
-    if quantizer is None:
-        return False
-    values = _probe(quantizer)
-    return values is not None and set(values.tolist()) <= {-1.0, 1.0}
-
-
-def _quantized_kernel(layer) -> np.ndarray:
-    kernel = tf.constant(layer.kernel.numpy())   # a tensor: custom gradients reject variables
-    if getattr(layer, "kernel_quantizer", None) is not None:
-        kernel = layer.kernel_quantizer(kernel)
-    return np.asarray(kernel, dtype=np.float32)
 
 
 def binary_filter_problem(kernel: np.ndarray) -> str | None:
@@ -181,7 +152,7 @@ def _is_relu(layer) -> bool:
 
 
 def _dense_findings(layer) -> list[Finding]:
-    if not (is_sign_like(layer.input_quantizer) or layer.kernel_quantizer is not None):
+    if not (layer_facts.is_binary_input(layer) or layer.kernel_quantizer is not None):
         return []
     return [Finding(
         layer.name, "quant-dense", "float",
@@ -192,7 +163,7 @@ def _dense_findings(layer) -> list[Finding]:
 
 
 def _depthwise_findings(layer) -> list[Finding]:
-    if not (is_sign_like(layer.input_quantizer) or layer.depthwise_quantizer is not None):
+    if not (layer_facts.is_binary_input(layer) or layer.depthwise_quantizer is not None):
         return []
     return [Finding(
         layer.name, "quant-depthwise", "float",
@@ -212,14 +183,14 @@ def _conv_findings(layer, graph: _Graph) -> list[Finding]:
             + (" (expected for the first layer)" if stem else ""),
             "nothing to do for the first layer" if stem else
             "add input_quantizer='ste_sign' so LCE can bit-pack the input")]
-    if not is_sign_like(layer.input_quantizer):
+    if not layer_facts.is_binary_input(layer):
         found.append(Finding(
             name, "input-quantizer", "float",
             f"input quantizer {type(layer.input_quantizer).__name__} does not output only -1/+1, "
             "so LCE cannot bit-pack the input and runs a float CONV_2D",
             "use a sign quantizer: ste_sign, approx_sign, swish_sign or SteSign(clip_value)"))
         return found
-    problem = binary_filter_problem(_quantized_kernel(layer))
+    problem = binary_filter_problem(layer_facts.quantized_kernel(layer))
     if problem and "are 0" in problem:
         found.append(Finding(
             name, "zero-weights", "float",
@@ -284,7 +255,7 @@ def lint(model: tf.keras.Model) -> list[Finding]:
     """
     if not isinstance(model, tf.keras.Model):
         raise ConversionError(f"lint expects a tf.keras.Model, got {type(model).__name__}")
-    model = strip_pruning_state(model)
+    model = prune.strip_pruning(model)
     nested = [layer.name for layer in model.layers if isinstance(layer, tf.keras.Model)]
     if nested:
         raise ConversionError(f"lint does not look inside nested models ({', '.join(nested)}): "
@@ -309,7 +280,7 @@ def binary_conv_layers(model: tf.keras.Model, findings: list[Finding] | None = N
         expected = len(binary_conv_layers(model))
         assert converters.lce.inspect(convert(model)).ops["LceBconv2d"] == expected
     """
-    model = strip_pruning_state(model)
+    model = prune.strip_pruning(model)
     findings = lint(model) if findings is None else findings
     as_float = {f.layer for f in findings if f.severity in ("float", "info")}
     return [layer.name for layer in model.layers
@@ -317,10 +288,17 @@ def binary_conv_layers(model: tf.keras.Model, findings: list[Finding] | None = N
             and layer.name not in as_float]
 
 
+def rows(findings: list[Finding]) -> dict[str, dict]:
+    """Table rows of ``findings``: one per finding, keyed ``layer`` (numbered if repeated)."""
+    out = {}
+    for f in findings:
+        key = f.layer if f.layer not in out else f"{f.layer} ({len(out)})"
+        out[key] = {"rule": f.rule, "severity": f.severity, "problem": f.problem, "fix": f.fix}
+    return out
+
+
 def to_markdown(findings: list[Finding]) -> str:
     """A markdown table of ``findings`` (or a line saying there are none)."""
     if not findings:
         return "Lint: every quantized layer becomes a fast binary LCE op."
-    rows = ["| layer | rule | severity | problem | fix |", "|---|---|---|---|---|"]
-    rows += [f"| {f.layer} | {f.rule} | {f.severity} | {f.problem} | {f.fix} |" for f in findings]
-    return "\n".join(rows)
+    return markdown_table(rows(findings), "layer")

@@ -11,8 +11,9 @@ import tensorflow as tf
 
 from bnnprune_tf import models
 from bnnprune_tf.errors import ConversionError
+from bnnprune_tf.layer_facts import is_sign
 from converters import lce
-from converters.lint import binary_conv_layers, binary_filter_problem, is_sign_like, lint
+from converters.lint import binary_conv_layers, binary_filter_problem, lint
 
 L = tf.keras.layers
 BIN = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
@@ -82,10 +83,10 @@ def test_input_quantizer_not_sign_like():
 
 
 def test_sign_like_probe():
-    assert is_sign_like(lq.quantizers.SteSign(clip_value=1.25))
-    assert is_sign_like(lambda x: tf.where(x >= 0, 1.0, -1.0))
-    assert not is_sign_like(lq.quantizers.SteTern())
-    assert not is_sign_like(None)
+    assert is_sign(lq.quantizers.SteSign(clip_value=1.25))
+    assert is_sign(lambda x: tf.where(x >= 0, 1.0, -1.0))
+    assert not is_sign(lq.quantizers.SteTern())
+    assert not is_sign(None)
 
 
 def plain_sign(w):

@@ -55,7 +55,7 @@ def test_hand_counted_model():
     assert cost.memory_bytes == cost.memory_bits / 8
     md = cost.to_markdown()
     assert "| binary | QuantConv2D | (2, 2, 5) | 1,440 | 0 | 360 | 5 |" in md
-    assert md.splitlines()[-1].startswith("| **total** | | | 1,440 | 4,668 |")
+    assert md.splitlines()[-1].startswith("| **total** |  |  | 1,440 | 4,668 |")
     assert cost.to_dict()["totals"]["binary_macs"] == 1440
 
 
@@ -76,3 +76,14 @@ def test_bad_models():
     unbuilt = tf.keras.Sequential([lq.layers.QuantDense(2)])
     with pytest.raises(ModelError, match="is not built: call model.build"):
         profile.profile(unbuilt)
+
+
+def test_ternary_weights_are_not_float_macs():
+    inputs = tf.keras.Input((4, 4, 8))
+    x = lq.layers.QuantConv2D(6, 3, input_quantizer="ste_sign", kernel_quantizer="ste_tern",
+                              use_bias=False, name="tern")(inputs)
+    cost = profile.profile(tf.keras.Model(inputs, x)).layer("tern")
+    n = 2 * 2 * 3 * 3 * 8 * 6
+    assert cost.float_macs == 0                 # was counted as n float MACs
+    assert (cost.ternary_macs, cost.float_macs, cost.binary_macs) == (n, 0, 0)
+    assert (cost.ternary_params, cost.float_params, cost.memory_bits) == (3 * 3 * 8 * 6, 0, 2 * 432)
