@@ -16,6 +16,7 @@
   .section .note.GNU-stack, "", %progbits   /* host builds: no executable stack */
 #endif
 #if defined(__ARM_ARCH_7EM__) && defined(__thumb2__)
+#include "bnn_popcount_m4.inc"
   .syntax unified
   .thumb
   .text
@@ -45,26 +46,7 @@ bnn_bconv_block_m4:
   eor r5, r5, r7
   ldr r7, [lr], #4
   eor r6, r6, r7
-  eor r7, r4, r5                    @ carry-save adder: u = a ^ b
-  and r4, r4, r5
-  and r5, r7, r6
-  eor r7, r7, r6                    @ ones = u ^ c
-  orr r4, r4, r5                    @ twos = (a & b) | (u & c)
-  and r5, r8, r7, lsr #1
-  sub r7, r7, r5
-  and r5, r9, r7, lsr #2
-  and r7, r7, r9
-  add r7, r7, r5                    @ nibble counts of ones
-  and r5, r8, r4, lsr #1
-  sub r4, r4, r5
-  and r5, r9, r4, lsr #2
-  and r4, r4, r9
-  add r4, r4, r5                    @ nibble counts of twos
-  add r7, r7, r4, lsl #1
-  and r5, r11, r7, lsr #4
-  and r7, r7, r11
-  add r7, r7, r5                    @ byte counts of the 3 words
-  add r2, r2, r7
+  COUNT3 r2, r8, r9, r11
   cmp r12, r1
   bne 2b
   and r4, r2, #0x00ff00ff           @ bytes -> halfwords -> 2 * popcount = r2 >> 15

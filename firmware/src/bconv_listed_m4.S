@@ -14,32 +14,11 @@
   .section .note.GNU-stack, "", %progbits   /* host builds: no executable stack */
 #endif
 #if defined(__ARM_ARCH_7EM__) && defined(__thumb2__)
+#include "bnn_popcount_m4.inc"
   .syntax unified
   .thumb
   .text
 
-  .macro COUNT3                     @ r4, r5, r6 -> byte counts added to r11
-  eor r7, r4, r5                    @ carry-save adder: u = a ^ b
-  and r4, r4, r5
-  and r5, r7, r6
-  eor r7, r7, r6                    @ ones
-  orr r4, r4, r5                    @ twos
-  and r5, r8, r7, lsr #1
-  sub r7, r7, r5
-  and r5, r9, r7, lsr #2
-  and r7, r7, r9
-  add r7, r7, r5
-  and r5, r8, r4, lsr #1
-  sub r4, r4, r5
-  and r5, r9, r4, lsr #2
-  and r4, r4, r9
-  add r4, r4, r5
-  add r7, r7, r4, lsl #1
-  and r5, r10, r7, lsr #4
-  and r7, r7, r10
-  add r7, r7, r5
-  add r11, r11, r7
-  .endm
 
   .macro TOTAL                      @ lr = sum of the bytes of r11; r11 = 0
   and lr, r11, #0x00ff00ff
@@ -60,14 +39,8 @@
   .endm
 
   .macro BYTES1                     @ byte counts of r4 added to r11
-  and r5, r8, r4, lsr #1
-  sub r4, r4, r5
-  and r5, r9, r4, lsr #2
-  and r4, r4, r9
-  add r4, r4, r5
-  and r5, r10, r4, lsr #4
-  and r4, r4, r10
-  add r4, r4, r5
+  NIBBLES r4, r5, r8, r9
+  BYTES r4, r5, r10
   add r11, r11, r4
   .endm
 
@@ -90,7 +63,7 @@ bnn_listed_m4:
   eor r4, r4, r7
   eor r5, r5, r12
   eor r6, r6, lr
-  COUNT3
+  COUNT3 r11, r8, r9, r10
   subs r3, r3, #3
   bge 1b
 2:
@@ -120,7 +93,7 @@ bnn_listed_m4:
   ldmia r2!, {r7, r12}
   eor r6, r6, r7
   and r6, r6, r12
-  COUNT3
+  COUNT3 r11, r8, r9, r10
   subs r3, r3, #3
   bge 6b
 4:

@@ -78,9 +78,16 @@ void bnn_bconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, int32_t 
                  uint32_t *patch);
 void bnn_maxpool(const bnn_layer *l, const uint32_t *in, uint32_t *out);
 
+/* The input pixel (iy * in_w + ix) under tap (ky, kx) of output pixel (oy, ox) in
+ * *pixel; returns 0 if the tap lies in the padding. Example: bconv2d_ref.c. */
+static inline int bnn_tap(const bnn_layer *l, int oy, int ox, int ky, int kx, int *pixel) {
+  const int iy = oy * l->stride_h - l->pad_top + ky, ix = ox * l->stride_w - l->pad_left + kx;
+  *pixel = iy * l->in_w + ix;
+  return iy >= 0 && iy < l->in_h && ix >= 0 && ix < l->in_w;
+}
+
 /* Reference kernels (KERNEL=ref): every weight and input decoded to -1, 0 or +1 and
  * multiplied; slow and obvious, the tests compare the optimized kernels with them. */
-int32_t bnn_weight_ref(const bnn_layer *l, int oc, int ky, int kx, int c);
 void bnn_conv_first_ref(const bnn_layer *l, const int8_t *in, uint32_t *out);
 void bnn_bconv2d_ref(const bnn_layer *l, const uint32_t *in, uint32_t *out, int32_t *sums);
 
