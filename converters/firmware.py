@@ -163,14 +163,14 @@ class HostLibrary:
         build = Path(build or model_dir / "host-lib")
         make("lib", model_dir, "host", build)
         header = (model_dir / "model_data.h").read_text()
-        define = lambda name: int(re.search(rf"#define {name} (\d+)", header).group(1))  # noqa: E731
-        self.input_size, self.classes = define("BNN_INPUT_SIZE"), define("BNN_NUM_CLASSES")
+        define = {k: int(v) for k, v in re.findall(r"#define (BNN_\w+) (\d+)", header)}
+        self.input_size, self.classes = define["BNN_INPUT_SIZE"], define["BNN_NUM_CLASSES"]
         self._lib = ctypes.CDLL(str(build / "libbnn.so"))
         self._run = self._lib.bnn_run
         self._run.argtypes = [ctypes.c_void_p] * 5
         self._run.restype = ctypes.c_int
         self._model = ctypes.addressof(ctypes.c_char.in_dll(self._lib, "bnn_model_data"))
-        self._arena = np.zeros(define("BNN_ARENA_WORDS"), np.uint32)
+        self._arena = np.zeros(define["BNN_ARENA_WORDS"], np.uint32)
         self._logits = np.zeros(self.classes, np.float32)
 
     def sums(self, codes) -> np.ndarray:
@@ -231,7 +231,7 @@ def count_instructions(model_dir, board: str, build=None, **variables) -> list[i
 
     Example::
 
-        count_instructions("build/model", "mps2-an386")   # -> [2990292, ...]
+        count_instructions("build/model", "mps2-an386")   # -> [2944867, ...]
     """
     name = "-".join([board, *map(str, variables.values())])
     build = Path(build or FIRMWARE / f"build/count-{name}")
@@ -245,7 +245,8 @@ _DESCRIPTOR = re.compile(r"^  \{\.op = (BNN_\w+), (.*)\},$", re.M)
 def layers(model_dir) -> list[dict]:
     """The layer descriptors of a model directory's ``model_data.c``: ``op`` (``first``,
     ``binary``, ``pool``, ``output``), the shapes, and ``macs``: multiply-accumulates of
-    a conv (binary ones for binary convs, int8 x {-1, 0, 1} for the first), 0 for pools.
+    a conv (binary ones for binary convs, int8 x {-1, 0, 1} for the first; zero weights
+    of ternary layers included), 0 for pools.
 
     Example::
 
@@ -281,7 +282,10 @@ def profile(model_dir, board: str, build=None) -> dict:
     found = layers(model_dir)
     per = len(found) + 2           # before, after each layer, after the inference
     runs = [marks[i:i + per] for i in range(0, len(marks) - per + 1, per)]
-    if not runs or len(marks) % per:
+    if not marks:
+        raise FirmwareError(f"{model_dir}: no inference ran: export the model with samples, "
+                            "which become the test vectors the app runs")
+    if len(marks) % per:
         raise FirmwareError(f"{board}: {len(marks)} marks do not split into inferences of "
                             f"{len(found)} layers: rebuild the model directory")
     for i, layer in enumerate(found):

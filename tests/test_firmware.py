@@ -229,7 +229,8 @@ def test_flash_names_a_missing_tool_and_a_qemu_board(exported, tmp_path):
     missing = subprocess.run(args + ["BOARD=nrf52840-dk", "FLASHER=pyocd", f"BUILD={tmp_path}/a"],
                              capture_output=True, text=True, env=env, timeout=300)
     assert missing.returncode != 0 and "pyocd is not installed: pip install pyocd" in missing.stderr
-    no_pack = subprocess.run(args + ["BOARD=stm32f746g-disco", "FLASHER=pyocd", f"BUILD={tmp_path}/b"],
+    no_pack = subprocess.run(args + ["BOARD=stm32f746g-disco", "FLASHER=pyocd",
+                                     f"BUILD={tmp_path}/b"],
                              capture_output=True, text=True, env=env, timeout=300)
     assert "pyocd has no built-in stm32f746 target" in no_pack.stderr
     qemu = make("flash", "BOARD=mps2-an386", f"MODEL={directory}", f"BUILD={tmp_path}/c",

@@ -1,8 +1,9 @@
 /* Binary conv of one gathered patch against all filters (Cortex-M4/M7 and host).
  *
  * S = n - 2 * popcount(patch XOR filter) over the patch's n bits. Words (a
- * multiple of 3, bnn.h) go three at a time through a carry-save adder (bnn_popcount3m), whose per-byte counts add
- * up over up to 10 groups before the bytes are summed; the masks stay in registers
+ * multiple of 3, bnn.h) go three at a time through a carry-save adder
+ * (bnn_popcount3m), whose per-byte counts add up over up to 10 groups before the
+ * bytes are summed; the masks stay in registers
  * and the loop only advances pointers. On Cortex-M4/M7, layers with thresholds and
  * up to 30 words run bconv_block_m4.S (the same operations in assembly, 32 filters
  * per call). Output bits: 1 (= -1) iff S < t.
@@ -46,7 +47,8 @@ void bnn_bconv_patch(const bnn_layer *l, const uint32_t *patch, uint32_t *out, i
   for (int oc = 0; oc < l->out_c; ++oc) {
     int32_t neg = 0;
     for (int done = 0; done < groups; done += 10) {       /* bytes hold 10 groups */
-      neg += bnn_bytes_total(xor_bytes(patch + 3 * done, &w, groups - done < 10 ? groups - done : 10, m));
+      const int chunk = groups - done < 10 ? groups - done : 10;
+      neg += bnn_bytes_total(xor_bytes(patch + 3 * done, &w, chunk, m));
     }
     const int32_t s = bits - 2 * neg;
     if (sums) {

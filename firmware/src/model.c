@@ -16,10 +16,14 @@ int bnn_run(const bnn_model *model, const int8_t *input, uint32_t *arena, int32_
 #ifdef BNN_REFERENCE
     (void)patch;
     if (l->op == BNN_CONV_FIRST) bnn_conv_first_ref(l, input, half[cur]);
-    if (l->op == BNN_BCONV || l->op == BNN_OUTPUT_CONV) bnn_bconv2d_ref(l, src, half[cur], layer_sums);
+    if (l->op == BNN_BCONV || l->op == BNN_OUTPUT_CONV) {
+      bnn_bconv2d_ref(l, src, half[cur], layer_sums);
+    }
 #else
     if (l->op == BNN_CONV_FIRST) bnn_conv_first(l, input, half[cur], patch);
-    if (l->op == BNN_BCONV || l->op == BNN_OUTPUT_CONV) bnn_bconv2d(l, src, half[cur], layer_sums, patch);
+    if (l->op == BNN_BCONV || l->op == BNN_OUTPUT_CONV) {
+      bnn_bconv2d(l, src, half[cur], layer_sums, patch);
+    }
 #endif
     if (l->op == BNN_MAXPOOL) bnn_maxpool(l, src, half[cur]);
 #ifdef BNN_PROFILE
