@@ -200,7 +200,8 @@ def markdown(rows, host) -> str:
         "speedup: instructions of the unpruned model / this model's, same core; ideal: the "
         "same ratio of MACs with nonzero weights (binary + first layer). Per binary MAC: "
         "instructions of the whole inference / binary MACs with nonzero weights; in brackets "
-        "the binary convs' own instructions / their MACs (from the per-layer profile).",
+        "the binary convs' own instructions / their MACs (from the per-layer profile, which "
+        "counts the zero weights of ternary layers too).",
         "",
         "Per layer, Cortex-M4 (`bnnprune firmware run --profile`; output shape, instructions, "
         "per MAC; shrunk models have other shapes and are in the JSON):",
