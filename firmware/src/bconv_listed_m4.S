@@ -1,15 +1,17 @@
-/* Ternary binary-conv inner kernel for Cortex-M4/M7 (ARMv7E-M, Thumb-2): the stored
- * words of one ternary filter (bconv_sparse.c) against a gathered patch, three at a
- * time through the same carry-save adder as bconv_block_m4.S, the last 1-2 one by one.
+/* Ternary binary-conv inner kernel for Cortex-M4/M7 (ARMv7E-M, Thumb-2): up to 32
+ * ternary filters (bconv_sparse.c) against one gathered patch, the output bits packed
+ * into one word. Only each filter's stored words are visited, three at a time through
+ * the carry-save adder of bconv_block_m4.S, the last 1-2 of each list one by one.
  *
- *   int32_t bnn_listed_m4(const uint32_t *patch, const uint16_t *index,
- *                         const uint32_t *w, int full, int partial);
+ *   typedef struct { const uint16_t *index; const uint32_t *w; const uint16_t *counts;
+ *                    const int32_t *nonzeros, *t; } bnn_ternary_cursor;
+ *   uint32_t bnn_ternary_block_m4(const uint32_t *patch, bnn_ternary_cursor *c, int count);
  *
- * Returns popcount(patch[index[i]] ^ w[i]) summed over `full` full words (sign words),
- * plus popcount((patch[index[i]] ^ sign) & nonzero) over the next `partial` words
- * ((sign, nonzero) pairs after the sign words); full, partial <= 30 (bytes would
- * overflow). 32 and 37 instructions per 3 words. Example: bconv_sparse.c calls it
- * once per filter. */
+ * Filter i: counts = (full, partial) with full + partial <= 30 (bytes would overflow
+ * beyond); S = nonzeros - 2 * (popcount(patch[index] ^ sign) over the full words +
+ * popcount((patch[index] ^ sign) & nonzero) over the partial ones); bit i of the result
+ * is 1 (= -1) iff S < t. The cursor advances past the filters. 32 and 37 instructions
+ * per 3 words, about 30 per filter. Example: bconv_sparse.c calls it per 32 filters. */
 #ifndef __arm__
   .section .note.GNU-stack, "", %progbits   /* host builds: no executable stack */
 #endif
@@ -44,18 +46,31 @@
   add r11, r11, r4
   .endm
 
-  .global bnn_listed_m4
-  .type bnn_listed_m4, %function
+  .global bnn_ternary_block_m4
+  .type bnn_ternary_block_m4, %function
   .thumb_func
-bnn_listed_m4:
+bnn_ternary_block_m4:
   push {r4-r11, lr}
-  ldr r12, [sp, #36]                @ partial
+  ldr r4, [r1, #16]                 @ t
+  add r5, r4, r2, lsl #2            @ t + count
+  ldr r6, [r1, #8]                  @ counts
+  ldr r7, [r1, #12]                 @ nonzeros
+  movs r3, #0
+  sub sp, sp, #4                    @ [sp, #24]: partial words of the filter
+  push {r1, r3, r4, r5, r6, r7}     @ [sp]: cursor, output bits, t, t + count, counts, nonzeros
+  ldr r2, [r1, #4]                  @ w
+  ldr r1, [r1, #0]                  @ index
   mov r8, #0x55555555
   mov r9, #0x33333333
   mov r10, #0x0f0f0f0f
+0:                                  @ next filter
+  ldr r12, [sp, #16]
+  ldrh r3, [r12], #2                @ full words
+  ldrh r4, [r12], #2                @ partial words
+  str r12, [sp, #16]
+  str r4, [sp, #24]
   movs r11, #0
-  str r12, [sp, #-4]!
-  subs r3, r3, #3                   @ full words: r3 = those left - 3
+  subs r3, r3, #3                   @ r3 = full words left - 3
   blt 2f
 1:
   LOAD3
@@ -78,8 +93,7 @@ bnn_listed_m4:
   subs r3, r3, #1
   bne 5b
 3:
-  TOTAL                             @ lr = popcount of the full words
-  ldr r3, [sp], #4
+  ldr r3, [sp, #24]
   subs r3, r3, #3                   @ partial words
   blt 4f
 6:
@@ -109,9 +123,33 @@ bnn_listed_m4:
   subs r3, r3, #1
   bne 8b
 7:
-  mov r12, lr
-  TOTAL
-  add r0, r12, lr
+  TOTAL                             @ lr = popcount
+  ldr r12, [sp, #20]
+  ldr r4, [r12], #4                 @ nonzeros
+  str r12, [sp, #20]
+  ldr r12, [sp, #8]
+  ldr r5, [r12], #4                 @ t
+  str r12, [sp, #8]
+  sub r4, r4, r5
+  sub r4, r4, lr, lsl #1            @ S - t: negative iff the output bit is 1
+  and r4, r4, #0x80000000
+  ldr r5, [sp, #4]
+  orr r5, r4, r5, lsr #1
+  str r5, [sp, #4]
+  ldr r4, [sp, #12]
+  cmp r12, r4
+  bne 0b
+  ldr r12, [sp]                     @ the cursor, advanced
+  str r1, [r12, #0]
+  str r2, [r12, #4]
+  ldr r4, [sp, #16]
+  str r4, [r12, #8]
+  ldr r4, [sp, #20]
+  str r4, [r12, #12]
+  ldr r4, [sp, #8]
+  str r4, [r12, #16]
+  mov r0, r5
+  add sp, sp, #28
   pop {r4-r11, pc}
-  .size bnn_listed_m4, . - bnn_listed_m4
+  .size bnn_ternary_block_m4, . - bnn_ternary_block_m4
 #endif

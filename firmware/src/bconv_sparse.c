@@ -6,23 +6,19 @@
 #include "bnn.h"
 #include "bnn_popcount.h"
 
-int32_t bnn_listed_m4(const uint32_t *patch, const uint16_t *index, const uint32_t *w, int full,
-                      int partial);
+typedef struct {
+  const uint16_t *index;
+  const uint32_t *w;
+  const uint16_t *counts;
+  const int32_t *nonzeros, *t;
+} bnn_ternary_cursor;
+uint32_t bnn_ternary_block_m4(const uint32_t *patch, bnn_ternary_cursor *c, int count);
 
 /* popcount((patch[k] ^ sign) & nonzero) summed over a filter's listed words k =
  * index[i]: `full` sign words, then `partial` (sign, nonzero) pairs, three at a time
- * (bconv_listed_m4.S on Cortex-M4/M7). */
+ * (on Cortex-M4/M7, bconv_listed_m4.S does this for 32 filters per call). */
 static int32_t listed_count(const uint32_t *patch, const uint16_t *index, const uint32_t *w,
                             int full, int partial) {
-#if defined(__ARM_ARCH_7EM__) && defined(__thumb2__)
-  int32_t total = 0;
-  while (full + partial > 0) {                       /* bytes hold 30 words per list */
-    const int f = full < 30 ? full : 30, p = full > 30 ? 0 : partial < 30 ? partial : 30;
-    total += bnn_listed_m4(patch, index, w, f, p);
-    index += f + p, w += f + 2 * p, full -= f, partial -= p;
-  }
-  return total;
-#else
   int32_t total = 0;
   for (int i = 0; i < full + partial;) {
     const int step = i < full ? 1 : 2, left = (i < full ? full : full + partial) - i;
@@ -34,7 +30,6 @@ static int32_t listed_count(const uint32_t *patch, const uint16_t *index, const 
     total += bnn_bytes_total(bnn_popcount3(x[0], x[1], x[2]));
   }
   return total;
-#endif
 }
 
 /* popcount((x ^ sign) & nonzero & mask) and popcount(nonzero & mask) of word k */
@@ -53,6 +48,16 @@ void bnn_bconv_patch_sparse(const bnn_layer *l, const uint32_t *patch, const uin
   const int32_t *t = l->thresholds;
   uint32_t word = 0;
   if (l->counts && !mask && !sums) {                   /* ternary layer, the common case */
+#if defined(__ARM_ARCH_7EM__) && defined(__thumb2__)
+    if (n <= 30) {                                     /* full + partial <= 30: one call */
+      bnn_ternary_cursor c = {index, w, l->counts, l->nonzeros, t};
+      for (int oc = 0; oc < l->out_c; oc += 32) {
+        const int count = l->out_c - oc < 32 ? l->out_c - oc : 32;
+        out[oc >> 5] = bnn_ternary_block_m4(patch, &c, count) >> (32 - count);
+      }
+      return;
+    }
+#endif
     for (int oc = 0; oc < l->out_c; ++oc) {
       const int full = l->counts[2 * oc], partial = l->counts[2 * oc + 1];
       const int32_t s = l->nonzeros[oc] - 2 * listed_count(patch, index, w, full, partial);
