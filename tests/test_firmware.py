@@ -101,6 +101,18 @@ def test_host_build_is_bit_exact(exported, name, kernel, tmp_path):
     _check_output(run.stdout, model, x)
 
 
+def test_host_library_in_process_is_bit_exact(exported, tmp_path):
+    require_tools("gcc", "make")
+    from bnnprune_tf import prune
+
+    model, directory, x = exported["ternary"]
+    folded = fold.fold(prune.strip_pruning(model, keep_weight_masks=True))
+    codes = folded.quantize_input(x)
+    lib = fw.HostLibrary(directory, tmp_path)
+    np.testing.assert_array_equal(lib.sums(codes),
+                                  folded.output.sums(folded.hidden(codes)).reshape(len(x), -1))
+
+
 def test_a_wrong_expected_value_fails_the_run(exported, tmp_path):
     require_tools("gcc", "make")
     _, directory, _ = exported["mnist_bnn"]
