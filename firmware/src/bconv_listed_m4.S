@@ -1,4 +1,4 @@
-/* Ternary binary-conv inner kernel for Cortex-M4/M7 (ARMv7E-M, Thumb-2): up to 32
+/* Ternary binary-conv inner kernel for Cortex-M4/M7/M55 (Thumb-2 with DSP): up to 32
  * ternary filters (bconv_sparse.c) against one gathered patch, the output bits packed
  * into one word. Only each filter's stored words are visited, three at a time through
  * the carry-save adder of bconv_block_m4.S, the last 1-2 of each list one by one.
@@ -15,7 +15,7 @@
 #ifndef __arm__
   .section .note.GNU-stack, "", %progbits   /* host builds: no executable stack */
 #endif
-#if defined(__ARM_ARCH_7EM__) && defined(__thumb2__)
+#if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
 #include "bnn_popcount_m4.inc"
   .syntax unified
   .thumb

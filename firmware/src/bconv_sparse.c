@@ -16,7 +16,7 @@ uint32_t bnn_ternary_block_m4(const uint32_t *patch, bnn_ternary_cursor *c, int 
 
 /* popcount((patch[k] ^ sign) & nonzero) summed over a filter's listed words k =
  * index[i]: `full` sign words, then `partial` (sign, nonzero) pairs, three at a time
- * (on Cortex-M4/M7, bconv_listed_m4.S does this for 32 filters per call). */
+ * (on Cortex-M4/M7/M55, bconv_listed_m4.S does this for 32 filters per call). */
 static int32_t listed_count(const uint32_t *patch, const uint16_t *index, const uint32_t *w,
                             int full, int partial) {
   int32_t total = 0;
@@ -48,7 +48,7 @@ void bnn_bconv_patch_sparse(const bnn_layer *l, const uint32_t *patch, const uin
   const int32_t *t = l->thresholds;
   uint32_t word = 0;
   if (l->counts && !mask && !sums) {                   /* ternary layer, the common case */
-#if defined(__ARM_ARCH_7EM__) && defined(__thumb2__)
+#if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
     if (n <= 30) {                                     /* full + partial <= 30: one call */
       bnn_ternary_cursor c = {index, w, l->counts, l->nonzeros, t};
       for (int oc = 0; oc < l->out_c; oc += 32) {
