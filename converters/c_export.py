@@ -3,24 +3,23 @@
 From :func:`converters.fold.fold` this writes ``model_data.h``/``model_data.c``:
 
 - one ``bnn_layer`` descriptor per layer (``firmware/src/bnn.h``);
-- the first conv's weights as int8 OHWI in {-1, 0, +1} (it reads the int8 input
-  ``pixel - 128``, see ``converters.fold.INPUT_SCALE``);
-- binary weights bit-packed as LCE packs them: OHWI, input channels in 32-bit
-  words, bit ``c % 32`` of word ``c // 32`` is 1 for -1, padding bits 0;
-- ternary layers (zeros from unstructured pruning) as a stream of slots, one per
-  (tap, 32 input channels) of each filter (:func:`ternary_stream`): a slot with
-  no nonzero weight costs 2 bits and no time, one without zeros stores its sign
-  word, and only a slot with some zeros adds a mask word. So pruned words save
-  flash and instructions, and weights pruned in runs of 32 input channels save
-  them in proportion;
+- the first conv's weights in {-1, 0, +1} as int16 pairs (:func:`int16_pairs`; it
+  reads the int8 input ``pixel - 128``, see ``converters.fold.INPUT_SCALE``);
+- binary weights bit-packed as LCE packs them (bit ``c % 32`` of word ``c // 32``
+  is 1 for -1), each filter one bit stream over its patch (:func:`filter_bits`):
+  the same as LCE's OHWI words when ``Cin % 32 == 0``, without padding bits
+  otherwise;
+- ternary layers (zeros from unstructured pruning) as the nonzero words of each
+  filter's bit stream with their word numbers (:func:`ternary_stream`): an empty
+  word costs nothing, a full one its sign word, a partial one a mask word more;
 - per-channel int32 thresholds (output +1 iff ``S >= t``) and, for the last conv,
   float32 ``scale``/``offset`` so that ``logit = scale * S + offset``;
 - test vectors: int8 inputs and the exact int32 sums ``S`` of the last conv, from
   the numpy integer reference (which equals Keras up to float rounding).
 
 The arena (two ping-pong halves of packed activations, then the largest input
-patch of one output pixel) is sized here, so the firmware needs no dynamic
-allocation. :func:`make`, :func:`run`, :func:`size`, :func:`flash` and
+patch of one output pixel, and its mask where zero padding occurs) is sized here,
+so the firmware needs no dynamic allocation. :func:`make`, :func:`run`, :func:`size`, :func:`flash` and
 :func:`count_instructions` build and run ``firmware/`` on the host, under QEMU or
 on a real board.
 
@@ -71,42 +70,77 @@ def pack_bits(signs: np.ndarray) -> np.ndarray:
     return (bits << np.arange(32, dtype=np.uint64)).sum(axis=-1).astype(np.uint32)
 
 
-def ternary_stream(weights: np.ndarray) -> dict[str, np.ndarray]:
-    """A ternary OHWI kernel (values -1, 0, +1) in the C runtime's slot format.
+def patch_words(bits: int) -> int:
+    """Words of a filter's bit stream of ``bits`` bits: a multiple of 3 (the C kernels add
+    up three words at a time), as ``BNN_PATCH_WORDS`` in ``firmware/src/bnn.h``."""
+    return -(-bits // 96) * 3
 
-    Each filter is a run of ``kh * kw * words(Cin)`` slots; ``classes`` holds
-    their 2-bit classes, 16 per uint32 word, ``ceil(slots / 16)`` words per filter:
-    0 = all weights zero (nothing stored), 1 = none zero (the LCE-packed sign
-    word), 2 = some zero (the sign word, then a word with 1 where nonzero).
-    ``stream`` concatenates the filters' words, filter ``o`` from ``starts[o]``;
-    ``nonzeros[o]`` counts its nonzero weights.
+
+def filter_bits(weights: np.ndarray) -> np.ndarray:
+    """Each filter of an OHWI kernel (values +-1) as one bit stream over its patch, the C
+    runtime's layout (``firmware/src/bnn.h``): bit ``tap * Cin + c``, 1 for -1, padded
+    with zero words to :func:`patch_words`. With ``Cin % 32 == 0`` this is LCE's
+    packing; with 16 channels two taps share a word.
+
+    Example::
+
+        filter_bits(np.ones((2, 3, 3, 16))).shape   # -> (2, 6): 144 bits, 5 words + 1
+    """
+    weights = np.asarray(weights)
+    flat = weights.reshape(weights.shape[0], -1)
+    packed = pack_bits(flat)
+    return np.pad(packed, ((0, 0), (0, patch_words(flat.shape[1]) - packed.shape[1])))
+
+
+def ternary_stream(weights: np.ndarray) -> dict[str, np.ndarray]:
+    """A ternary OHWI kernel (values -1, 0, +1) in the C runtime's sparse format.
+
+    Each filter's bit stream (:func:`filter_bits`) is cut into words: an empty word
+    (all weights zero) is stored nowhere and never visited; a full word (no zero)
+    stores its sign word; a partial word stores its sign word and a word with 1 where
+    the weight is nonzero. Per filter, ``stream`` holds the full words' signs, then the
+    partial words' (sign, nonzero) pairs; ``index`` their word numbers in the same
+    order; ``counts`` (full, partial); ``nonzeros`` its count of nonzero weights.
 
     Example::
 
         t = ternary_stream(np.array([[[[1, 0, -1]]], [[[0, 0, 0]]]]))
-        t["classes"], t["stream"], t["nonzeros"]   # -> [2, 0], [4, 5], [2, 0]
+        t["stream"], t["index"], t["counts"]   # -> [4, 5], [0], [0, 1, 0, 0]
     """
     weights = np.asarray(weights)
     if weights.ndim != 4 or not np.isin(weights, (-1, 0, 1)).all():
         raise ConversionError(f"ternary weights must be OHWI with values -1, 0, +1; got shape "
                               f"{weights.shape}")
-    o, kh, kw, cin = weights.shape
-    signs = pack_bits(weights).reshape(o, -1)
-    nonzero = pack_bits(np.where(weights != 0, -1, 1)).reshape(o, -1)
-    full = np.tile(pack_bits(-np.ones(cin)), kh * kw)
-    kind = np.where(nonzero == 0, 0, np.where(nonzero == full, 1, 2)).astype(np.uint64)
-    per_filter = -(-kind.shape[1] // 16)
-    padded = np.zeros((o, per_filter * 16), np.uint64)
-    padded[:, :kind.shape[1]] = kind
-    classes = (padded.reshape(o, per_filter, 16) << (2 * np.arange(16, dtype=np.uint64))).sum(-1)
-    stream, starts = [], []
+    o = weights.shape[0]
+    signs = filter_bits(weights)
+    nonzero = filter_bits(np.where(weights != 0, -1, 1))
+    valid = filter_bits(-np.ones((1, weights[0].size)))[0]
+    stream, index, counts = [], [], []
     for f in range(o):
-        starts.append(len(stream))
-        for k, w, m in zip(kind[f], signs[f], nonzero[f]):
-            stream += [w, m][:int(k)]
-    return {"classes": classes.astype(np.uint32).reshape(-1),
-            "stream": np.asarray(stream, np.uint32), "starts": np.asarray(starts, np.uint32),
+        full = np.flatnonzero((nonzero[f] == valid) & (valid != 0))
+        partial = np.flatnonzero((nonzero[f] != 0) & (nonzero[f] != valid))
+        stream += list(signs[f, full])
+        for k in partial:
+            stream += [signs[f, k], nonzero[f, k]]
+        index += list(full) + list(partial)
+        counts += [len(full), len(partial)]
+    return {"stream": np.asarray(stream, np.uint32), "index": np.asarray(index, np.uint16),
+            "counts": np.asarray(counts, np.uint16),
             "nonzeros": (weights != 0).reshape(o, -1).sum(1).astype(np.int32)}
+
+
+def int16_pairs(weights: np.ndarray) -> np.ndarray:
+    """First-conv weights (OHWI) as uint32 words of two int16 values (little-endian pairs
+    for SMLAD), each filter padded with a 0 to an even count.
+
+    Example::
+
+        int16_pairs(np.array([[[[1, -1, 1]]]]))   # -> [[0xffff0001, 0x00000001]]
+    """
+    flat = np.asarray(weights).reshape(weights.shape[0], -1).astype(np.int64)
+    flat = np.pad(flat, ((0, 0), (0, flat.shape[1] % 2)))
+    halves = flat.astype(np.uint16).astype(np.uint32)
+    return halves[:, 0::2] | (halves[:, 1::2] << np.uint32(16))
 
 
 def _array(ctype: str, name: str, values, per_line: int = 12) -> list[str]:
@@ -182,37 +216,46 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
     tests = np.zeros((0, *folded.input_shape), np.int8) if test_inputs is None else \
         np.asarray(test_inputs, np.int8)
     body = ["/* Generated by converters.c_export; do not edit. */", '#include "model_data.h"', ""]
-    descriptors, weight_bytes, max_words, patch_words = [], 0, 0, 0
+    descriptors, weight_bytes, max_words, scratch = [], 0, 0, 0
+    sparse = packed = first = False       # model_data.h flags: which code paths are needed
     for i, step in enumerate(steps):
         layer, kind = step["layer"], step["kind"]
         (h, w, c), (ho, wo, cout) = step["in_shape"], step["out_shape"]
         fields = dict(op=OPS[kind], in_h=h, in_w=w, in_c=c, out_h=ho, out_w=wo, out_c=cout,
                       k_h=step["kernel"][0], k_w=step["kernel"][1], stride_h=step["strides"][0],
                       stride_w=step["strides"][1], pad_top=step["pad"][0], pad_left=step["pad"][1],
-                      pad_value=step["pad_value"], weights="0", classes="0", starts="0",
+                      pad_value=step["pad_value"], weights="0", counts="0", index="0",
                       nonzeros="0", thresholds="0", scale="0", offset="0")
         if kind != "output":
             max_words = max(max_words, ho * wo * words(cout))
         taps = step["kernel"][0] * step["kernel"][1]
+        padded = step["pad"] != (0, 0) or (ho - 1) * step["strides"][0] + step["kernel"][0] > h \
+            or (wo - 1) * step["strides"][1] + step["kernel"][1] > w
         if kind in ("binary", "output"):
-            patch_words = max(patch_words, taps * words(c))
+            mask = 2 if padded and step["pad_value"] == 0 else 1     # + zero-padding mask
+            scratch = max(scratch, mask * patch_words(taps * c))
+            sparse |= mask == 2 or bool((layer.weights == 0).any())
+            packed |= c % 32 != 0
         elif kind == "first":
-            patch_words = max(patch_words, -(-taps * c // 4))       # int8 values
+            scratch = max(scratch, taps * c // 2 + 1)               # int16 values
         if kind == "first":
-            body += _array("int8_t", f"w{i}", layer.weights)
+            pairs = int16_pairs(layer.weights)
+            first = step["kernel"] == (3, 3) and c == 1
+            body += _array("uint32_t", f"w{i}", pairs)
             fields["weights"] = f"w{i}"
-            weight_bytes += layer.weights.size
+            weight_bytes += 4 * pairs.size
         elif kind in ("binary", "output") and (layer.weights == 0).any():
             t = ternary_stream(layer.weights)
-            for prefix, ctype, key in (("w", "uint32_t", "stream"), ("c", "uint32_t", "classes"),
-                                       ("b", "uint32_t", "starts"), ("n", "int32_t", "nonzeros")):
+            for prefix, ctype, key in (("w", "uint32_t", "stream"), ("i", "uint16_t", "index"),
+                                       ("c", "uint16_t", "counts"), ("n", "int32_t", "nonzeros")):
                 body += _array(ctype, f"{prefix}{i}", t[key])
-                weight_bytes += 4 * t[key].size
-            fields.update(weights=f"w{i}", classes=f"c{i}", starts=f"b{i}", nonzeros=f"n{i}")
+                weight_bytes += t[key].itemsize * t[key].size
+            fields.update(weights=f"w{i}", index=f"i{i}", counts=f"c{i}", nonzeros=f"n{i}")
         elif kind in ("binary", "output"):
-            body += _array("uint32_t", f"w{i}", pack_bits(layer.weights))
+            bits = filter_bits(layer.weights)
+            body += _array("uint32_t", f"w{i}", bits)
             fields["weights"] = f"w{i}"
-            weight_bytes += 4 * pack_bits(layer.weights).size
+            weight_bytes += 4 * bits.size
         if kind in ("first", "binary"):
             body += _array("int32_t", f"t{i}", layer.thresholds)
             fields["thresholds"] = f"t{i}"
@@ -240,7 +283,7 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
                             np.full(max(len(tests), 1), -1), np.int64)
     body += [f"const int16_t bnn_test_labels[{len(label_rows)}] = {{"
              + ", ".join(str(int(v)) for v in label_rows) + "};"]
-    arena_words = 2 * max_words + patch_words
+    arena_words = 2 * max_words + scratch
     header = "\n".join([
         "/* Generated by converters.c_export; do not edit. */",
         "#ifndef BNN_MODEL_DATA_H", "#define BNN_MODEL_DATA_H", '#include "bnn.h"', "",
@@ -250,6 +293,9 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
         f"#define BNN_NUM_CLASSES {classes}",
         f"#define BNN_ARENA_WORDS {arena_words}",
         f"#define BNN_NUM_TESTS {len(tests)}",
+        f"#define BNN_SPARSE {int(sparse)}   /* ternary layers or zero padding */",
+        f"#define BNN_PACKED_TAPS {int(packed)}   /* binary layers with in_c % 32 != 0 */",
+        f"#define BNN_FIRST_3X3X1 {int(first)}   /* first conv: 3x3 kernel, one channel */",
         "extern const bnn_model bnn_model_data;",
         f"extern const int8_t bnn_test_inputs[][{size}];",
         f"extern const int32_t bnn_test_sums[][{classes}];",

@@ -1,5 +1,11 @@
-"""Build, run, size and flash the C runtime in ``firmware/`` for a model directory
-written by :func:`converters.c_export.write`: thin wrappers around ``make -C firmware``.
+"""Build, run, size, profile and flash the C runtime in ``firmware/`` for a model
+directory written by :func:`converters.c_export.write`: thin wrappers around
+``make -C firmware``.
+
+The boards come from one table, ``firmware/boards/boards.tsv``, which the Makefile
+reads too: :data:`BOARDS` maps each name to its ``core``, ``kind`` (``qemu`` or
+``real``), linker script, optimization, default flasher and compiler ``cpu`` flags;
+:data:`QEMU_BOARDS` and :data:`REAL_BOARDS` map names to cores.
 
 Example::
 
@@ -7,6 +13,7 @@ Example::
     c_export.write(model, "build/model", samples=x_test[:10], labels=y_test[:10])
     print(firmware.run("build/model", board="mps2-an386"))   # QEMU Cortex-M4, bit-exact check
     print(firmware.size("build/model", board="mps2-an386"))
+    print(firmware.profile("build/model", "mps2-an386")["layers"])   # instructions per layer
 """
 
 from __future__ import annotations
@@ -15,12 +22,36 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 from bnnprune_tf.errors import FirmwareError
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
-QEMU_BOARDS = {"mps2-an386": "Cortex-M4", "mps2-an500": "Cortex-M7", "mps3-an547": "Cortex-M55"}
-REAL_BOARDS = {"stm32f746g-disco": "Cortex-M7 (STM32F746NG)",
-               "nucleo-h743zi": "Cortex-M7 (STM32H743ZI)", "nrf52840-dk": "Cortex-M4 (nRF52840)"}
+_FIELDS = ("core", "kind", "linker", "opt", "flasher", "cpu")
+
+
+def read_boards(path=FIRMWARE / "boards" / "boards.tsv") -> dict[str, dict[str, str]]:
+    """The board table: ``{name: {core, kind, linker, opt, flasher, cpu}}`` (one
+    tab-separated row per board, ``#`` comments).
+
+    Example::
+
+        read_boards()["mps2-an386"]["core"]   # -> 'Cortex-M4'
+    """
+    boards = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, *values = line.split("\t")
+            if len(values) != len(_FIELDS):
+                raise FirmwareError(f"{path}: board {name!r} needs {len(_FIELDS)} tab-separated "
+                                    f"fields after its name ({', '.join(_FIELDS)})")
+            boards[name] = dict(zip(_FIELDS, values))
+    return boards
+
+
+BOARDS = read_boards()
+QEMU_BOARDS = {name: b["core"] for name, b in BOARDS.items() if b["kind"] == "qemu"}
+REAL_BOARDS = {name: b["core"] for name, b in BOARDS.items() if b["kind"] == "real"}
 _RESULT = re.compile(r"^(\d+) passed, (\d+) failed$", re.M)
 _TEST = re.compile(r"^test (\d+): class (-?\d+) \(label (-?\d+)\) (ok|MISMATCH)$", re.M)
 
@@ -75,7 +106,7 @@ def run(model_dir, board: str = "host", build=None) -> dict:
         assert result["failed"] == 0
     """
     if board == "host":
-        build = Path(build or FIRMWARE / "build/host-opt-swar")
+        build = Path(build or FIRMWARE / "build/host-opt")
         make("host", model_dir, board, build)
         done = subprocess.run([str(build / "bnn")], capture_output=True, text=True, timeout=600)
         output, rc = done.stdout, done.returncode
@@ -97,6 +128,61 @@ def run(model_dir, board: str = "host", build=None) -> dict:
             "output": output}
 
 
+def profile_markdown(result: dict) -> str:
+    """A markdown table of :func:`profile`'s layers: shape, MACs, instructions, per MAC.
+
+    Example::
+
+        print(profile_markdown(profile("build/model", "mps2-an386")))
+    """
+    lines = [f"Instructions per layer, {result['board']} ({result['core']}), one inference:", "",
+             "| layer | op | output | MACs | instructions | per MAC |", "|---|---|---|---|---|---|"]
+    for i, layer in enumerate(result["layers"]):
+        per = f"{layer['per_mac']:.3f}" if layer["macs"] else ""
+        lines.append(f"| {i} | {layer['op']} | {'x'.join(map(str, layer['out']))} | "
+                     f"{layer['macs']:,} | {layer['instructions']:,} | {per} |")
+    lines.append(f"| | total | | | {result['total']:,} | |")
+    return "\n".join(lines)
+
+
+class HostLibrary:
+    """The C runtime built for this host as a shared library (``make lib``), called in
+    process through ctypes: a fast bit-exact reference for the firmware, and a fair
+    speed comparison with the LCE interpreter (no process start).
+
+    Example::
+
+        lib = HostLibrary("build/model")
+        sums = lib.sums(codes)       # int8 codes (pixel - 128), one or a batch of images
+    """
+
+    def __init__(self, model_dir, build=None):
+        import ctypes
+
+        model_dir = Path(model_dir)
+        build = Path(build or model_dir / "host-lib")
+        make("lib", model_dir, "host", build)
+        header = (model_dir / "model_data.h").read_text()
+        define = {k: int(v) for k, v in re.findall(r"#define (BNN_\w+) (\d+)", header)}
+        self.input_size, self.classes = define["BNN_INPUT_SIZE"], define["BNN_NUM_CLASSES"]
+        self._lib = ctypes.CDLL(str(build / "libbnn.so"))
+        self._run = self._lib.bnn_run
+        self._run.argtypes = [ctypes.c_void_p] * 5
+        self._run.restype = ctypes.c_int
+        self._model = ctypes.addressof(ctypes.c_char.in_dll(self._lib, "bnn_model_data"))
+        self._arena = np.zeros(define["BNN_ARENA_WORDS"], np.uint32)
+        self._logits = np.zeros(self.classes, np.float32)
+
+    def sums(self, codes) -> np.ndarray:
+        """int32 sums of the last layer for int8 input codes, shape ``(N, classes)``."""
+        codes = np.ascontiguousarray(np.asarray(codes, np.int8).reshape(-1, self.input_size))
+        out = np.zeros((len(codes), self.classes), np.int32)
+        for image, row in zip(codes, out):
+            self._run(self._model, image.ctypes.data, self._arena.ctypes.data, row.ctypes.data,
+                      self._logits.ctypes.data)
+        return out
+
+
 def flash(model_dir, board: str, flasher: str | None = None, build=None) -> str:
     """Build for a real board and flash it with openocd, pyocd or st-flash (default per
     board); returns the tool's output.
@@ -114,36 +200,96 @@ def flash(model_dir, board: str, flasher: str | None = None, build=None) -> str:
     return make("flash", model_dir, board, build, **({"flasher": flasher} if flasher else {}))
 
 
-def count_instructions(model_dir, board: str, build=None, **variables) -> list[int]:
-    """Instructions of every inference of the app under QEMU (between the pairs of
-    ``bnn_mark()`` calls around ``bnn_run``), counted exactly by the project's TCG
-    plugin ``firmware/tools/insncount.c``. ``variables``: ``kernel="ref"``,
-    ``popcount="builtin"``.
-
-    Example::
-
-        count_instructions("build/model", "mps2-an386")   # -> [1812822, ...]
-    """
+def _marks(model_dir, board: str, build, **variables) -> list[int]:
+    """Instruction counts at every ``bnn_mark()`` call of the app under QEMU."""
     if board not in QEMU_BOARDS:
         raise FirmwareError("instructions are counted under QEMU: use one of "
                             + ", ".join(QEMU_BOARDS))
-    name = "-".join([board, *map(str, variables.values())])
-    build = Path(build or FIRMWARE / f"build/count-{name}")
     make("plugin", model_dir, board)
     make("all", model_dir, board, build, **variables)
-    elf = build / "bnn.elf"
+    elf = Path(build) / "bnn.elf"
     symbols = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True,
                              check=True).stdout
     mark = next(int(line.split()[0], 16) for line in symbols.splitlines()
                 if line.split()[-1] == "bnn_mark")
     log = elf.with_suffix(".insns")
     done = subprocess.run(
-        ["timeout", "300", "qemu-system-arm", "-M", board, "-display", "none", "-monitor", "none",
+        ["timeout", "600", "qemu-system-arm", "-M", board, "-display", "none", "-monitor", "none",
          "-serial", "none", "-semihosting-config", "enable=on,target=native", "-kernel", str(elf),
          "-plugin", f"{FIRMWARE / 'build/libinsncount.so'},mark={mark:#x}", "-d", "plugin",
          "-D", str(log)], stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if done.returncode != 0:
-        raise FirmwareError(f"{board}: exit {done.returncode}: "
-                            f"{done.stdout[-500:]}{done.stderr[-500:]}")
-    marks = [int(v) for v in re.findall(r"^mark (\d+)", log.read_text(), re.M)]
+        raise FirmwareError(f"{board}: exit {done.returncode} (a test vector differs from Python, "
+                            f"or the app faulted): {done.stdout[-500:]}{done.stderr[-500:]}")
+    return [int(v) for v in re.findall(r"^mark (\d+)", log.read_text(), re.M)]
+
+
+def count_instructions(model_dir, board: str, build=None, **variables) -> list[int]:
+    """Instructions of every inference of the app under QEMU (between the pairs of
+    ``bnn_mark()`` calls around ``bnn_run``), counted exactly by the project's TCG
+    plugin ``firmware/tools/insncount.c``. ``variables``: e.g. ``kernel="ref"``.
+
+    Example::
+
+        count_instructions("build/model", "mps2-an386")   # -> [2944867, ...]
+    """
+    name = "-".join([board, *map(str, variables.values())])
+    build = Path(build or FIRMWARE / f"build/count-{name}")
+    marks = _marks(model_dir, board, build, **variables)
     return [b - a for a, b in zip(marks[0::2], marks[1::2])]
+
+
+_DESCRIPTOR = re.compile(r"^  \{\.op = (BNN_\w+), (.*)\},$", re.M)
+
+
+def layers(model_dir) -> list[dict]:
+    """The layer descriptors of a model directory's ``model_data.c``: ``op`` (``first``,
+    ``binary``, ``pool``, ``output``), the shapes, and ``macs``: multiply-accumulates of
+    a conv (binary ones for binary convs, int8 x {-1, 0, 1} for the first; zero weights
+    of ternary layers included), 0 for pools.
+
+    Example::
+
+        [l["op"] for l in layers("build/model")]   # -> ['first', 'pool', 'binary', ...]
+    """
+    names = {"BNN_CONV_FIRST": "first", "BNN_BCONV": "binary", "BNN_MAXPOOL": "pool",
+             "BNN_OUTPUT_CONV": "output"}
+    out = []
+    for op, fields in _DESCRIPTOR.findall((Path(model_dir) / "model_data.c").read_text()):
+        values = dict(re.findall(r"\.(\w+) = (-?\d+)", fields))
+        d = {k: int(v) for k, v in values.items()}
+        macs = 0 if op == "BNN_MAXPOOL" else \
+            d["out_h"] * d["out_w"] * d["out_c"] * d["k_h"] * d["k_w"] * d["in_c"]
+        out.append({"op": names[op], "in": [d["in_h"], d["in_w"], d["in_c"]],
+                    "out": [d["out_h"], d["out_w"], d["out_c"]], "kernel": [d["k_h"], d["k_w"]],
+                    "macs": macs})
+    return out
+
+
+def profile(model_dir, board: str, build=None) -> dict:
+    """Instructions per layer under QEMU: the app built with ``PROFILE=1`` calls
+    ``bnn_mark()`` after every layer. Returns ``layers`` (:func:`layers` plus
+    ``instructions``, the median over the test vectors, and ``per_mac``, instructions per
+    multiply-accumulate) and ``total`` (per inference, including the calls between layers).
+
+    Example::
+
+        for layer in profile("build/model", "mps2-an386")["layers"]:
+            print(layer["op"], layer["out"], layer["instructions"], layer["per_mac"])
+    """
+    build = Path(build or FIRMWARE / f"build/profile-{board}")
+    marks = _marks(model_dir, board, build, profile=1)
+    found = layers(model_dir)
+    per = len(found) + 2           # before, after each layer, after the inference
+    runs = [marks[i:i + per] for i in range(0, len(marks) - per + 1, per)]
+    if not marks:
+        raise FirmwareError(f"{model_dir}: no inference ran: export the model with samples, "
+                            "which become the test vectors the app runs")
+    if len(marks) % per:
+        raise FirmwareError(f"{board}: {len(marks)} marks do not split into inferences of "
+                            f"{len(found)} layers: rebuild the model directory")
+    for i, layer in enumerate(found):
+        layer["instructions"] = int(np.median([r[i + 1] - r[i] for r in runs]))
+        layer["per_mac"] = layer["instructions"] / layer["macs"] if layer["macs"] else None
+    return {"board": board, "core": QEMU_BOARDS[board], "layers": found,
+            "total": int(np.median([r[-1] - r[0] for r in runs]))}

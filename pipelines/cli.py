@@ -180,6 +180,8 @@ def _firmware(args):
     elif args.action == "run":
         result = fw.run(args.target, args.board)
         print(result["output"], end="")
+        if args.profile:
+            print(fw.profile_markdown(fw.profile(args.target, args.board)))
         if result["failed"]:
             raise FirmwareError(f"{result['failed']} of "
                                          f"{result['passed'] + result['failed']} test vectors "
@@ -284,6 +286,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0, help="seed of the dataset split")
     f.add_argument("--flasher", choices=["openocd", "pyocd", "st-flash"],
                    help="flash: the tool (default per board)")
+    f.add_argument("--profile", action="store_true",
+                   help="run: also count the instructions of every layer (QEMU boards)")
     f.set_defaults(fn=_firmware)
     return p
 

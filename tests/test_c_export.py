@@ -29,7 +29,7 @@ def test_render_describes_every_layer_and_the_exact_test_sums():
     codes = np.random.default_rng(1).integers(-128, 128, (2, 28, 28, 1)).astype(np.int8)
     header, source, info = c_export.render(folded, codes, np.array([3, 4]))
     assert source.count("{.op = ") == 6
-    assert "static const uint32_t c3[" in source                # ternary slot classes
+    assert "static const uint16_t c3[" in source                # ternary word counts
     assert ".pad_value = 0" in source and ".stride_h = 2" in source
     expected = folded.output.sums(folded.hidden(codes)).reshape(2, -1)
     first = source.split("bnn_test_sums[2][10] = {\n  {")[1].split("}")[0]
@@ -55,37 +55,58 @@ def test_unsupported_layer_is_named():
 
 def _decode(t, shape):
     """Weights back from a ternary stream, written independently of the exporter."""
-    o, kh, kw, cin = shape
-    nw = -(-cin // 32)
-    slots = kh * kw * nw
-    per_filter = -(-slots // 16)
-    out = np.zeros(shape, int)
+    o = shape[0]
+    bits = int(np.prod(shape[1:]))
+    out = np.zeros((o, bits), int)
+    pos = index = 0
     for f in range(o):
-        pos = int(t["starts"][f])
-        for slot in range(slots):
-            kind = (int(t["classes"][f * per_filter + slot // 16]) >> (2 * (slot % 16))) & 3
-            tap, word = divmod(slot, nw)
-            for c in range(32 * word, min(32 * word + 32, cin)):
-                if kind == 0 or (kind == 2 and not (int(t["stream"][pos + 1]) >> (c % 32)) & 1):
-                    continue
-                negative = (int(t["stream"][pos]) >> (c % 32)) & 1
-                out[f, tap // kw, tap % kw, c] = -1 if negative else 1
-            pos += kind
-    return out
+        full, partial = int(t["counts"][2 * f]), int(t["counts"][2 * f + 1])
+        words = [(int(t["stream"][pos + i]), 0xffffffff) for i in range(full)]
+        words += [(int(t["stream"][pos + full + 2 * i]), int(t["stream"][pos + full + 2 * i + 1]))
+                  for i in range(partial)]
+        for k, (sign, nonzero) in zip(t["index"][index:index + full + partial], words):
+            for b in range(32 * int(k), min(32 * int(k) + 32, bits)):
+                if (nonzero >> (b % 32)) & 1:
+                    out[f, b] = -1 if (sign >> (b % 32)) & 1 else 1
+        pos += full + 2 * partial
+        index += full + partial
+    return out.reshape(shape)
 
 
-def test_ternary_stream_round_trips_and_stores_only_nonempty_slots():
+def test_filter_bits_run_over_the_patch_in_multiples_of_3_words():
+    rng = np.random.default_rng(3)
+    w = rng.choice([-1, 1], (2, 3, 3, 16))
+    bits = c_export.filter_bits(w)
+    assert bits.shape == (2, 6) and not bits[:, 5].any()           # 144 bits: 5 words + 1
+    flat = w.reshape(2, -1)
+    for f in range(2):
+        for b in range(144):                                         # tap * 16 + c
+            assert (int(bits[f, b // 32]) >> (b % 32)) & 1 == (flat[f, b] == -1)
+    np.testing.assert_array_equal(c_export.filter_bits(np.ones((1, 3, 3, 32)))[0], 0)
+    dense = rng.choice([-1, 1], (3, 3, 3, 64))                       # 18 words: LCE's OHWI
+    np.testing.assert_array_equal(c_export.filter_bits(dense),
+                                  c_export.pack_bits(dense).reshape(3, -1))
+
+
+def test_first_conv_weights_are_int16_pairs():
+    w = np.array([[[[1, -1, 1]]], [[[-1, 0, -1]]]])
+    np.testing.assert_array_equal(c_export.int16_pairs(w),
+                                  [[0xffff0001, 0x00000001], [0x0000ffff, 0x0000ffff]])
+
+
+def test_ternary_stream_round_trips_and_stores_only_nonempty_words():
     rng = np.random.default_rng(2)
-    shape = (5, 3, 3, 70)                                      # 3 words, the last of 6 channels
+    shape = (5, 3, 3, 70)                       # 630 bits: 20 words, padded to 21
     mask = slot_masks((3, 3, 70, 5), rng).transpose(3, 0, 1, 2)
     weights = (rng.choice([-1, 1], shape) * mask).astype(np.int8)
     t = c_export.ternary_stream(weights)
     np.testing.assert_array_equal(_decode(t, shape), weights)
     np.testing.assert_array_equal(t["nonzeros"], (weights != 0).reshape(5, -1).sum(1))
-    nonzero = c_export.pack_bits(np.where(weights != 0, -1, 1))
-    full = c_export.pack_bits(-np.ones(70))
+    nonzero = c_export.filter_bits(np.where(weights != 0, -1, 1))
+    full = c_export.filter_bits(-np.ones((1, 630)))[0]
     partial = ((nonzero != 0) & (nonzero != full)).sum()
-    assert len(t["stream"]) == (nonzero == full).sum() + 2 * partial
+    assert len(t["stream"]) == ((nonzero == full) & (full != 0)).sum() + 2 * partial
+    assert len(t["index"]) == (nonzero != 0).sum() < 0.9 * nonzero.size   # empty words skipped
     assert (nonzero == 0).sum() > 10 and partial > 10          # all three kinds occur
     with pytest.raises(ConversionError, match="ternary weights"):
         c_export.ternary_stream(weights * 2)
@@ -99,8 +120,11 @@ def test_weights_pruned_in_word_blocks_save_flash():
     for name in ("conv2", "conv3", "fc1"):
         layer = masked.get_layer(name)
         layer.set_masks(weights=slot_masks(layer.weight_mask.shape, rng, empty=0.5, full=0.5))
-    blocks = c_export.render(fold.fold(prune.strip_pruning(masked, keep_weight_masks=True)))[2]["weight_bytes"]
-    assert blocks < 0.8 * dense           # 50 % of the slots empty; the rest pays 2 bits of class
+    blocks = c_export.render(fold.fold(prune.strip_pruning(masked, keep_weight_masks=True)))[2][
+        "weight_bytes"]
+    # half the words of conv2, conv3, fc1 (12,960 B) are empty: -6,480 B; the stored ones pay a
+    # 2-byte word number each (+3,240 B) and every filter two counts and its nonzeros (+1,616 B)
+    assert dense - 2000 < blocks < dense - 1000
 
 
 def test_masked_models_deploy_shrunk_and_ternary():

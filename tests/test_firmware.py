@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from bnnprune_tf import masks, models, prune
 from converters import c_export, fold
+from bnnprune_tf.errors import FirmwareError
 from converters import firmware as fw
 from conftest import require_tools
 from test_fold import irregular_bnn, randomize_batchnorm
@@ -88,16 +89,28 @@ def _check_output(stdout, model, x):
     np.testing.assert_array_equal([int(c) for c, _ in lines], keras)
 
 
-@pytest.mark.parametrize("kernel,popcount", [("opt", "swar"), ("ref", "swar"), ("opt", "builtin")])
+@pytest.mark.parametrize("kernel", ["opt", "ref"])
 @pytest.mark.parametrize("name", ["mnist_bnn", "binary_mlp", "irregular", "shrunk", "ternary"])
-def test_host_build_is_bit_exact(exported, name, kernel, popcount, tmp_path):
+def test_host_build_is_bit_exact(exported, name, kernel, tmp_path):
+    """Optimized and reference kernels both give Python's exact sums."""
     require_tools("gcc", "make")
     model, directory, x = exported[name]
-    make("host", "BOARD=host", f"MODEL={directory}", f"KERNEL={kernel}", f"POPCOUNT={popcount}",
-         f"BUILD={tmp_path}")
+    make("host", "BOARD=host", f"MODEL={directory}", f"KERNEL={kernel}", f"BUILD={tmp_path}")
     run = subprocess.run([str(tmp_path / "bnn")], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout
     _check_output(run.stdout, model, x)
+
+
+def test_host_library_in_process_is_bit_exact(exported, tmp_path):
+    require_tools("gcc", "make")
+    from bnnprune_tf import prune
+
+    model, directory, x = exported["ternary"]
+    folded = fold.fold(prune.strip_pruning(model, keep_weight_masks=True))
+    codes = folded.quantize_input(x)
+    lib = fw.HostLibrary(directory, tmp_path)
+    np.testing.assert_array_equal(lib.sums(codes),
+                                  folded.output.sums(folded.hidden(codes)).reshape(len(x), -1))
 
 
 def test_a_wrong_expected_value_fails_the_run(exported, tmp_path):
@@ -115,17 +128,63 @@ def test_a_wrong_expected_value_fails_the_run(exported, tmp_path):
     assert "test 0: class" in run.stdout and "MISMATCH" in run.stdout
 
 
-@pytest.mark.parametrize("name", ["irregular", "shrunk", "ternary"])
+@pytest.mark.parametrize("kernel", ["opt", "ref"])
+@pytest.mark.parametrize("name", ["mnist_bnn", "irregular", "shrunk", "ternary"])
 @pytest.mark.parametrize("board", BOARDS)
-def test_qemu_boards_are_bit_exact(exported, board, name, tmp_path):
+def test_qemu_boards_are_bit_exact(exported, board, name, kernel, tmp_path):
+    """Per core: the optimized kernels (assembly on M4/M7, Helium on M55) and the
+    reference ones give Python's exact sums."""
     require_tools("arm-none-eabi-gcc", "qemu-system-arm", "make")
     model, directory, x = exported[name]
-    result = make("run", f"BOARD={board}", f"MODEL={directory}", f"BUILD={tmp_path}", check=False)
+    variables = [f"BOARD={board}", f"MODEL={directory}", f"BUILD={tmp_path}", f"KERNEL={kernel}"]
+    result = make("run", *variables, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     _check_output(result.stdout, model, x)
-    size = make("size", f"BOARD={board}", f"MODEL={directory}", f"BUILD={tmp_path}").stdout
+    size = make("size", *variables).stdout
     text, data, bss = (int(v) for v in size.splitlines()[-1].split()[:3])
     assert 4000 < text < 64000 and bss >= 4 * 2 * (28 * 28 // 4)   # arena of two halves
+
+
+def test_make_size_does_not_relink_and_keeps_the_build_variables(exported, tmp_path):
+    require_tools("arm-none-eabi-gcc", "make")
+    _, directory, _ = exported["shrunk"]
+    ref = [f"MODEL={directory}", f"BUILD={tmp_path}", "KERNEL=ref"]
+    make("size", *ref)
+    elf = tmp_path / "bnn.elf"
+    built = elf.stat().st_mtime_ns
+    assert make("size", *ref).stdout.split()[-6:] and elf.stat().st_mtime_ns == built
+    other = make("size", f"MODEL={directory}", f"BUILD={tmp_path}", check=False)   # KERNEL=opt
+    assert other.returncode != 0 and elf.stat().st_mtime_ns == built
+    assert "was built with BOARD=mps2-an386 KERNEL=ref" in other.stderr
+
+
+def test_one_board_table_for_make_and_python():
+    require_tools("make")
+    table = fw.read_boards()
+    assert fw.BOARDS == table and set(fw.QEMU_BOARDS) == set(BOARDS)
+    assert {b["kind"] for b in table.values()} == {"qemu", "real"}
+    unknown = make("BOARD=mps9", check=False)
+    assert unknown.returncode != 0
+    for name in table:                                   # make names every board of the table
+        assert name in unknown.stderr + unknown.stdout
+    with pytest.raises(FirmwareError, match="unknown board 'mps9'"):
+        fw.make("size", "/nonexistent", "mps9")
+
+
+def test_profile_counts_every_layer(exported, tmp_path):
+    require_tools("arm-none-eabi-gcc", "qemu-system-arm", "make", "gcc")
+    _, directory, _ = exported["mnist_bnn"]
+    result = fw.profile(directory, "mps2-an386", tmp_path / "profile")
+    ops = [layer["op"] for layer in result["layers"]]
+    assert ops == ["first", "pool", "binary", "pool", "binary", "pool", "output"]
+    counts = [layer["instructions"] for layer in result["layers"]]
+    assert all(c > 0 for c in counts)
+    whole = fw.count_instructions(directory, "mps2-an386", tmp_path / "whole")[0]
+    assert 0 <= result["total"] - sum(counts) < 500           # + the logits' argmax
+    assert abs(result["total"] - whole) < 20 * len(counts)    # a mark costs a few instructions
+    convs = [layer for layer in result["layers"] if layer["op"] == "binary"]
+    assert convs[0]["macs"] == 14 * 14 * 13 * 3 * 3 * 6   # width 0.2: 6 -> 13 channels
+    assert all(layer["per_mac"] == layer["instructions"] / layer["macs"] for layer in convs)
 
 
 def test_model_too_big_for_the_ram_is_a_clear_build_error(tmp_path):
@@ -173,19 +232,21 @@ def test_flash_names_a_missing_tool_and_a_qemu_board(exported, tmp_path):
     _, directory, _ = exported["ternary"]
     tools = tmp_path / "bin"                                 # PATH without any flashing tool
     tools.mkdir()
-    for name in ("make", "sh", "arm-none-eabi-gcc", "arm-none-eabi-objcopy", "timeout", "mkdir",
-                 "test", "cat", "grep", "rm", "mktemp"):
+    for name in ("make", "sh", "awk", "arm-none-eabi-gcc", "arm-none-eabi-objcopy", "timeout",
+                 "mkdir", "test", "cat", "grep", "rm", "mktemp"):
         if shutil.which(name):
             (tools / name).symlink_to(shutil.which(name))
     env = {"PATH": str(tools), "HOME": str(tmp_path)}
-    args = ["make", "-s", "-C", str(FIRMWARE), "flash", f"MODEL={directory}", f"BUILD={tmp_path}"]
-    missing = subprocess.run(args + ["BOARD=nrf52840-dk", "FLASHER=pyocd"], capture_output=True,
-                             text=True, env=env, timeout=300)
+    args = ["make", "-s", "-C", str(FIRMWARE), "flash", f"MODEL={directory}"]
+    missing = subprocess.run(args + ["BOARD=nrf52840-dk", "FLASHER=pyocd", f"BUILD={tmp_path}/a"],
+                             capture_output=True, text=True, env=env, timeout=300)
     assert missing.returncode != 0 and "pyocd is not installed: pip install pyocd" in missing.stderr
-    no_pack = subprocess.run(args + ["BOARD=stm32f746g-disco", "FLASHER=pyocd"],
+    no_pack = subprocess.run(args + ["BOARD=stm32f746g-disco", "FLASHER=pyocd",
+                                     f"BUILD={tmp_path}/b"],
                              capture_output=True, text=True, env=env, timeout=300)
     assert "pyocd has no built-in stm32f746 target" in no_pack.stderr
-    qemu = make("flash", "BOARD=mps2-an386", f"MODEL={directory}", f"BUILD={tmp_path}", check=False)
+    qemu = make("flash", "BOARD=mps2-an386", f"MODEL={directory}", f"BUILD={tmp_path}/c",
+                check=False)
     assert qemu.returncode != 0 and "is not a real board" in qemu.stdout
 
 
@@ -212,6 +273,9 @@ def test_cli_builds_runs_and_sizes_a_masked_model(tmp_path, capsys):
     for board in ("host", "mps3-an547"):
         assert main(["firmware", "run", str(out), "--board", board]) == 0
         assert "3 passed, 0 failed" in capsys.readouterr().out
+    assert main(["firmware", "run", str(out), "--board", "mps3-an547", "--profile"]) == 0
+    table = capsys.readouterr().out
+    assert "| 2 | binary | 7x7x36 |" in table and "| | total |" in table
     assert main(["firmware", "size", str(out), "--board", "nrf52840-dk"]) == 0
     assert json.loads(capsys.readouterr().out)["ram"] > 0
     assert main(["firmware", "run", str(out), "--board", "nrf52840-dk"]) == 2

@@ -12,7 +12,7 @@ static uint32_t arena[BNN_ARENA_WORDS];
 static int32_t sums[BNN_NUM_CLASSES];
 static float logits[BNN_NUM_CLASSES];
 
-/* Called before and after each inference; the instruction-count plugin marks it. */
+/* Called before and after each inference (bnn.h); the instruction-count plugin marks it. */
 __attribute__((noinline)) void bnn_mark(void) { __asm__ volatile(""); }
 
 int main(void) {

@@ -1,29 +1,30 @@
-/* Binary conv + folded BatchNorm + sign: output bit 1 (= -1) iff S < threshold.
- * The optimized build gathers each output pixel's input patch once and runs one
- * straight XNOR-popcount loop per filter; pixels whose kernel overlaps zero
- * padding, and the reference build (BNN_REFERENCE), compute S tap by tap. */
-#include <string.h>
-
+/* Binary conv layer: for every output pixel, gather its input patch into a bit
+ * stream, then run the filters over it: the dense kernel (bconv_patch.c), or the
+ * sparse one for ternary layers and pixels that overlap zero padding
+ * (bconv_sparse.c; left out of models without either, see BNN_SPARSE in
+ * model_data.h). Thresholds pack the output bits; the last conv (no
+ * thresholds) writes int32 sums instead, in NHWC order as Keras flattens them. */
 #include "bnn.h"
+#include "model_data.h"   /* BNN_SPARSE: 0 if no layer needs bconv_sparse.c (less flash) */
 
-void bnn_bconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, uint32_t *patch) {
+void bnn_bconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, int32_t *sums,
+                 uint32_t *patch) {
   const int words = BNN_WORDS(l->out_c);
-  memset(out, 0, (uint32_t)l->out_h * l->out_w * words * sizeof(uint32_t));
+  uint32_t *mask = patch + BNN_PATCH_WORDS(l);
+  if (sums) out = 0;
   for (int oy = 0; oy < l->out_h; ++oy) {
-    for (int ox = 0; ox < l->out_w; ++ox, out += words) {
-#ifdef BNN_REFERENCE
-      (void)patch;
-      for (int oc = 0; oc < l->out_c; ++oc) {
-        if (bnn_bconv_sum_ref(l, in, oy, ox, oc) < l->thresholds[oc]) out[oc >> 5] |= 1u << (oc & 31);
+    for (int ox = 0; ox < l->out_w; ++ox) {
+      const int masked = bnn_gather_patch(l, in, oy, ox, patch, mask);
+      if (BNN_SPARSE && (masked || l->counts)) {
+        bnn_bconv_patch_sparse(l, patch, masked ? mask : 0, out, sums);
+      } else {
+        bnn_bconv_patch(l, patch, out, sums);
       }
-#else
-      const int gathered = bnn_gather_patch(l, in, oy, ox, patch);
-      for (int oc = 0; oc < l->out_c; ++oc) {
-        const int32_t s = gathered ? bnn_bconv_sum_patch(l, patch, oc)
-                                   : bnn_bconv_sum(l, in, oy, ox, oc);
-        if (s < l->thresholds[oc]) out[oc >> 5] |= 1u << (oc & 31);
+      if (sums) {
+        sums += l->out_c;
+      } else {
+        out += words;
       }
-#endif
     }
   }
 }

@@ -1,4 +1,7 @@
-/* Runs the layers of a model in order on two ping-pong halves of the arena. */
+/* Runs the layers of a model in order on two ping-pong halves of the arena, with
+ * the optimized kernels or (-DBNN_REFERENCE) the reference ones. With -DBNN_PROFILE
+ * it calls bnn_mark() after every layer, so the instruction-count plugin reports
+ * each layer's cost. */
 #include "bnn.h"
 
 int bnn_run(const bnn_model *model, const int8_t *input, uint32_t *arena, int32_t *sums,
@@ -9,21 +12,31 @@ int bnn_run(const bnn_model *model, const int8_t *input, uint32_t *arena, int32_
   int cur = 0;
   for (int i = 0; i < model->num_layers; ++i) {
     const bnn_layer *l = &model->layers[i];
-    switch (l->op) {
-      case BNN_CONV_FIRST: bnn_conv_first(l, input, half[cur], (int8_t *)patch); break;
-      case BNN_BCONV: bnn_bconv2d(l, src, half[cur], patch); break;
-      case BNN_MAXPOOL: bnn_maxpool(l, src, half[cur]); break;
-      case BNN_OUTPUT_CONV: {
-        bnn_output_conv(l, src, sums, patch);
-        int best = 0;
-        for (uint32_t k = 0; k < model->num_classes; ++k) {
-          const int c = (int)(k % l->out_c);
-          logits[k] = l->scale[c] * (float)sums[k] + l->offset[c];
-          if (logits[k] > logits[best]) best = (int)k;
-        }
-        return best;
+    int32_t *layer_sums = l->op == BNN_OUTPUT_CONV ? sums : 0;
+#ifdef BNN_REFERENCE
+    (void)patch;
+    if (l->op == BNN_CONV_FIRST) bnn_conv_first_ref(l, input, half[cur]);
+    if (l->op == BNN_BCONV || l->op == BNN_OUTPUT_CONV) {
+      bnn_bconv2d_ref(l, src, half[cur], layer_sums);
+    }
+#else
+    if (l->op == BNN_CONV_FIRST) bnn_conv_first(l, input, half[cur], patch);
+    if (l->op == BNN_BCONV || l->op == BNN_OUTPUT_CONV) {
+      bnn_bconv2d(l, src, half[cur], layer_sums, patch);
+    }
+#endif
+    if (l->op == BNN_MAXPOOL) bnn_maxpool(l, src, half[cur]);
+#ifdef BNN_PROFILE
+    bnn_mark();
+#endif
+    if (l->op == BNN_OUTPUT_CONV) {
+      int best = 0;
+      for (uint32_t k = 0; k < model->num_classes; ++k) {
+        const int c = (int)(k % l->out_c);
+        logits[k] = l->scale[c] * (float)sums[k] + l->offset[c];
+        if (logits[k] > logits[best]) best = (int)k;
       }
-      default: return -1;
+      return best;
     }
     src = half[cur];
     cur ^= 1;

@@ -1,0 +1,69 @@
+/* Binary conv inner kernel for Cortex-M4/M7 (ARMv7E-M, Thumb-2): up to 32 filters
+ * against one gathered patch, the output bits packed into one word.
+ *
+ *   uint32_t bnn_bconv_block_m4(const uint32_t *patch, const uint32_t *end,
+ *                               const uint32_t **w, const int32_t *t, int count,
+ *                               int32_t bits);
+ *
+ * patch..end: the patch, 3 to 30 words (a multiple of 3); *w: the first filter (the
+ * filters follow each other, each end - patch words; advanced past the last);
+ * t: their thresholds. Bit i of the result is 1 (= -1) iff filter i's
+ * S = bits - 2 * popcount(patch XOR filter) < t[i]. The same operations as
+ * bconv_patch.c (carry-save adder over 3 words, nibble and byte counts, masks in
+ * registers), written out because GCC spills registers in them: 27 instructions per
+ * 3 words (two LDM) and 16 per filter. Example: bconv_patch.c calls it for each 32 filters. */
+#ifndef __arm__
+  .section .note.GNU-stack, "", %progbits   /* host builds: no executable stack */
+#endif
+#if defined(__ARM_ARCH_7EM__) && defined(__thumb2__)
+#include "bnn_popcount_m4.inc"
+  .syntax unified
+  .thumb
+  .text
+  .global bnn_bconv_block_m4
+  .type bnn_bconv_block_m4, %function
+  .thumb_func
+bnn_bconv_block_m4:
+  push {r4-r11, lr}                 @ 36 bytes: count at [sp, #36], bits at [sp, #40]
+  ldr r4, [sp, #36]
+  ldr r5, [sp, #40]                 @ bits
+  ldr lr, [r2]                      @ lr = w
+  add r4, r3, r4, lsl #2            @ t + count
+  movs r6, #0                       @ packed output bits
+  push {r0, r2, r4, r5, r6}         @ [sp]: patch, &w, t + count, bits, output bits
+  mov r8, #0x55555555
+  mov r9, #0x33333333
+  mov r11, #0x0f0f0f0f
+1:                                  @ next filter
+  ldr r12, [sp]                     @ p = patch
+  movs r2, #0                       @ byte counts
+2:                                  @ next 3 words
+  ldmia r12!, {r4, r5, r6}
+  ldmia lr!, {r0, r7, r10}
+  eor r4, r4, r0
+  eor r5, r5, r7
+  eor r6, r6, r10
+  COUNT3 r2, r8, r9, r11
+  cmp r12, r1
+  bne 2b
+  and r4, r2, #0x00ff00ff           @ bytes -> halfwords -> 2 * popcount = r2 >> 15
+  and r2, r2, #0xff00ff00
+  add r2, r4, r2, lsr #8
+  add r2, r2, r2, lsl #16
+  ldrd r5, r4, [sp, #8]             @ t + count, bits
+  ldr r6, [r3], #4                  @ t
+  sub r4, r4, r6
+  sub r4, r4, r2, lsr #15           @ S - t: negative iff the output bit is 1
+  and r4, r4, #0x80000000
+  ldr r6, [sp, #16]
+  orr r6, r4, r6, lsr #1
+  str r6, [sp, #16]
+  cmp r3, r5
+  bne 1b
+  ldr r2, [sp, #4]
+  str lr, [r2]                      @ *w = past the last filter
+  mov r0, r6
+  add sp, sp, #20
+  pop {r4-r11, pc}
+  .size bnn_bconv_block_m4, . - bnn_bconv_block_m4
+#endif
