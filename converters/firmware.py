@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bnnprune_tf.errors import FirmwareError
+from bnnprune_tf.reporting import markdown_table
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 _FIELDS = ("core", "kind", "linker", "opt", "flasher", "cpu")
@@ -128,21 +129,26 @@ def run(model_dir, board: str = "host", build=None) -> dict:
             "output": output}
 
 
+def profile_rows(result: dict) -> dict[str, dict]:
+    """Table rows of :func:`profile`'s layers (shape, MACs, instructions, per MAC) and a total."""
+    rows = {f"{i} {layer['op']}": {
+        "output": "x".join(map(str, layer["out"])), "MACs": layer["macs"],
+        "instructions": layer["instructions"],
+        "per MAC": f"{layer['per_mac']:.3f}" if layer["macs"] else ""}
+        for i, layer in enumerate(result["layers"])}
+    rows["total"] = {"instructions": result["total"]}
+    return rows
+
+
 def profile_markdown(result: dict) -> str:
-    """A markdown table of :func:`profile`'s layers: shape, MACs, instructions, per MAC.
+    """:func:`profile_rows` as a markdown table, with its board.
 
     Example::
 
         print(profile_markdown(profile("build/model", "mps2-an386")))
     """
-    lines = [f"Instructions per layer, {result['board']} ({result['core']}), one inference:", "",
-             "| layer | op | output | MACs | instructions | per MAC |", "|---|---|---|---|---|---|"]
-    for i, layer in enumerate(result["layers"]):
-        per = f"{layer['per_mac']:.3f}" if layer["macs"] else ""
-        lines.append(f"| {i} | {layer['op']} | {'x'.join(map(str, layer['out']))} | "
-                     f"{layer['macs']:,} | {layer['instructions']:,} | {per} |")
-    lines.append(f"| | total | | | {result['total']:,} | |")
-    return "\n".join(lines)
+    return (f"Instructions per layer, {result['board']} ({result['core']}), one inference:\n\n"
+            + markdown_table(profile_rows(result), "layer"))
 
 
 class HostLibrary:

@@ -277,8 +277,9 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("target", help="build: a .keras/.h5 file; run/size/flash: the model data "
                                   "directory that build wrote")
     f.add_argument("--board", default="mps2-an386",
-                   help="host; QEMU mps2-an386 (M4), mps2-an500 (M7), mps3-an547 (M55); real "
-                        "stm32f746g-disco, nucleo-h743zi, nrf52840-dk (default mps2-an386)")
+                   help="host, a QEMU board (mps2-an386: M4, mps2-an500: M7, mps3-an547: M55) "
+                        "or a real one; the list: firmware/boards/boards.tsv "
+                        "(default mps2-an386)")
     f.add_argument("--out", default="build/model", help="build: model data directory")
     f.add_argument("--data", help="build: test vectors from this dataset (e.g. mnist5k)")
     f.add_argument("--split", default="test", choices=["train", "val", "test"])

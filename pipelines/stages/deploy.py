@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from bnnprune_tf import files, prune
 from pipelines import report as report_lib
@@ -164,19 +164,32 @@ def benchmark(run, params):
 
 
 class FirmwareParams(NoParams):
-    boards: list[Literal["mps2-an386", "mps2-an500", "mps3-an547"]] = ["mps2-an386", "mps3-an547"]
+    boards: list[str] = ["mps2-an386", "mps3-an547"]   # QEMU boards of firmware/boards/boards.tsv
     split: Literal["train", "val", "test"] = "test"
     samples: int = Field(5, ge=1, le=200)   # test vectors embedded in the firmware
+    profile: bool = True                    # instructions per layer on the first board
+
+    @field_validator("boards")
+    @classmethod
+    def _qemu_boards(cls, boards):
+        from converters.firmware import QEMU_BOARDS
+
+        unknown = [b for b in boards if b not in QEMU_BOARDS]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not a QEMU board; use "
+                             f"{', '.join(QEMU_BOARDS)} (firmware/boards/boards.tsv)")
+        return boards
 
 
-def build_firmware(model, directory, boards, x=None, y=None) -> tuple[dict, dict]:
+def build_firmware(model, directory, boards, x=None, y=None, profile: bool = False
+                   ) -> tuple[dict, dict, dict | None]:
     """Export ``model`` for the C runtime into ``directory/model``, run its test vectors on
-    the host build and under QEMU on ``boards``, count instructions; returns ``(export
-    info, {target: row})``.
+    the host build and under QEMU on ``boards``, count instructions (per layer on the first
+    board with ``profile``); returns ``(export info, {target: row}, profile or None)``.
 
     Example::
 
-        info, rows = build_firmware(model, "build/fw", ["mps2-an386"], x_test[:5], y_test[:5])
+        info, rows, _ = build_firmware(model, "build/fw", ["mps2-an386"], x_test[:5], y_test[:5])
     """
     from converters import c_export
     from converters import firmware as fw
@@ -192,15 +205,21 @@ def build_firmware(model, directory, boards, x=None, y=None) -> tuple[dict, dict
     for row in rows.values():
         row.pop("output")
         row["pass"] = row["failed"] == 0
-    return info, rows
+    layers = (fw.profile(directory / "model", boards[0], directory / f"profile-{boards[0]}")
+              if profile and boards else None)
+    return info, rows, layers
 
 
 @stage("firmware", FirmwareParams)
 def firmware(run, params):
     """Export the latest model (plain, shrunk or masked) for the C runtime, run its test
-    vectors on the host build and under QEMU, and count instructions per inference."""
+    vectors on the host build and under QEMU, and count instructions per inference (and
+    per layer on the first board)."""
+    from converters import firmware as fw
+
     x, y = run.dataset.arrays(params.split, limit=params.samples)
-    info, rows = build_firmware(run.load_model(), run.work_dir("firmware"), params.boards, x, y)
+    info, rows, layers = build_firmware(run.load_model(), run.work_dir("firmware"),
+                                        params.boards, x, y, params.profile)
     accuracy = float(np.mean(np.array(rows["host"]["predictions"]) == y))
     table = {f"{name}{' (' + row['core'] + ')' if 'core' in row else ''}": {
         "test vectors": f"{row['passed']} passed, {row['failed']} failed",
@@ -211,12 +230,16 @@ def firmware(run, params):
         "outputs": {"firmware_model": "firmware/model/model_data.c"},
         "metrics": {"firmware": {"split": params.split, "weight_bytes": info["weight_bytes"],
                                  "arena_bytes": info["arena_bytes"],
-                                 "accuracy_on_vectors": accuracy, "targets": rows}},
+                                 "accuracy_on_vectors": accuracy, "targets": rows,
+                                 "profile": layers}},
         "report": [
             report_lib.heading("C runtime for Cortex-M: `firmware/model/model_data.c`"),
             report_lib.text(f"{len(x)} {params.split} images embedded as test vectors; the "
                             "firmware's int32 sums must equal Python's bit for bit. Weights "
                             f"{info['weight_bytes']} B, arena {info['arena_bytes']} B. "
                             "Instructions counted under QEMU by the project's TCG plugin."),
-            report_lib.table(table, first="target")],
+            report_lib.table(table, first="target"),
+            *([report_lib.table(fw.profile_rows(layers), f"Instructions per layer, "
+                                f"{layers['board']} ({layers['core']}), one inference",
+                                first="layer")] if layers else [])],
     }
