@@ -153,10 +153,12 @@ def stage_params(recipe: Recipe, source: str = "<recipe>") -> list:
     return out
 
 
-def check_against_model(recipe: Recipe, dataset, source: str = "<recipe>") -> None:
+def check_against_model(recipe: Recipe, dataset, params: list | None = None,
+                        source: str = "<recipe>") -> None:
     """Cross-field checks of every stage against the model the recipe builds (built here,
     untrained, seeded): layer names that exist and are prunable, device strings... Runs
-    before any training, so a bad recipe fails in seconds and leaves no files."""
+    before any training, so a bad recipe fails in seconds and leaves no files. ``params``:
+    the stages' parsed parameters (:func:`stage_params`), parsed here if not given."""
     from pipelines.stages import STAGES
 
     try:
@@ -164,12 +166,13 @@ def check_against_model(recipe: Recipe, dataset, source: str = "<recipe>") -> No
                                  recipe.model.width, seed=recipe.seed, **recipe.model.options)
     except TypeError as e:
         raise RecipeError(f"invalid recipe {source}:\n  model.options: {e}") from None
-    for i, (stage, params) in enumerate(zip(recipe.stages, stage_params(recipe, source))):
+    params = params if params is not None else stage_params(recipe, source)
+    for i, (stage, parsed) in enumerate(zip(recipe.stages, params)):
         check = STAGES[stage.name].check
         if check is None:
             continue
         try:
-            check(recipe, params, model)
+            check(recipe, parsed, model)
         except BnnpruneError as e:
             raise RecipeError(f"invalid recipe {source}:\n  stages[{i}].{stage.name}: {e}"
                               ) from None

@@ -105,7 +105,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike | 
         recipe = load_recipe(recipe)
     params = stage_params(recipe)
     run = Run(recipe, Path(run_dir) if run_dir else Path("runs") / recipe.name)
-    check_against_model(recipe, run.dataset)
+    check_against_model(recipe, run.dataset, params)
     directory = run.dir
     directory.mkdir(parents=True, exist_ok=True)
     files.write_json(directory / "recipe.json", recipe.model_dump())

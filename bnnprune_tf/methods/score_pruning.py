@@ -248,6 +248,10 @@ class ScorePruning(Method):
                 1.0 - after["operations"] / self.before["operations"]
         if self.ratios is not None:
             result.metrics["ratios"] = self.ratios
+        if self.params.level == "weight":
+            result.notes.append("Weight-level pruning leaves ternary weights (zeros inside kept "
+                                "filters): LCE cannot run them; deploy with the C runtime "
+                                "(converters.c_export, the firmware stage).")
         if self._callback is not None:
             result.metrics["prune_events"] = self._callback.events
         if self.analysis is not None:
