@@ -29,11 +29,9 @@ CASES = [
 def run_case(case: dict, seed: int) -> dict:
     ds = data.load(case["data"], seed=seed)
     model = models.build(case["model"], ds.input_shape, ds.num_classes, case["width"])
-    training.compile_model(model, case["lr"], decay_steps=case["epochs"] *
-                           training.steps_per_epoch(ds, case["batch"]))
     timer = Timer()
-    history = training.fit(model, ds, case["epochs"], case["batch"], seed=seed,
-                           callbacks=[timer], verbose=0)
+    history = training.train(model, ds, case["epochs"], case["lr"], batch_size=case["batch"],
+                             seed=seed, callbacks=[timer])
     test = training.evaluate(model, ds, "test")
     return {**case, "seed": seed, "test_accuracy": test["accuracy"],
             "val_accuracy": history[-1]["val_accuracy"],

@@ -64,9 +64,7 @@ def channel_level(criterion: str, counter, seed: int) -> sensitivity.ChannelLeve
 
 
 def finetune(masked, ds, seed: int) -> float:
-    training.compile_model(masked, FT_LR,
-                           decay_steps=FT_EPOCHS * training.steps_per_epoch(ds, BATCH))
-    training.fit(masked, ds, FT_EPOCHS, BATCH, seed=seed, verbose=0)
+    training.train(masked, ds, FT_EPOCHS, FT_LR, batch_size=BATCH, seed=seed)
     return training.evaluate(masked, ds, "test")["accuracy"]
 
 
@@ -78,9 +76,8 @@ def run_seed(seed: int, log) -> dict:
 
     tf.keras.utils.set_random_seed(seed)
     model = models.build("mnist_bnn", ds.input_shape, ds.num_classes, WIDTH)
-    training.compile_model(model, LR, decay_steps=EPOCHS * training.steps_per_epoch(ds, BATCH))
     tracker = wff.FlipTracker(last_epochs=FLIP_EPOCHS)
-    training.fit(model, ds, EPOCHS, BATCH, seed=seed, callbacks=[tracker], verbose=0)
+    training.train(model, ds, EPOCHS, LR, batch_size=BATCH, seed=seed, callbacks=[tracker])
     trained_acc = training.evaluate(model, ds, "test")["accuracy"]
     dense = masks.prunable(model)
     dense_ops = sensitivity.operations(dense)

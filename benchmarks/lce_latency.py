@@ -62,8 +62,7 @@ def prepare(case: dict, seed: int, samples: int):
     if case.get("trained"):
         ds = data.load("mnist5k", seed=seed)
         model = models.build(case["model"], ds.input_shape, ds.num_classes, case["width"])
-        training.compile_model(model, 1e-2, decay_steps=15 * training.steps_per_epoch(ds, 64))
-        training.fit(model, ds, 15, 64, seed=seed, verbose=0)
+        training.train(model, ds, 15, 1e-2, seed=seed)
         x, y = ds.arrays("test")
         return model, x, y
     model = models.build(case["model"], case["input_shape"], 10, case["width"])

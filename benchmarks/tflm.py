@@ -105,12 +105,10 @@ def main(argv=None):
     rows = []
     for name in ("mnist_bnn", "binary_mlp"):
         model = models.build(name, ds.input_shape, ds.num_classes, width=1.0)
-        training.compile_model(model, 1e-2)
-        training.fit(model, ds, args.epochs, 64, verbose=0)
+        training.train(model, ds, args.epochs, 1e-2, schedule="constant")
         rows.append(measure(name, model, x, y))
         small = shrink.shrink(prune.prune_filters(model, "l1", ratio=0.5))
-        training.compile_model(small, 1e-3)
-        training.fit(small, ds, 1, 64, verbose=0)
+        training.train(small, ds, 1, 1e-3, schedule="constant")
         rows.append(measure(f"{name} shrunk 50%", small, x, y))
     table = ["| model | params | TFLM int8 bytes | TFLM arena bytes | float .tflite bytes | "
              "LCE bytes | int8/LCE | bit-exact (TFLM, tf.lite ref) | argmax = Keras | "

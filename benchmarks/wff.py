@@ -39,8 +39,7 @@ LR, BATCH = 1e-2, 128
 
 
 def _train(model, ds, epochs, lr, seed):
-    training.compile_model(model, lr, decay_steps=epochs * training.steps_per_epoch(ds, BATCH))
-    training.fit(model, ds, epochs, BATCH, seed=seed, verbose=0)
+    training.train(model, ds, epochs, lr, batch_size=BATCH, seed=seed)
     return model
 
 

@@ -67,11 +67,12 @@ def names() -> list[str]:
 
 
 def build(name: str, input_shape: Sequence[int], num_classes: int = 10, width: float = 1.0,
-          seed: int | None = None, **kwargs) -> tf.keras.Model:
+          seed: int | None = 0, **kwargs) -> tf.keras.Model:
     """Build reference model ``name`` (see :func:`names`).
 
-    ``seed`` makes the initial weights reproducible (it seeds Python, NumPy and
-    TensorFlow, as ``tf.keras.utils.set_random_seed`` does).
+    ``seed`` (default 0) makes the initial weights reproducible: it seeds Python,
+    NumPy and TensorFlow, as ``tf.keras.utils.set_random_seed`` does. ``None``
+    leaves the global random state as it is.
 
     Raises:
         ModelError: unknown name, a width <= 0, or an input too small for the net.

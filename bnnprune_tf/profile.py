@@ -34,6 +34,7 @@ import tensorflow as tf
 from bnnprune_tf import layer_facts, masks
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.layer_facts import MAC_LAYERS, PER_CHANNEL, QUANT_LAYERS
+from bnnprune_tf.reporting import markdown_table
 
 _BN_FUSED_PAIRS = (("beta", "moving_mean"), ("gamma", "moving_variance"))
 
@@ -100,22 +101,25 @@ class ModelCost:
         return {"model": self.name, "totals": totals,
                 "layers": [dict(asdict(l), memory_bytes=l.memory_bytes) for l in self.layers]}
 
+    def rows(self, only_costly: bool = True) -> dict[str, dict]:
+        """Table rows per layer plus a total; ``only_costly`` hides layers without
+        params or MACs."""
+        rows = {l.name: {"kind": l.kind, "output": str(l.output_shape),
+                         "binary MACs": l.binary_macs, "float MACs": l.float_macs,
+                         "binary params": l.binary_params, "float params": l.float_params,
+                         "ternary MACs": l.ternary_macs, "memory (bytes)": l.memory_bytes}
+                for l in self.layers if not only_costly or l.memory_bits or l.binary_macs
+                or l.ternary_macs or l.float_macs}
+        rows["**total**"] = {"binary MACs": self.binary_macs, "float MACs": self.float_macs,
+                             "binary params": self.binary_params,
+                             "float params": self.float_params,
+                             "ternary MACs": self.ternary_macs,
+                             "memory (bytes)": self.memory_bytes}
+        return rows
+
     def to_markdown(self, only_costly: bool = True) -> str:
-        """A markdown table; ``only_costly`` hides layers without params or MACs."""
-        head = ("| layer | kind | output | binary MACs | float MACs | binary params "
-                "| float params | ternary MACs | memory (bytes) |\n"
-                "|---|---|---|---:|---:|---:|---:|---:|---:|")
-        rows = [
-            f"| {l.name} | {l.kind} | {l.output_shape} | {l.binary_macs:,} | {l.float_macs:,} "
-            f"| {l.binary_params:,} | {l.float_params:,} | {l.ternary_macs:,} "
-            f"| {l.memory_bytes:,.0f} |"
-            for l in self.layers
-            if not only_costly or l.memory_bits or l.binary_macs or l.ternary_macs or l.float_macs
-        ]
-        rows.append(f"| **total** | | | {self.binary_macs:,} | {self.float_macs:,} "
-                    f"| {self.binary_params:,} | {self.float_params:,} | {self.ternary_macs:,} "
-                    f"| {self.memory_bytes:,.0f} |")
-        return "\n".join([head, *rows])
+        """:meth:`rows` as a markdown table."""
+        return markdown_table(self.rows(only_costly), "layer")
 
 
 def _weight_name(weight) -> str:

@@ -33,9 +33,12 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import tensorflow as tf
 
 from bnnprune_tf import masks, select
+from bnnprune_tf.layer_facts import PRODUCERS
+from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
 from bnnprune_tf.shrink import shrink
 
@@ -71,8 +74,6 @@ def kept_widths(model: tf.keras.Model) -> dict[str, int]:
 
         kept_widths(prune_filters(model, "l1", ratio=0.5))   # {"conv2": 32, ...}
     """
-    from bnnprune_tf.graph import PRODUCERS
-
     producers = [l for l in model.layers if isinstance(l, PRODUCERS)]
     if not masks.has_masks(model):
         return {l.name: int(l.output.shape[-1]) for l in producers}
@@ -81,9 +82,52 @@ def kept_widths(model: tf.keras.Model) -> dict[str, int]:
     return {l.name: int(graph.layout_mask(graph.outputs[l.name], keep).sum()) for l in producers}
 
 
-def strip_pruning(model: tf.keras.Model) -> tf.keras.Model:
-    """The tfmot verb: a model without pruning state. For BNNs this is :func:`shrink`."""
-    return shrink(model)
+def strip_pruning(model: tf.keras.Model, keep_weight_masks: bool = False) -> tf.keras.Model:
+    """The tfmot verb: ``model`` without pruning state, ready to deploy.
+
+    tfmot ``prune_low_magnitude`` wrappers are stripped, and pruned channels are
+    physically removed (:func:`bnnprune_tf.shrink.shrink`): a BNN cannot keep
+    them as zeros (``sign(0) = +1``; LCE runs a zero binary weight as a float
+    convolution). A model without pruning state is returned as is.
+
+    Weight masks inside kept filters (unstructured pruning) are an error unless
+    ``keep_weight_masks``: then they stay, on a masked copy of the shrunk model,
+    and deploy as ternary weights (:mod:`converters.c_export`).
+
+    Example::
+
+        small = strip_pruning(prune_filters(model, "l1", ratio=0.5))
+        ternary = strip_pruning(weight_pruned, keep_weight_masks=True)
+    """
+    if any(type(layer).__name__ == "PruneLowMagnitude" for layer in model.layers):
+        import tensorflow_model_optimization as tfmot
+
+        model = tfmot.sparsity.keras.strip_pruning(model)
+    masked = [layer for layer in model.layers if masks.is_masked(layer)]
+    if not any((layer.channel_mask.numpy() == 0).any()
+               or (layer.input_channel_mask.numpy() == 0).any() for layer in masked):
+        return model if not masked or keep_weight_masks else shrink(model)
+    weight_masks = {layer.name: layer.weight_mask.numpy() for layer in masked}
+    if not keep_weight_masks or all(m.all() for m in weight_masks.values()):
+        return shrink(model)
+    graph = ChannelGraph(model)
+    keep = graph.keep_from_masks(model)
+    copy = tf.keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for layer in copy.layers:
+        if masks.is_masked(layer):
+            layer.set_masks(weights=np.ones_like(weight_masks[layer.name]))
+    small = masks.prunable(shrink(copy))
+    for name, mask in weight_masks.items():
+        if mask.all():
+            continue
+        if name not in graph.inputs or name not in graph.outputs or mask.ndim != 4:
+            raise ModelError(f"layer {name!r}: weight masks are supported on convolutions "
+                             "only; remove them or prune whole filters")
+        kept_in = graph.keep_indices(graph.inputs[name], keep)
+        kept_out = graph.keep_indices(graph.outputs[name], keep)
+        small.get_layer(name).set_masks(weights=mask[..., kept_in, :][..., kept_out])
+    return small
 
 
 class PruneFilters(tf.keras.callbacks.Callback):

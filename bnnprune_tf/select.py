@@ -90,7 +90,9 @@ def group_scores(graph: ChannelGraph, model, criterion: Criterion) -> dict[int, 
     return scores
 
 
-def _round_to(graph: ChannelGraph, group, round_to) -> int:
+def multiple_of(graph: ChannelGraph, group, round_to) -> int:
+    """The channel multiple ``round_to`` asks of ``group`` (``"lce"``: 32 where a binary
+    conv reads the channels, 8 where only one writes them, else 1)."""
     if round_to == "lce":
         if graph.binary_consumers(group):
             return 32
@@ -148,7 +150,7 @@ def select(graph: ChannelGraph, scores: dict[int, np.ndarray], ratio: float | No
     keep_masks = {}
     for group_id, target in targets.items():
         group = graph.groups[group_id]
-        n = kept_count(group.size, target, _round_to(graph, group, round_to))
+        n = kept_count(group.size, target, multiple_of(graph, group, round_to))
         s = scores[group_id]
         n = min(n, max(1, int(np.isfinite(s).sum())))
         order = np.lexsort((np.arange(group.size), -s))    # best score first, low index on ties

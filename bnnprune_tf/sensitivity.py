@@ -38,7 +38,6 @@ Example::
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -47,7 +46,9 @@ import tensorflow as tf
 
 from bnnprune_tf import masks, profile, select
 from bnnprune_tf.errors import ModelError
-from bnnprune_tf.graph import DEPTHWISE, PRODUCERS, ChannelGraph
+from bnnprune_tf.graph import ChannelGraph
+from bnnprune_tf.layer_facts import DEPTHWISE, PRODUCERS
+from bnnprune_tf.reporting import Figure, markdown_table, render_png
 
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 WeightScore = Callable[..., np.ndarray]   # (layer) -> score per kernel entry
@@ -184,6 +185,38 @@ def accuracy_function(model: tf.keras.Model, x: np.ndarray, y: np.ndarray,
     return accuracy
 
 
+def batchnorm_recalibration(model: tf.keras.Model, x: np.ndarray,
+                            batch_size: int = 256) -> Callable[[], None]:
+    """A function that re-estimates every BatchNormalization layer's moving mean and
+    variance on ``x`` (exact over all of ``x``, layer by layer in graph order, so each
+    layer sees its predecessors' new statistics), e.g. after masks changed.
+
+    Example::
+
+        recalibrate = batchnorm_recalibration(masked, x_train[:1024])
+        masked.get_layer("conv2").set_masks(channel=keep)
+        recalibrate()
+    """
+    norms = [l for l in model.layers if isinstance(l, tf.keras.layers.BatchNormalization)]
+    probes = [tf.function(tf.keras.Model(model.inputs, bn.input)) for bn in norms]
+    batches = [tf.constant(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+
+    def recalibrate() -> None:
+        for bn, probe in zip(norms, probes):
+            axes = list(range(len(bn.input.shape) - 1))
+            total = sq = 0.0
+            for xb in batches:
+                h = tf.cast(probe(xb), tf.float64)
+                total += tf.reduce_sum(h, axes)
+                sq += tf.reduce_sum(h * h, axes)
+            n = len(x) * int(np.prod([d for d in bn.input.shape[1:-1]]))
+            mean = total / n
+            bn.moving_mean.assign(tf.cast(mean, bn.moving_mean.dtype))
+            bn.moving_variance.assign(tf.cast(sq / n - mean * mean, bn.moving_variance.dtype))
+
+    return recalibrate
+
+
 @dataclass(frozen=True)
 class Curve:
     """Accuracy and operations of the model with only ``layer`` pruned, per ratio (0 first)."""
@@ -272,43 +305,38 @@ class Sensitivity:
                 "baseline_operations": self.baseline_operations, "samples": self.samples,
                 "curves": {n: asdict(c) for n, c in self.curves.items()}}
 
+    def rows(self, chosen: Mapping[str, float] | None = None) -> dict[str, dict]:
+        """Accuracy drop in points per layer (row) and ratio (column); ``chosen`` last."""
+        rows = {}
+        for name, curve in self.curves.items():
+            row = {f"{r:g}": f"{100 * d:+.2f}"
+                   for r, d in zip(curve.ratios[1:], self.drops(name)[1:])}
+            if chosen is not None:
+                row["chosen"] = float(chosen.get(name, 0.0))
+            rows[name] = row
+        return rows
+
     def to_markdown(self, chosen: Mapping[str, float] | None = None) -> str:
-        """Accuracy drop in points per layer and ratio; the chosen ratio in the last column."""
-        ratios = next(iter(self.curves.values())).ratios[1:] if self.curves else ()
-        head = "| layer | " + " | ".join(f"{r:g}" for r in ratios) + \
-            (" | chosen |" if chosen else " |")
-        lines = [head, "|---|" + "---:|" * (len(ratios) + bool(chosen))]
-        for name in self.curves:
-            cells = [f"{100 * d:+.2f}" for d in self.drops(name)[1:]]
-            if chosen:
-                cells.append(f"{chosen.get(name, 0.0):g}")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        """:meth:`rows` as a markdown table, with the baseline it is measured against."""
         return (f"Accuracy drop (points) with one layer pruned at {self.granularity} level; "
                 f"baseline {100 * self.baseline_accuracy:.2f} % on {self.samples} samples.\n\n"
-                + "\n".join(lines))
+                + markdown_table(self.rows(chosen), "layer"))
+
+    def figure(self, epsilon: float | None = None, title: str = "") -> Figure:
+        """Accuracy drop (points) against ratio, one line per layer."""
+        curves = self.curves.values()
+        return Figure(title or f"pruning sensitivity per layer ({self.granularity} level)",
+                      "line", {"": {"x": list(next(iter(curves)).ratios) if curves else [],
+                                    "series": {n: [100 * float(d) for d in self.drops(n)]
+                                               for n in self.curves}}},
+                      xlabel=f"share of the layer pruned ({self.granularity} level)",
+                      ylabel="accuracy drop (points)",
+                      hlines={f"epsilon {100 * epsilon:g}": 100 * epsilon}
+                      if epsilon is not None else {})
 
     def plot(self, epsilon: float | None = None, title: str = "") -> bytes:
-        """PNG bytes: accuracy drop (points) against ratio, one line per layer."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-        for name, curve in self.curves.items():
-            ax.plot(curve.ratios, 100 * self.drops(name), marker="o", markersize=3, label=name)
-        if epsilon is not None:
-            ax.axhline(100 * epsilon, color="gray", linestyle="--", label=f"epsilon {100 * epsilon:g}")
-        ax.set_xlabel(f"share of the layer pruned ({self.granularity} level)")
-        ax.set_ylabel("accuracy drop (points)")
-        ax.set_title(title or f"pruning sensitivity per layer ({self.granularity} level)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        plt.close(fig)
-        return buf.getvalue()
+        """PNG bytes of :meth:`figure`."""
+        return render_png(self.figure(epsilon, title))
 
 
 def _check_grid(grid: Sequence[float]) -> tuple[float, ...]:
@@ -321,7 +349,8 @@ def _check_grid(grid: Sequence[float]) -> tuple[float, ...]:
 
 def analyze(model: tf.keras.Model, level: Level, x: np.ndarray, y: np.ndarray,
             grid: Sequence[float] = DEFAULT_GRID, layers: Sequence[str] | None = None,
-            batch_size: int = 256, progress: bool = True) -> Sensitivity:
+            batch_size: int = 256, progress: bool = True,
+            calibration: np.ndarray | None = None) -> Sensitivity:
     """Prune each layer alone at each ratio of ``grid`` by ``level``; evaluate on ``(x, y)``.
 
     ``model`` is made prunable first (a copy) if it is not; a masked model
@@ -331,6 +360,9 @@ def analyze(model: tf.keras.Model, level: Level, x: np.ndarray, y: np.ndarray,
     Args:
         level: a :class:`WeightLevel` or :class:`ChannelLevel` holding the score.
         layers: layer names to analyse (default: every unit of ``level``).
+        calibration: training images; if given, BatchNorm statistics are
+            re-estimated on them (:func:`batchnorm_recalibration`) at every point
+            before it is evaluated, and restored afterwards.
     """
     from tqdm.auto import tqdm
 
@@ -345,7 +377,17 @@ def analyze(model: tf.keras.Model, level: Level, x: np.ndarray, y: np.ndarray,
                          f"prunable layers: {units}")
     saved = {l.name: l.masks_numpy() for l in masked.layers if masks.is_masked(l)}
     scores = level.scores(masked, graph, names)
-    accuracy = accuracy_function(masked, x, y, batch_size)
+    measure = accuracy_function(masked, x, y, batch_size)
+    norms = [l for l in masked.layers if isinstance(l, tf.keras.layers.BatchNormalization)]
+    statistics = [[w.numpy() for w in (l.moving_mean, l.moving_variance)] for l in norms]
+    recalibrate = (batchnorm_recalibration(masked, calibration, batch_size)
+                   if calibration is not None else None)
+
+    def accuracy() -> float:
+        if recalibrate is not None:
+            recalibrate()
+        return measure()
+
     base_acc, base_ops = accuracy(), operations(masked)
     curves = {}
     try:
@@ -362,6 +404,9 @@ def analyze(model: tf.keras.Model, level: Level, x: np.ndarray, y: np.ndarray,
                 curves[name] = Curve(name, (0.0, *grid), tuple(acc), tuple(ops))
     finally:
         _restore(masked, saved)
+        for layer, (mean, variance) in zip(norms, statistics):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
     return Sensitivity(level.granularity, base_acc, base_ops, len(x), curves)
 
 

@@ -5,13 +5,16 @@ standard ``tf.keras.callbacks.BackupAndRestore`` (an interrupted fit restarts
 from its last finished epoch, optimizer state included) and a CSV log of all
 epochs across restarts.
 
+:func:`train` is the one verb for "compile with a learning-rate schedule, then
+fit"; :func:`compile_model` and :func:`fit` are its two halves.
+
 Example::
 
     from bnnprune_tf import data, models, training
     ds = data.load("mnist5k")
     model = models.build("mnist_bnn", ds.input_shape, ds.num_classes)
-    training.compile_model(model, learning_rate=1e-3)
-    history = training.fit(model, ds, epochs=2, work_dir="runs/demo/train")
+    history = training.train(model, ds, epochs=2, learning_rate=1e-2,
+                             work_dir="runs/demo/train")
     print(training.evaluate(model, ds, "test"))
 """
 
@@ -23,12 +26,14 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from bnnprune_tf.data import Dataset
 from bnnprune_tf.errors import ModelError
 
 OPTIMIZERS = {"adam": tf.keras.optimizers.Adam, "sgd": tf.keras.optimizers.SGD}
+SCHEDULES = ("cosine", "constant")
 
 
 def compile_model(model: tf.keras.Model, learning_rate: float = 1e-3, optimizer: str = "adam",
@@ -66,6 +71,9 @@ def fit(
 ) -> list[dict]:
     """Fit a compiled ``model`` on the train split, validating on the val split.
 
+    Training is deterministic: the seed fixes shuffling, augmentation and
+    initial state, and TensorFlow's op determinism is turned on.
+
     Args:
         work_dir: if given, the fit is resumable: a backup lives in
             ``work_dir/backup`` until the fit finishes, and every epoch's
@@ -79,6 +87,7 @@ def fit(
     """
     if model.optimizer is None:
         raise ModelError("compile the model first (bnnprune_tf.training.compile_model)")
+    tf.config.experimental.enable_op_determinism()     # same seed, same numbers
     tf.keras.utils.set_random_seed(seed)
     train = dataset.batches("train", batch_size, shuffle=True, augment=augment, seed=seed)
     val = dataset.batches("val", batch_size)
@@ -104,6 +113,36 @@ def fit(
     return read_history(history_file)
 
 
+def train(
+    model: tf.keras.Model,
+    dataset: Dataset,
+    epochs: int,
+    learning_rate: float = 1e-3,
+    *,
+    optimizer: str = "adam",
+    schedule: str = "cosine",
+    batch_size: int = 64,
+    augment: Sequence[str] = (),
+    seed: int = 0,
+    work_dir: str | os.PathLike | None = None,
+    callbacks: Sequence[tf.keras.callbacks.Callback] = (),
+    verbose: int | str = 0,
+) -> list[dict]:
+    """Compile ``model`` (``schedule``: ``"cosine"`` decay to 0 over the ``epochs``,
+    or ``"constant"``) and :func:`fit` it; returns the per-epoch history.
+
+    Example::
+
+        history = train(model, ds, epochs=10, learning_rate=1e-2, callbacks=[pruner])
+    """
+    if schedule not in SCHEDULES:
+        raise ModelError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
+    decay = epochs * steps_per_epoch(dataset, batch_size) if schedule == "cosine" else None
+    compile_model(model, learning_rate, optimizer, decay_steps=decay)
+    return fit(model, dataset, epochs, batch_size, augment=augment, seed=seed, work_dir=work_dir,
+               callbacks=callbacks, verbose=verbose)
+
+
 def read_history(path: str | os.PathLike) -> list[dict]:
     """Epoch rows (epochs counted from 1) of a CSVLogger file; a repeated epoch
     keeps its last row."""
@@ -117,6 +156,15 @@ def read_history(path: str | os.PathLike) -> list[dict]:
 
 def steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
     return -(-len(dataset.split("train")[1]) // batch_size)
+
+
+def count_correct(model: tf.keras.Model, dataset: Dataset, split: str = "val",
+                  batch_size: int = 256) -> int:
+    """How many images of ``split`` ``model`` classifies correctly (argmax), as an integer:
+    accuracy budgets compare these counts, never floats at an edge."""
+    x, y = dataset.arrays(split)
+    predictions = model.predict(x, batch_size=batch_size, verbose=0)
+    return int(np.sum(np.argmax(predictions, axis=-1) == y))
 
 
 def evaluate(model: tf.keras.Model, dataset: Dataset, split: str = "test",

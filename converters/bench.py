@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from bnnprune_tf.errors import BenchmarkError, ConversionError
+from bnnprune_tf.reporting import markdown_table
 from converters import benchmark_log, lce
 from converters.benchmark_log import OpTime, Timing
 
@@ -168,10 +169,9 @@ def ratio(a: BenchResult, b: BenchResult) -> dict:
             "method": f"ratio of {key.removesuffix('_us')}s"}
 
 
-def to_markdown(results: list[BenchResult]) -> str:
-    """Latency table: median, quartile spread (host) or std (device), in milliseconds."""
-    rows = ["| model | device | kernel | threads | runs | median ms | spread ms | mean ms |",
-            "|---|---|---|---:|---:|---:|---:|---:|"]
+def rows(results: list[BenchResult]) -> dict[str, dict]:
+    """Latency table rows: median, quartile spread (host) or std (device), in milliseconds."""
+    out = {}
     for r in results:
         t = r.timing
         if r.samples_us:
@@ -179,20 +179,30 @@ def to_markdown(results: list[BenchResult]) -> str:
             spread = f"{q1 / 1e3:.3f}-{q3 / 1e3:.3f} (IQR)"
         else:
             spread = "" if t.std_us is None else f"+-{t.std_us / 1e3:.3f} (std)"
-        median = "n/a" if t.median_us is None else f"{t.median_us / 1e3:.3f}"
-        rows.append(f"| {r.model} | {r.device} | {r.kernel} | {r.threads} | {t.count} | "
-                    f"{median} | {spread} | {t.mean_us / 1e3:.3f} |")
-    return "\n".join(rows)
+        out[f"{r.model} | {r.device} | {r.kernel}"] = {
+            "threads": r.threads, "runs": t.count,
+            "median ms": "n/a" if t.median_us is None else f"{t.median_us / 1e3:.3f}",
+            "spread ms": spread, "mean ms": f"{t.mean_us / 1e3:.3f}"}
+    return out
+
+
+def to_markdown(results: list[BenchResult]) -> str:
+    """:func:`rows` as a markdown table."""
+    return markdown_table(rows(results), "model | device | kernel")
+
+
+def op_rows(result: BenchResult, top: int = 15) -> dict[str, dict]:
+    """The slowest ops of a device run's per-op profile as table rows."""
+    return {f"{op.node_type} | {op.name}": {"avg ms": f"{op.avg_ms:.3f}",
+                                            "%": f"{op.percent:.1f}"}
+            for op in sorted(result.ops, key=lambda o: -o.avg_ms)[:top]}
 
 
 def ops_to_markdown(result: BenchResult, top: int = 15) -> str:
-    """The slowest ops of a device run's per-op profile as a markdown table."""
+    """:func:`op_rows` as a markdown table ("" without a profile)."""
     if not result.ops:
         return ""
-    rows = [f"| op ({result.model}, {result.kernel}) | name | avg ms | % |", "|---|---|---:|---:|"]
-    for op in sorted(result.ops, key=lambda o: -o.avg_ms)[:top]:
-        rows.append(f"| {op.node_type} | {op.name} | {op.avg_ms:.3f} | {op.percent:.1f} |")
-    return "\n".join(rows)
+    return markdown_table(op_rows(result, top), f"op ({result.model}, {result.kernel}) | name")
 
 
 # ---------------------------------------------------------------- devices

@@ -41,12 +41,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
-from bnnprune_tf import files, masks
-from bnnprune_tf import shrink as shrink_lib
+from bnnprune_tf import files, prune
 from bnnprune_tf.errors import ConversionError
-from bnnprune_tf.graph import ChannelGraph
 from converters import fold as fold_lib
 
 OPS = {"first": "BNN_CONV_FIRST", "binary": "BNN_BCONV", "pool": "BNN_MAXPOOL",
@@ -264,52 +261,12 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
     return header, "\n".join(body) + "\n", info
 
 
-def deployable(model):
-    """The model the C runtime runs for a plain or masked (:mod:`bnnprune_tf.masks`) ``model``.
-
-    Pruned filters and input channels (structured masks) are removed with
-    :func:`bnnprune_tf.shrink.shrink`; weight masks inside the kept filters stay,
-    on a masked copy of the shrunk model, and fold to ternary layers. A plain model,
-    or one with weight masks only, is returned as is. Outputs do not change.
-
-    Example::
-
-        masked = prune.prune_filters(model, "l1", ratio=0.5)
-        masked.get_layer("conv2").set_masks(weights=keep)     # 0/1, kernel shape
-        small = deployable(masked)                            # fewer filters, ternary conv2
-    """
-    masked = [layer for layer in model.layers if masks.is_masked(layer)]
-    if not any((layer.channel_mask.numpy() == 0).any()
-               or (layer.input_channel_mask.numpy() == 0).any() for layer in masked):
-        return model
-    weight_masks = {layer.name: layer.weight_mask.numpy() for layer in masked}
-    if all(m.all() for m in weight_masks.values()):
-        return shrink_lib.shrink(model)
-    graph = ChannelGraph(model)
-    keep = graph.keep_from_masks(model)
-    copy = tf.keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    for layer in copy.layers:
-        if masks.is_masked(layer):
-            layer.set_masks(weights=np.ones_like(weight_masks[layer.name]))
-    small = masks.prunable(shrink_lib.shrink(copy))
-    for name, mask in weight_masks.items():
-        if mask.all():
-            continue
-        if name not in graph.inputs or name not in graph.outputs or mask.ndim != 4:
-            raise ConversionError(f"layer {name!r}: weight masks are supported on convolutions "
-                                  "only; remove them or shrink the model first")
-        kept_in = graph.keep_indices(graph.inputs[name], keep)
-        kept_out = graph.keep_indices(graph.outputs[name], keep)
-        small.get_layer(name).set_masks(weights=mask[..., kept_in, :][..., kept_out])
-    return small
-
-
 def write(model, out_dir, samples=None, labels=None) -> dict:
     """Fold ``model`` and write ``model_data.h``/``model_data.c`` into ``out_dir``.
 
-    A masked model (:mod:`bnnprune_tf.masks`) is first made :func:`deployable`:
-    pruned filters are removed, pruned weights become ternary zeros.
+    A masked model (:mod:`bnnprune_tf.masks`) is first stripped
+    (:func:`bnnprune_tf.prune.strip_pruning` with ``keep_weight_masks``): pruned
+    filters are removed, pruned weights become ternary zeros.
 
     ``samples`` (real inputs, e.g. ``Dataset.arrays("test")[0][:10]``) become test
     vectors with their exact expected sums; ``labels`` are printed beside them.
@@ -321,7 +278,7 @@ def write(model, out_dir, samples=None, labels=None) -> dict:
 
         write(model, "firmware/build/model", samples=x[:10], labels=y[:10])
     """
-    folded = fold_lib.fold(deployable(model))
+    folded = fold_lib.fold(prune.strip_pruning(model, keep_weight_masks=True))
     codes = None if samples is None else folded.quantize_input(samples)
     header, source, info = render(folded, codes, labels)
     out = Path(out_dir)

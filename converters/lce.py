@@ -28,7 +28,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import tensorflow as tf
 
+from bnnprune_tf import prune
 from bnnprune_tf.errors import ConversionError
+from bnnprune_tf.reporting import markdown_table
 from converters import flatbuffer as fb_lib
 
 TARGETS = ("arm", "xcore")
@@ -37,37 +39,10 @@ FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64"}
 BINARY_CONV = "LceBconv2d"
 
 
-def _pruning_wrapper_class():
-    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
-
-    return pruning_wrapper.PruneLowMagnitude
-
-
-def strip_pruning_state(model: tf.keras.Model) -> tf.keras.Model:
-    """``model`` without pruning state: tfmot ``prune_low_magnitude`` wrappers are
-    stripped and bnnprune masks are applied by removing the pruned channels
-    (:func:`bnnprune_tf.prune.strip_pruning`). A plain model is returned as is.
-
-    Example::
-
-        plain = strip_pruning_state(pruned_model)   # what convert() does first
-    """
-    from bnnprune_tf import masks, prune
-
-    wrapper = _pruning_wrapper_class()
-    if any(isinstance(layer, wrapper) for layer in model.layers):
-        import tensorflow_model_optimization as tfmot
-
-        model = tfmot.sparsity.keras.strip_pruning(model)
-    if masks.has_masks(model):
-        model = prune.strip_pruning(model)
-    return model
-
-
 def convert(model: tf.keras.Model, target: str = "arm") -> bytes:
     """Convert ``model`` to an LCE flatbuffer (the bytes of a ``.tflite`` file).
 
-    Pruning state is stripped first (:func:`strip_pruning_state`). Input and
+    Pruning state is stripped first (:func:`bnnprune_tf.prune.strip_pruning`). Input and
     output stay float32; the batch size becomes 1.
 
     Raises:
@@ -91,7 +66,7 @@ def convert(model: tf.keras.Model, target: str = "arm") -> bytes:
             raise ConversionError(
                 f"input {tensor.name} has shape {tuple(tensor.shape)}: LCE needs every dimension "
                 "but the batch fixed; rebuild the model with a full input_shape")
-    model = strip_pruning_state(model)
+    model = prune.strip_pruning(model)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -241,20 +216,26 @@ class Inspection:
             out.pop("tensors")
         return out
 
+    def op_rows(self) -> dict[str, dict]:
+        """Op histogram as table rows."""
+        return {op: {"count": n} for op, n in self.ops.items()}
+
+    def byte_rows(self) -> dict[str, dict]:
+        """Where the flatbuffer's bytes go, as table rows."""
+        return {"flatbuffer": {"bytes": self.total_bytes},
+                "bit-packed weights (LceBconv2d filters)": {"bytes": self.bitpacked_weight_bytes},
+                "float weights": {"bytes": self.float_weight_bytes},
+                "other constants (thresholds, shapes)": {"bytes": self.other_constant_bytes},
+                "largest activation tensor": {"bytes": self.largest_activation_bytes}}
+
+    def summary(self) -> str:
+        packed = sum(1 for c in self.binary_convs if c["output"] == "bitpacked")
+        return f"{len(self.binary_convs)} LceBconv2d, {packed} of them write bit-packed output."
+
     def to_markdown(self) -> str:
         """Op histogram and byte split as two markdown tables."""
-        ops = ["| op | count |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in self.ops.items()]
-        packed = sum(1 for c in self.binary_convs if c["output"] == "bitpacked")
-        size = [
-            "| bytes | |", "|---|---:|",
-            f"| flatbuffer | {self.total_bytes:,} |",
-            f"| bit-packed weights (LceBconv2d filters) | {self.bitpacked_weight_bytes:,} |",
-            f"| float weights | {self.float_weight_bytes:,} |",
-            f"| other constants (thresholds, shapes) | {self.other_constant_bytes:,} |",
-            f"| largest activation tensor | {self.largest_activation_bytes:,} |",
-        ]
-        return "\n".join(ops) + "\n\n" + "\n".join(size) + (
-            f"\n\n{len(self.binary_convs)} LceBconv2d, {packed} of them write bit-packed output.")
+        return "\n\n".join([markdown_table(self.op_rows(), "op"),
+                             markdown_table(self.byte_rows()), self.summary()])
 
 
 def inspect(flatbuffer: bytes) -> Inspection:

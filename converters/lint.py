@@ -41,9 +41,9 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from bnnprune_tf import layer_facts
+from bnnprune_tf import layer_facts, prune
 from bnnprune_tf.errors import ConversionError
-from converters.lce import strip_pruning_state
+from bnnprune_tf.reporting import markdown_table
 
 layers = tf.keras.layers
 FLT_EPSILON = float(np.finfo(np.float32).eps)
@@ -255,7 +255,7 @@ def lint(model: tf.keras.Model) -> list[Finding]:
     """
     if not isinstance(model, tf.keras.Model):
         raise ConversionError(f"lint expects a tf.keras.Model, got {type(model).__name__}")
-    model = strip_pruning_state(model)
+    model = prune.strip_pruning(model)
     nested = [layer.name for layer in model.layers if isinstance(layer, tf.keras.Model)]
     if nested:
         raise ConversionError(f"lint does not look inside nested models ({', '.join(nested)}): "
@@ -280,7 +280,7 @@ def binary_conv_layers(model: tf.keras.Model, findings: list[Finding] | None = N
         expected = len(binary_conv_layers(model))
         assert converters.lce.inspect(convert(model)).ops["LceBconv2d"] == expected
     """
-    model = strip_pruning_state(model)
+    model = prune.strip_pruning(model)
     findings = lint(model) if findings is None else findings
     as_float = {f.layer for f in findings if f.severity in ("float", "info")}
     return [layer.name for layer in model.layers
@@ -288,10 +288,17 @@ def binary_conv_layers(model: tf.keras.Model, findings: list[Finding] | None = N
             and layer.name not in as_float]
 
 
+def rows(findings: list[Finding]) -> dict[str, dict]:
+    """Table rows of ``findings``: one per finding, keyed ``layer`` (numbered if repeated)."""
+    out = {}
+    for f in findings:
+        key = f.layer if f.layer not in out else f"{f.layer} ({len(out)})"
+        out[key] = {"rule": f.rule, "severity": f.severity, "problem": f.problem, "fix": f.fix}
+    return out
+
+
 def to_markdown(findings: list[Finding]) -> str:
     """A markdown table of ``findings`` (or a line saying there are none)."""
     if not findings:
         return "Lint: every quantized layer becomes a fast binary LCE op."
-    rows = ["| layer | rule | severity | problem | fix |", "|---|---|---|---|---|"]
-    rows += [f"| {f.layer} | {f.rule} | {f.severity} | {f.problem} | {f.fix} |" for f in findings]
-    return "\n".join(rows)
+    return markdown_table(rows(findings), "layer")

@@ -29,13 +29,20 @@ def _run(args):
 
 
 def _train(args):
-    from bnnprune_tf import data, files, models, training
+    from bnnprune_tf import data, files, training
+    from pipelines.recipe import parse_recipe
+    from pipelines.stages.training import train_model
 
-    ds = data.load(args.data, path=args.data_path, seed=args.seed, limit=args.limit)
-    model = models.build(args.model, ds.input_shape, ds.num_classes, args.width, seed=args.seed)
-    training.compile_model(model, args.learning_rate,
-                           decay_steps=args.epochs * training.steps_per_epoch(ds, args.batch_size))
-    training.fit(model, ds, args.epochs, args.batch_size, seed=args.seed)
+    recipe = parse_recipe({
+        "name": "train", "seed": args.seed, "stages": ["train"],
+        "data": {"name": args.data, "path": args.data_path, "limit": args.limit,
+                 "batch_size": args.batch_size},
+        "model": {"name": args.model, "width": args.width},
+        "training": {"epochs": args.epochs, "learning_rate": args.learning_rate}},
+        "(command line)")
+    d = recipe.data
+    ds = data.load(d.name, path=d.path, seed=recipe.seed, limit=d.limit)
+    model, _ = train_model(recipe, ds)
     result = training.evaluate(model, ds, "test")
     files.save_model(model, args.out)
     print(f"test accuracy {result['accuracy']:.4f} on {result['samples']} samples; "
@@ -73,7 +80,6 @@ def _convert(args):
 
     from bnnprune_tf import data, files
     from bnnprune_tf.errors import ConversionError
-    from converters import lce, lint
 
     try:
         model = tf.keras.models.load_model(args.model, compile=False)
@@ -81,13 +87,15 @@ def _convert(args):
         raise ConversionError(f"cannot load {args.model}: {e}. Pass a .keras/.h5 file") from e
     if args.to != "lce":
         return _convert_tflm(model, args)
-    findings = lint.lint(model)
-    flatbuffer = lce.convert(model, target=args.target)
-    files.write_bytes(args.out, flatbuffer)
-    print(lint.to_markdown(findings) + "\n\n" + lce.inspect(flatbuffer).to_markdown())
+    from pipelines import report
+    from pipelines.stages.deploy import convert_lce
+
+    x = y = None
     if args.data:
         x, y = data.load(args.data, seed=args.seed).arrays(args.split, limit=args.limit)
-        print(lce.verify(model, flatbuffer, x, y))
+    flatbuffer, _, blocks = convert_lce(model, args.target, x, y)
+    files.write_bytes(args.out, flatbuffer)
+    print(report.render(blocks))
     print(f"saved {args.out}")
 
 

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bnnprune_tf import data as data_lib
 from bnnprune_tf import models as models_lib
-from bnnprune_tf.errors import RecipeError
+from bnnprune_tf.errors import BnnpruneError, RecipeError
 
 
 class Strict(BaseModel):
@@ -111,10 +111,10 @@ class Recipe(Strict):
         return out
 
 
-def _format(error: ValidationError, source: str) -> str:
+def _format(error: ValidationError, source: str, prefix: str = "") -> str:
     lines = []
     for e in error.errors():
-        loc = ""
+        loc = prefix
         for part in e["loc"]:
             loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
         msg = e["msg"].removeprefix("Value error, ")
@@ -126,8 +126,6 @@ def _format(error: ValidationError, source: str) -> str:
 
 def parse_recipe(obj: dict, source: str = "<dict>") -> Recipe:
     """Validate a recipe given as a dict; stage parameters are checked too."""
-    from pipelines.stages import STAGES  # stages import this module
-
     if not isinstance(obj, dict):
         raise RecipeError(f"invalid recipe {source}: the top level must be a mapping, "
                           f"got {type(obj).__name__}")
@@ -135,16 +133,46 @@ def parse_recipe(obj: dict, source: str = "<dict>") -> Recipe:
         recipe = Recipe.model_validate(obj)
     except ValidationError as e:
         raise RecipeError(_format(e, source)) from None
+    stage_params(recipe, source)
+    return recipe
+
+
+def stage_params(recipe: Recipe, source: str = "<recipe>") -> list:
+    """Each stage's validated parameters (by the stage's own schema), in order."""
+    from pipelines.stages import STAGES
+
+    out = []
     for i, stage in enumerate(recipe.stages):
         if stage.name not in STAGES:
             raise RecipeError(f"invalid recipe {source}:\n  stages[{i}]: unknown stage "
                               f"{stage.name!r}, expected one of {', '.join(STAGES)}")
         try:
-            STAGES[stage.name].params.model_validate(stage.params)
+            out.append(STAGES[stage.name].parse(stage.params))
         except ValidationError as e:
-            msg = _format(e, source).replace("\n  ", f"\n  stages[{i}].{stage.name}.")
-            raise RecipeError(msg) from None
-    return recipe
+            raise RecipeError(_format(e, source, f"stages[{i}].{stage.name}")) from None
+    return out
+
+
+def check_against_model(recipe: Recipe, dataset, source: str = "<recipe>") -> None:
+    """Cross-field checks of every stage against the model the recipe builds (built here,
+    untrained, seeded): layer names that exist and are prunable, device strings... Runs
+    before any training, so a bad recipe fails in seconds and leaves no files."""
+    from pipelines.stages import STAGES
+
+    try:
+        model = models_lib.build(recipe.model.name, dataset.input_shape, dataset.num_classes,
+                                 recipe.model.width, seed=recipe.seed, **recipe.model.options)
+    except TypeError as e:
+        raise RecipeError(f"invalid recipe {source}:\n  model.options: {e}") from None
+    for i, (stage, params) in enumerate(zip(recipe.stages, stage_params(recipe, source))):
+        check = STAGES[stage.name].check
+        if check is None:
+            continue
+        try:
+            check(recipe, params, model)
+        except BnnpruneError as e:
+            raise RecipeError(f"invalid recipe {source}:\n  stages[{i}].{stage.name}: {e}"
+                              ) from None
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:

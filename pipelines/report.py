@@ -1,116 +1,133 @@
-"""The run report: report.md (tables), report.json (numbers), training_curves.png.
+"""The run report: report.md (tables), report.json (numbers), PNG figures.
 
-Each stage contributes its ``metrics`` to report.json and its ``markdown`` to
-report.md; this module only assembles them and draws the curves.
+Stages return their section of the report as data: a list of blocks made by
+:func:`heading`, :func:`text`, :func:`table` and :func:`figure`; this module
+renders every block (tables with :func:`bnnprune_tf.reporting.markdown_table`,
+figures with :func:`bnnprune_tf.reporting.render_png`) and assembles the files.
 
 Example::
 
-    from pipelines.report import metrics_table
-    print(metrics_table({"test": {"accuracy": 0.981, "loss": 0.07}}))
+    from pipelines import report
+    blocks = [report.heading("Evaluation"),
+              report.table({"test": {"accuracy": 0.981, "loss": 0.07}})]
+    print(report.render(blocks))
 """
 
 from __future__ import annotations
 
-import io
+from pathlib import Path
 
 from bnnprune_tf import files
+from bnnprune_tf.reporting import Figure, markdown_table, render_png
 
-CURVES = "training_curves.png"
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
+CURVES = "training_curves"
 
 
-def metrics_table(rows: dict[str, dict]) -> str:
-    """A markdown table with one row per key of ``rows`` and the union of columns."""
-    columns: list[str] = []
-    for values in rows.values():
-        columns += [c for c in values if c not in columns]
-    lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for name, values in rows.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(values.get(c, "")) for c in columns) + " |")
-    return "\n".join(lines)
+def heading(title: str) -> dict:
+    return {"heading": title}
 
 
-def plot_history(history: list[dict], title: str = "") -> bytes:
-    """PNG bytes of loss and accuracy curves (train and validation) per epoch."""
-    import matplotlib
+def text(paragraph: str) -> dict:
+    return {"text": paragraph}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def table(rows: dict[str, dict], caption: str = "", first: str = "") -> dict:
+    """A table block: ``rows`` is ``{row name: {column: value}}``."""
+    return {"table": rows, "caption": caption, "first": first}
+
+
+def figure(directory: Path, stem: str, fig: Figure, caption: str = "") -> dict:
+    """Write ``fig`` as ``directory/stem.png`` and return the block that shows it."""
+    files.write_bytes(Path(directory) / f"{stem}.png", render_png(fig))
+    return {"figure": f"{stem}.png", "caption": caption or fig.title}
+
+
+def render(blocks: list[dict]) -> str:
+    """Markdown of a list of blocks."""
+    parts = []
+    for block in blocks:
+        if "heading" in block:
+            parts.append(f"### {block['heading']}")
+        elif "text" in block:
+            parts.append(block["text"])
+        elif "table" in block:
+            caption = f"{block['caption']}:\n\n" if block.get("caption") else ""
+            parts.append(caption + markdown_table(block["table"], block.get("first", "")))
+        elif "figure" in block:
+            parts.append(f"![{block.get('caption', '')}]({block['figure']})")
+    return "\n\n".join(parts)
+
+
+def history_figure(history: list[dict], title: str = "") -> Figure:
+    """Loss and accuracy per epoch (train and validation)."""
     epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            key = prefix + metric
-            if history and key in history[0]:
-                ax.plot(epochs, [row[key] for row in history], style, marker="o",
-                        markersize=3, label=key)
-        ax.set_xlabel("epoch")
-        ax.set_title(metric)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    panels = {}
+    for metric in ("loss", "accuracy"):
+        keys = [k for k in (metric, f"val_{metric}") if history and k in history[0]]
+        panels[metric] = {"x": epochs, "series": {k: [row[k] for row in history] for k in keys}}
+    return Figure(title, "line", panels, xlabel="epoch")
 
 
-def plot_histograms(histograms: dict[str, list[int]], title: str = "") -> bytes:
-    """PNG bytes of one bar chart per entry (``counts[k]`` = items with value k), log scale."""
-    import matplotlib
+def summary(manifests: list[dict]) -> dict:
+    """Unpruned vs pruned, from the stages' metrics: binary MACs (the trained model vs the
+    last pruned one), test accuracy (first vs last evaluation), flatbuffer bytes (first vs
+    last LCE conversion) and the LCE time ratio of the last .tflite over the first per
+    kernel. Only what the run measured."""
+    def first_last(values):
+        return {"before": values[0], "after": values[-1]} if len(values) > 1 else None
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def collected(stage, get):
+        out = []
+        for m in manifests:
+            if m["stage"] == stage:
+                value = get(m.get("metrics", {}))
+                if value is not None:
+                    out.append(value)
+        return out
 
-    n = max(1, len(histograms))
-    fig, axes = plt.subplots(1, n, figsize=(3 * n, 3), squeeze=False)
-    for ax, (name, counts) in zip(axes[0], histograms.items()):
-        ax.bar(range(len(counts)), counts, color="tab:blue")
-        ax.set_yscale("log")
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("flips")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    macs = collected("train", lambda x: x.get("profile", {}).get("binary_macs")) + [
+        m["metrics"]["after"]["binary_macs"] for m in manifests
+        if m["stage"] in ("prune", "shrink")]
+    result = {
+        "binary_macs": first_last(macs),
+        "test_accuracy": first_last(collected("evaluate",
+                                              lambda x: x.get("test", {}).get("accuracy"))),
+        "flatbuffer_bytes": first_last(collected(
+            "convert", lambda x: x.get("inspect", {}).get("total_bytes"))),
+    }
+    ratios = collected("benchmark", lambda x: x.get("latest_vs_first"))
+    if ratios:
+        result["lce_time_ratio"] = ratios[-1]
+    return {k: v for k, v in result.items() if v}
 
 
 def write_report(run) -> dict[str, str]:
-    """Write the three report files of ``run``; returns their names."""
+    """Write report.md, report.json and the training curves of ``run``; returns their names."""
     recipe = run.recipe
     outputs = {"report_md": "report.md", "report_json": "report.json"}
-    sections = [
-        f"# Run `{recipe.name}`",
-        f"Data: {run.dataset}. Model: `{recipe.model.name}` (width {recipe.model.width}). "
-        f"Seed {recipe.seed}. Run directory: `{run.dir}`.",
-    ]
+    blocks = [{"text": f"# Run `{recipe.name}`"},
+              text(f"Data: {run.dataset}. Model: `{recipe.model.name}` (width "
+                   f"{recipe.model.width}). Seed {recipe.seed}. Run directory: `{run.dir}`.")]
     history = next((m["metrics"]["history"] for m in reversed(run.manifests)
                     if "history" in m.get("metrics", {})), None)
-    if history:
-        files.write_bytes(run.dir / CURVES, plot_history(history, recipe.name))
-        outputs["curves"] = CURVES
+    compared = summary(run.manifests)
+    if compared:
+        blocks += [heading("Unpruned vs pruned"),
+                   table({k: v for k, v in compared.items() if k != "lce_time_ratio"}),
+                   *([table({"pruned / unpruned": compared["lce_time_ratio"]},
+                            "LCE time ratio (< 1: faster), both kernels, measured side by side")]
+                     if "lce_time_ratio" in compared else [])]
     for m in run.manifests:
-        if m.get("markdown"):
-            sections.append(m["markdown"])
+        blocks += m.get("report", [])
         if m["stage"] == "train" and history:
-            sections.append(f"![training curves]({CURVES})")
-    sections.append("### Stages\n\n" + metrics_table(
-        {f"{m['index']}. {m['stage']}": {"seconds": m["seconds"]} for m in run.manifests}))
-    files.write_text(run.dir / "report.md", "\n\n".join(sections) + "\n")
+            blocks.append(figure(run.dir, CURVES, history_figure(history, recipe.name),
+                                 "training curves"))
+            outputs["curves"] = f"{CURVES}.png"
+    blocks.append(table({f"{m['index']}. {m['stage']}": {"seconds": m["seconds"]}
+                         for m in run.manifests}, "Stages"))
+    files.write_text(run.dir / "report.md", render(blocks) + "\n")
     files.write_json(run.dir / "report.json", {
+        "summary": compared,
         "recipe": recipe.model_dump(),
         "dataset": str(run.dataset),
         "stages": [{k: m.get(k) for k in ("stage", "index", "seconds", "outputs", "metrics")}

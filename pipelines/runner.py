@@ -35,7 +35,7 @@ import tensorflow as tf
 from bnnprune_tf import data as data_lib
 from bnnprune_tf import files
 from bnnprune_tf.errors import RecipeError
-from pipelines.recipe import Recipe, load_recipe
+from pipelines.recipe import Recipe, check_against_model, load_recipe, stage_params
 
 
 def fingerprint(recipe: Recipe, index: int) -> str:
@@ -103,10 +103,12 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike | 
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    directory = Path(run_dir) if run_dir else Path("runs") / recipe.name
+    params = stage_params(recipe)
+    run = Run(recipe, Path(run_dir) if run_dir else Path("runs") / recipe.name)
+    check_against_model(recipe, run.dataset)
+    directory = run.dir
     directory.mkdir(parents=True, exist_ok=True)
     files.write_json(directory / "recipe.json", recipe.model_dump())
-    run = Run(recipe, directory)
     stale = force
     for index, spec in enumerate(recipe.stages):
         stage = STAGES[spec.name]
@@ -121,7 +123,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike | 
         stale = True
         log(f"[{index}] {spec.name}: running")
         started = time.time()
-        result = stage.fn(run, stage.params.model_validate(spec.params))
+        result = stage.fn(run, params[index])
         manifest = {"stage": spec.name, "index": index, "fingerprint": run.fingerprint,
                     "seconds": round(time.time() - started, 2), **result}
         files.write_json(manifest_path, manifest)

@@ -99,16 +99,16 @@ def test_weights_pruned_in_word_blocks_save_flash():
     for name in ("conv2", "conv3", "fc1"):
         layer = masked.get_layer(name)
         layer.set_masks(weights=slot_masks(layer.weight_mask.shape, rng, empty=0.5, full=0.5))
-    blocks = c_export.render(fold.fold(c_export.deployable(masked)))[2]["weight_bytes"]
+    blocks = c_export.render(fold.fold(prune.strip_pruning(masked, keep_weight_masks=True)))[2]["weight_bytes"]
     assert blocks < 0.8 * dense           # 50 % of the slots empty; the rest pays 2 bits of class
 
 
 def test_masked_models_deploy_shrunk_and_ternary():
     model = ternary_bnn(seed=1)
     weight_masks = {l.name: l.weight_mask.numpy() for l in model.layers if masks.is_masked(l)}
-    assert c_export.deployable(model) is model                     # weight masks only
+    assert prune.strip_pruning(model, keep_weight_masks=True) is model   # weight masks only
     masked = prune.prune_filters(model, "l1", ratio=0.25)          # in place
-    deployed = c_export.deployable(masked)
+    deployed = prune.strip_pruning(masked, keep_weight_masks=True)
     assert not any(masks.is_masked(l) and l.channel_mask.numpy().min() == 0
                    for l in deployed.layers)
     assert deployed.get_layer("zero_pad").kernel.shape[-1] == 27          # 36 * 0.75

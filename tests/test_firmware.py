@@ -238,4 +238,6 @@ def test_firmware_stage_reports_instructions_and_footprint(tmp_path):
     assert targets["mps2-an386"]["passed"] == 3
     assert targets["mps2-an386"]["instructions_per_inference"] > 100_000
     assert targets["mps2-an386"]["flash"] > manifest["metrics"]["firmware"]["weight_bytes"]
-    assert "| mps2-an386 (Cortex-M4) | 3 passed, 0 failed |" in manifest["markdown"]
+    from pipelines import report
+
+    assert "| mps2-an386 (Cortex-M4) | 3 passed, 0 failed |" in report.render(manifest["report"])

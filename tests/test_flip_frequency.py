@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnnprune_tf import masks, models, profile, training
+from bnnprune_tf import layer_facts, masks, models, profile, prune, training
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.methods import flip_frequency as wff
 from bnnprune_tf.shrink import shrink
@@ -14,10 +14,10 @@ def tiny():
 
 def test_counter_invariants():
     model = tiny()
-    layers = wff.binary_kernel_layers(model)
+    layers = layer_facts.binary_kernel_layers(model)
     assert [l.name for l in layers] == ["conv_first", "conv2", "conv3", "fc1"]
     counter = wff.FlipCounter(layers)
-    kernel = wff._latent(model.get_layer("conv2"))
+    kernel = layer_facts.latent_kernel(model.get_layer("conv2"))
     base = np.abs(kernel.numpy()) + 0.1            # all positive
     alternate = np.zeros(base.shape, bool)
     alternate[..., 0] = True                       # filter 0 flips at every sample
@@ -46,17 +46,23 @@ def test_counter_invariants():
 
 def test_counts_round_trip_through_a_checkpoint(tmp_path):
     model = tiny()
-    counter = wff.FlipCounter(wff.binary_kernel_layers(model))
-    kernel = wff._latent(model.get_layer("conv3"))
+    counter = wff.FlipCounter(layer_facts.binary_kernel_layers(model))
+    kernel = layer_facts.latent_kernel(model.get_layer("conv3"))
     counter.sample()
     kernel.assign(-kernel)
     counter.sample()
     path = tf.train.Checkpoint(flips=counter).save(str(tmp_path / "ckpt"))
-    fresh = wff.FlipCounter(wff.binary_kernel_layers(model))
+    fresh = wff.FlipCounter(layer_facts.binary_kernel_layers(model))
     tf.train.Checkpoint(flips=fresh).restore(path).assert_consumed()
     for name, c in counter.counts_numpy().items():
         np.testing.assert_array_equal(fresh.counts_numpy()[name], c)
     assert int(fresh.samples) == 2
+    other = models.build("mnist_bnn", (28, 28, 1), width=0.25, seed=1)   # other weights
+    weights = [w.copy() for w in other.get_weights()]
+    elsewhere = wff.FlipCounter(layer_facts.binary_kernel_layers(other))
+    tf.train.Checkpoint(flips=elsewhere).restore(path).assert_consumed()
+    assert all(np.array_equal(a, b) for a, b in zip(weights, other.get_weights()))
+    assert not any("kernel" in name for name, _ in tf.train.list_variables(path))
 
 
 def test_tracker_intervals_and_sampling(mnist_small):
@@ -88,7 +94,7 @@ def test_tracker_resumes_counts_and_logs(mnist_small, tmp_path):
 
 def test_widths_and_flip_criterion():
     model = masks.prunable(tiny())
-    counter = wff.FlipCounter(wff.binary_kernel_layers(model))
+    counter = wff.FlipCounter(layer_facts.binary_kernel_layers(model))
     counts = counter.counts[counter.layer_names.index("conv2")]
     c = np.zeros(counts.shape, np.int32)
     c[..., 3] = 2                                   # filter 3 flips most
@@ -108,9 +114,8 @@ def test_callback_prunes_at_the_end_of_fit(mnist_small):
     training.compile_model(model, 1e-2)
     pruner = wff.PruneByFlipFrequency(last_epochs=2, threshold=0)
     training.fit(model, mnist_small, epochs=2, callbacks=[pruner], verbose=0)
-    stats = pruner.stats()
     for name, (before, after) in pruner.widths.items():
-        assert after == max(1, round((1 - stats[name].p) * before))
+        assert after == pruner.p_widths[name] <= before      # round((1 - p_l) C_l), no round_to
     small = shrink(model)
     for name, (_, after) in pruner.widths.items():
         assert small.get_layer(name).filters == after
@@ -140,13 +145,59 @@ def test_one_call_procedure(mnist_small):
 def test_pretrained_model_is_only_measured_then_retrained_from_scratch(mnist_small):
     trained = training.compile_model(tiny(), 1e-2)
     training.fit(trained, mnist_small, epochs=2, verbose=0)
+    trained = prune.prune_filters(trained, "l1", widths={"conv3": 31})      # masked input
+    weights = [w.copy() for w in trained.get_weights()]
     seen = []
     result = wff.prune_by_flip_frequency(
         trained, mnist_small, epochs=2, interval=1, pretrained=True, max_iterations=1,
         accuracy_budget=1.0, follow_up="scratch", log=seen.append)
     assert len(result.iterations) == 2 and result.stop_reason in (
         "max p_l stopped falling", "max_iterations reached")
-    assert seen[0].startswith("[wff] round 0: val accuracy")
-    small = result.model
-    shrunk = result.iterations[1].widths
-    assert {l.name: l.filters for l in small.layers if l.name in shrunk} == shrunk
+    assert seen[0].startswith("[wff] round 0: ") and "validation images (control" in seen[0]
+    assert prune.kept_widths(result.model) == result.iterations[result.chosen].widths
+    assert all(np.array_equal(a, b) for a, b in zip(weights, trained.get_weights()))  # untouched
+    assert result.iterations[0].widths["conv3"] == 31       # round 0 starts from the input
+
+
+def test_only_binary_input_layers_are_counted_and_pruned(mnist_small):
+    model = masks.prunable(tiny())
+    assert [l.name for l in wff.flip_layers(model)] == ["conv2", "conv3", "fc1"]
+    assert [l.name for l in wff.flip_layers(model, include_float_input=True)][0] == "conv_first"
+    pruner = wff.PruneByFlipFrequency(last_epochs=1, threshold=-1)    # every weight "flips"
+    training.fit(training.compile_model(model, 1e-2), mnist_small, epochs=1,
+                 callbacks=[pruner], verbose=0)
+    assert set(pruner.widths) == {"conv2", "conv3"}          # not the first layer, classifier
+    assert prune.kept_widths(model)["conv_first"] == 8
+
+
+def test_masked_input_counts_kept_filters_and_live_weights_only():
+    model = prune.prune_filters(tiny(), "l1", widths={"conv2": 8})   # 16 -> 8 kept
+    counter = wff.FlipCounter(wff.flip_layers(model))
+    layer = model.get_layer("conv2")
+    live = np.asarray(layer.full_mask()) > 0
+    counts = counter.counts[counter.layer_names.index("conv2")]
+    counts.assign(live.astype(np.int32))                  # every live weight flipped once
+    stats = wff.layer_stats(counter, 0, model)
+    assert stats["conv2"].p == 1.0                        # frozen pruned weights do not count
+    stats["conv2"] = wff.LayerFlips("conv2", 0.5, [], np.zeros(16))
+    assert wff.widths_from_flips(model, stats)["conv2"] == 4          # of 8 kept, not of 16
+
+
+def test_round_to_goes_to_the_nearest_block_never_further_than_one():
+    model = masks.prunable(tiny())                        # conv2 16, conv3 32 wide
+    rounded = wff.round_widths(model, {"conv2": 13, "conv3": 30}, 8)
+    assert rounded == {"conv2": 16, "conv3": 32}         # floor would cut 16 -> 8, 32 -> 24
+    assert wff.round_widths(model, {"conv2": 3, "conv3": 27}, 8) == {"conv2": 8, "conv3": 24}
+    assert wff.round_widths(model, {"conv2": 13}, None) == {"conv2": 13}
+
+
+def test_round_choice_counts_whole_images_against_the_control():
+    def it(index, macs, correct, control, n=400):
+        return wff.Iteration(index, correct, control, n, macs, {}, {})
+
+    rounds = [it(0, 100, 392, 392), it(1, 80, 384, 392), it(2, 60, 380, 393)]
+    assert 0.98 - 0.96 > 0.02                              # as floats, 8 of 400 is over 0.02
+    assert wff.choose_round(rounds, 0.02).index == 1        # 8 images lost: within 8
+    assert wff.choose_round(rounds, 0.0).index == 0
+    assert wff.choose_round(rounds, 0.04).index == 2        # 13 lost <= 16: the cheapest
+    assert wff.choose_round([it(0, 9, 71, 71, 100), it(1, 5, 42, 71, 100)], 0.29).index == 1

@@ -202,13 +202,13 @@ def test_structured_end_to_end_shrinks_converts_and_verifies(trained, mnist_smal
 
     result = lw.prune_by_latent_weights(trained, mnist_small, granularity="channel", budget=0.6,
                                         grid=(0.25, 0.5, 0.75), finetune_epochs=1, seed=0)
-    assert set(result.ratios) == {"conv_first", "conv2", "conv3"}
-    assert result.after["operations"] <= result.before["operations"]
-    assert result.operations_reduction > 0.2
+    assert set(result.metrics["ratios"]) == {"conv_first", "conv2", "conv3"}
+    assert result.metrics["after"]["operations"] <= result.metrics["before"]["operations"]
+    assert result.metrics["operations_reduction"] > 0.2
     widths = {l.name: l.filters for l in result.model.layers if hasattr(l, "filters")}
     full = {l.name: l.filters for l in trained.layers if hasattr(l, "filters")}
-    assert any(widths[n] < full[n] for n in result.ratios)
-    assert sensitivity.operations(result.model) == result.after["operations"]
+    assert any(widths[n] < full[n] for n in result.metrics["ratios"])
+    assert sensitivity.operations(result.model) == result.metrics["after"]["operations"]
     x, y = mnist_small.arrays("test", limit=128)
     np.testing.assert_allclose(result.model.predict(x, verbose=0),
                                result.masked.predict(x, verbose=0), atol=1e-5)

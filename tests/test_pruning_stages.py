@@ -22,12 +22,13 @@ def manifest(run_dir, index, name):
 def test_prune_then_shrink_then_convert(tmp_path):
     run_dir = run_recipe(recipe([
         "train",
-        {"prune": {"criterion": "l1", "ratio": 0.5, "round_to": 8, "finetune_epochs": 1}},
+        {"prune": {"method": "l1", "ratio": 0.5, "round_to": 8, "epochs": 1}},
         "shrink", {"convert": {"split": "val"}}, {"benchmark": {"runs": 3, "warmup": 1}},
         "report"]), tmp_path, log=lambda m: None)
     pruned = manifest(run_dir, 1, "prune")["metrics"]
     assert pruned["before"]["widths"]["conv2"] == 32 and pruned["after"]["widths"]["conv2"] == 16
     assert pruned["after"]["binary_macs"] < 0.5 * pruned["before"]["binary_macs"]
+    assert pruned["check"]["argmax_agreement"] == 1.0        # deliverable == masked
     shrunk = manifest(run_dir, 2, "shrink")["metrics"]
     assert shrunk["check"]["argmax_agreement"] == 1.0
     assert shrunk["after"]["binary_macs"] == pruned["after"]["binary_macs"]
@@ -44,10 +45,11 @@ def test_prune_then_shrink_then_convert(tmp_path):
 def test_wff_stage_and_benchmark_against_the_unpruned_model(tmp_path):
     run_dir = run_recipe(recipe([
         "train", {"convert": {"split": "val"}},
-        {"wff": {"interval": 1, "iterations": 1, "accuracy_budget": 1.0, "finetune_epochs": 1}},
+        {"prune": {"method": "wff", "interval": 1, "iterations": 1, "accuracy_budget": 1.0,
+                   "epochs": 1}},
         {"convert": {"split": "val"}}, {"benchmark": {"runs": 3, "warmup": 1}}, "report"]),
         tmp_path, log=lambda m: None)
-    wff = manifest(run_dir, 2, "wff")
+    wff = manifest(run_dir, 2, "prune")
     assert wff["outputs"]["model"] == "model_wff.keras"
     assert wff["metrics"]["iterations"][0]["index"] == 0
     assert len(wff["metrics"]["iterations"]) == 2
@@ -61,11 +63,30 @@ def test_wff_stage_and_benchmark_against_the_unpruned_model(tmp_path):
 def test_shipped_pruning_recipes_validate():
     for name in ("mnist_wff", "fashion_mnist_wff"):
         r = load_recipe(f"pipelines/{name}.yaml")
-        assert "wff" in [s.name for s in r.stages]
+        assert any(s.name == "prune" and s.params["method"] == "wff" for s in r.stages)
 
 
 def test_prune_params_are_validated():
     with pytest.raises(RecipeError, match="stages\\[1\\].prune.ratio: Input should be less than 1"):
-        recipe(["train", {"prune": {"ratio": 1.5}}])
-    with pytest.raises(RecipeError, match="stages\\[1\\].wff.follow_up: Input should be 'finetune'"):
-        recipe(["train", {"wff": {"follow_up": "never"}}])
+        recipe(["train", {"prune": {"method": "l1", "ratio": 1.5}}])
+    with pytest.raises(RecipeError, match="stages\\[1\\].prune.follow_up: Input should be 'finetune'"):
+        recipe(["train", {"prune": {"method": "wff", "follow_up": "never"}}])
+    with pytest.raises(RecipeError, match="stages\\[1\\].prune.method: unknown or missing method, "
+                       "expected one of l1, latent, random"):
+        recipe(["train", {"prune": {"ratio": 0.5}}])
+    with pytest.raises(RecipeError, match="stages\\[1\\].prune: interval \\(5 epochs\\) is longer"):
+        recipe(["train", {"prune": {"method": "wff", "interval": 5, "epochs": 4}}])
+
+
+def test_recipe_is_checked_against_its_model_before_training(tmp_path):
+    bad = recipe(["train", {"prune": {"method": "l1", "ratios": {"conv9": 0.5}}}])
+    with pytest.raises(RecipeError, match="stages\\[1\\].prune: ratios: no layer 'conv9'.*"
+                       "prunable layers: conv2, conv3, conv_first$"):
+        run_recipe(bad, tmp_path / "run", log=lambda m: None)
+    fixed = recipe(["train", {"prune": {"method": "l1", "widths": {"fc1": 5}}}])
+    with pytest.raises(RecipeError, match="layer 'fc1' cannot be pruned"):
+        run_recipe(fixed, tmp_path / "run", log=lambda m: None)
+    device = recipe(["train", "convert", {"benchmark": {"device": "telnet://pi"}}])
+    with pytest.raises(RecipeError, match="stages\\[2\\].benchmark: unknown device 'telnet://pi'"):
+        run_recipe(device, tmp_path / "run", log=lambda m: None)
+    assert not (tmp_path / "run").exists()          # nothing written, nothing trained

@@ -4,7 +4,7 @@ import pytest
 
 from bnnprune_tf import training
 from bnnprune_tf.errors import RecipeError
-from pipelines import training_stages
+from pipelines.stages import training as training_stages
 from pipelines.recipe import parse_recipe
 from pipelines.runner import run_recipe
 from test_training import StopAfter
@@ -52,7 +52,7 @@ def test_interrupted_training_resumes(tmp_path, monkeypatch):
     real_fit = training.fit
 
     def crashing_fit(*args, **kwargs):
-        return real_fit(*args, callbacks=[StopAfter(2)], verbose=0, **kwargs)
+        return real_fit(*args, **{**kwargs, "callbacks": [StopAfter(2)], "verbose": 0})
 
     monkeypatch.setattr(training_stages.training, "fit", crashing_fit)
     with pytest.raises(KeyboardInterrupt):

@@ -122,3 +122,32 @@ def test_bad_input_is_a_clear_error():
                             progress=False)
     with pytest.raises(ModelError, match="equally many"):
         sensitivity.accuracy_function(model, X, Y[:3])
+
+
+def test_batchnorm_recalibration_is_exact_and_restored(mnist_small):
+    from bnnprune_tf import masks, models, prune
+
+    model = masks.prunable(models.build("mnist_bnn", (28, 28, 1), 10, width=0.25, seed=0))
+    x, y = mnist_small.arrays("train", limit=300)
+    bn = model.get_layer("conv2_bn")
+    before = bn.moving_mean.numpy().copy()
+    sensitivity.batchnorm_recalibration(model, x, batch_size=64)()
+    h = tf.keras.Model(model.inputs, bn.input)(x).numpy().reshape(-1, bn.moving_mean.shape[0])
+    np.testing.assert_allclose(bn.moving_mean.numpy(), h.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), h.var(0), rtol=1e-3, atol=1e-5)
+
+    level = sensitivity.ChannelLevel(lambda layer: np.arange(layer.output.shape[-1], 0, -1.0))
+    masked = prune.prune_filters(model, "l1", ratio=0.0)
+    stats = [w.copy() for w in masked.get_weights()]
+    plain = sensitivity.analyze(masked, level, x[:100], y[:100], (0.5,), ["conv2"],
+                                progress=False)
+    calibrated = sensitivity.analyze(masked, level, x[:100], y[:100], (0.5,), ["conv2"],
+                                     progress=False, calibration=x[100:])
+    assert all(np.array_equal(a, b) for a, b in zip(stats, masked.get_weights()))  # restored
+    copy = tf.keras.models.clone_model(masked)
+    copy.set_weights(stats)
+    assert sensitivity.accuracy_function(copy, x[:100], y[:100])() == plain.baseline_accuracy
+    sensitivity.batchnorm_recalibration(copy, x[100:])()
+    assert sensitivity.accuracy_function(copy, x[:100], y[:100])() == \
+        calibrated.baseline_accuracy
+    assert not np.array_equal(before, bn.moving_mean.numpy())

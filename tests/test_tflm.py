@@ -18,9 +18,9 @@ def mnist5k():
 
 @pytest.fixture(scope="module")
 def trained(mnist5k):
-    model = models.build("mnist_bnn", mnist5k.input_shape, mnist5k.num_classes, width=0.25)
-    training.compile_model(model, 1e-2)
-    training.fit(model, mnist5k, epochs=2, batch_size=64, verbose=0)
+    model = models.build("mnist_bnn", mnist5k.input_shape, mnist5k.num_classes, width=0.25,
+                         seed=0)
+    training.train(model, mnist5k, epochs=2, learning_rate=1e-2)      # cosine, deterministic
     return model
 
 
@@ -126,7 +126,8 @@ def test_c_source_compiles_and_holds_the_flatbuffer(tmp_path, mnist_small):
 def test_convert_stage_and_cli_write_the_tflm_export(tmp_path, mnist_small):
     from types import SimpleNamespace
 
-    from pipelines import cli, deploy_stages, stages
+    from pipelines import cli, stages
+    from pipelines.stages import deploy as deploy_stages
 
     model = models.build("binary_mlp", (28, 28, 1), 10, width=0.1)
     run = SimpleNamespace(dataset=mnist_small, dir=tmp_path, load_model=lambda: model)

@@ -1,5 +1,34 @@
-"""Published BNN pruning methods, one module each; they only score and choose.
+"""Pruning methods behind one interface, and their registry.
 
-- :mod:`bnnprune_tf.methods.flip_frequency`: weight flipping frequency (Li & Ren, ISQED 2020).
-- :mod:`bnnprune_tf.methods.latent_weight`: latent-weight magnitude with layer sensitivity (ASPDAC 2023).
+Every method is a :class:`~bnnprune_tf.methods.base.Method` registered by
+name with :func:`register`; ``names()`` lists them and ``get(name)`` returns
+the class (:mod:`~bnnprune_tf.methods.registry`). The interface, with a complete example method, is in
+``bnnprune_tf/methods/README.md``.
+
+- ``l1``, ``random``: baseline criteria (:mod:`~bnnprune_tf.methods.score_pruning`);
+- ``wff``: weight flipping frequency (Li & Ren, ISQED 2020; :mod:`~bnnprune_tf.methods.flip_frequency`);
+- ``latent``: latent-weight magnitude with layer sensitivity (ASPDAC 2023;
+  :mod:`~bnnprune_tf.methods.latent_weight`).
+
+Example::
+
+    from bnnprune_tf import methods
+
+    print(methods.names())                       # ['l1', 'latent', 'random', 'wff']
+    method = methods.get("wff")(interval=2, round_to=8)
+    masked = method.prepare(model)
+    masked.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    masked.fit(x, y, epochs=4, callbacks=method.callbacks())
+    small = method.finalize(masked).model
 """
+
+from __future__ import annotations
+
+from bnnprune_tf.methods import flip_frequency, latent_weight, score_pruning  # noqa: F401
+from bnnprune_tf.methods.base import Context, Method, Params, Result
+from bnnprune_tf.methods.registry import get, names, register
+from bnnprune_tf.methods.score_pruning import ScoreParams, ScorePruning
+from bnnprune_tf.reporting import Figure
+
+__all__ = ["Context", "Figure", "Method", "Params", "Result", "ScoreParams", "ScorePruning",
+           "get", "names", "register"]

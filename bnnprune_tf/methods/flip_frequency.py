@@ -11,7 +11,7 @@ removed are those with the highest mean flip frequency (ties: smallest mean
 stops falling or the accuracy budget is spent. Details and what is inferred:
 ``../shared/reference/methods.md`` section 1.
 
-Three forms:
+Four forms:
 
 - :class:`FlipTracker`, a callback that counts flips (per epoch as in the
   paper's code, or every N steps) in non-trainable variables, vectorized in a
@@ -19,60 +19,56 @@ Three forms:
   ``tf.Module``) and logged to TensorBoard;
 - :class:`PruneByFlipFrequency`, the tracker plus the pruning rule applied to a
   masked model at the end of ``fit``;
-- :func:`prune_by_flip_frequency`, the whole iterative procedure in one call.
+- :func:`prune_by_flip_frequency`, the whole iterative procedure in one call;
+- :class:`FlipFrequency`, the method registered as ``wff`` (the recipe's
+  ``prune: {method: wff}``), whose ``run`` is that procedure.
 
 Example::
 
-    from bnnprune_tf import data, masks, models, shrink, training
-    from bnnprune_tf.methods import flip_frequency as wff
+    from bnnprune_tf import data, methods, models, training
 
     ds = data.load("mnist5k")
-    model = masks.prunable(models.build("mnist_bnn", ds.input_shape))
-    training.compile_model(model, 1e-2, decay_steps=10 * training.steps_per_epoch(ds, 64))
-    pruner = wff.PruneByFlipFrequency(last_epochs=4, threshold=0, round_to=8)
-    training.fit(model, ds, epochs=10, callbacks=[pruner])
-    print(pruner.widths)                 # {layer: (before, after)}
-    small = shrink.shrink(model)
+    model = models.build("mnist_bnn", ds.input_shape)
+    method = methods.get("wff")(interval=4, threshold=0, round_to=8)
+    masked = method.prepare(model)
+    training.train(masked, ds, epochs=10, learning_rate=1e-2, callbacks=method.callbacks())
+    result = method.finalize(masked)
+    print(result.metrics["widths"])      # {layer: (before, after)}
+    small = result.model                 # shrunk
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Literal, Mapping
 
 import numpy as np
 import tensorflow as tf
 
-from bnnprune_tf import masks, profile, select, training
+from pydantic import Field, model_validator
+
+from bnnprune_tf import layer_facts, masks, profile, select, training
 from bnnprune_tf.errors import ModelError
-from bnnprune_tf.graph import PRODUCERS, ChannelGraph
-from bnnprune_tf.prune import kept_widths, prune_filters
+from bnnprune_tf.graph import ChannelGraph
+from bnnprune_tf.methods.registry import register
+from bnnprune_tf.methods.base import Context, Method, Params, Result, RoundTo
+from bnnprune_tf.prune import kept_widths, prune_filters, strip_pruning
+from bnnprune_tf.reporting import Figure
 from bnnprune_tf.shrink import shrink
-
-
-def binary_kernel_layers(model: tf.keras.Model) -> list:
-    """Conv/dense layers whose kernel is binarized (what flips can be counted on)."""
-    return [l for l in model.layers if isinstance(l, PRODUCERS)
-            and getattr(getattr(l, "kernel_quantizer", None), "precision", None) == 1]
-
-
-def _latent(layer) -> tf.Variable:
-    """The float latent kernel of a (masked or plain) Larq or Keras layer."""
-    if masks.is_masked(layer):
-        return layer.latent_kernel
-    return getattr(layer.kernel, "latent_variable", layer.kernel)
 
 
 class FlipCounter(tf.Module):
     """Per-weight counts of sign flips between consecutive samples of latent kernels.
 
     ``counts[i]`` has the shape of layer i's kernel; ``samples`` is the number
-    of snapshots taken (so a count is at most ``samples - 1``).
+    of snapshots taken (so a count is at most ``samples - 1``). A checkpoint of
+    the counter holds the counts only, never the model's kernels.
 
     Example::
 
-        counter = FlipCounter(wff.binary_kernel_layers(model))
+        counter = FlipCounter(layer_facts.binary_kernel_layers(model))
         counter.sample()          # after each epoch (or every N steps)
         tf.train.Checkpoint(flips=counter).save("ckpt/flips")
     """
@@ -82,7 +78,7 @@ class FlipCounter(tf.Module):
         if not layers:
             raise ModelError("no layer with a binary kernel to count flips on")
         self.layer_names = [l.name for l in layers]
-        self._kernels = [_latent(l) for l in layers]
+        self._kernels = _Untracked([layer_facts.latent_kernel(l) for l in layers])
         self.counts = [tf.Variable(tf.zeros(k.shape, tf.int32), trainable=False,
                                    name=f"{n}_flips") for k, n in zip(self._kernels, self.layer_names)]
         self.last_sign = [tf.Variable(tf.zeros(k.shape, tf.int8), trainable=False,
@@ -109,6 +105,11 @@ class FlipCounter(tf.Module):
         return {n: c.numpy() for n, c in zip(self.layer_names, self.counts)}
 
 
+class _Untracked(list):
+    """A list that checkpoints do not follow: tf's tracking wraps exactly ``list``, not
+    subclasses, so a counter's checkpoint never holds (or restores) the model's kernels."""
+
+
 @dataclass(frozen=True)
 class LayerFlips:
     """Flip statistics of one layer over the interval."""
@@ -123,14 +124,25 @@ class LayerFlips:
                 "filter_mean": [round(float(v), 4) for v in self.filter_mean]}
 
 
-def layer_stats(counter: FlipCounter, threshold: float = 0) -> dict[str, LayerFlips]:
-    """``p_l``, the flip histogram and per-filter mean flips of every counted layer."""
+def layer_stats(counter: FlipCounter, threshold: float = 0,
+                model: tf.keras.Model | None = None) -> dict[str, LayerFlips]:
+    """``p_l``, the flip histogram and per-filter mean flips of every counted layer.
+
+    Given the (masked) ``model``, weights already pruned (frozen, so they never
+    flip) do not count: ``p_l`` is a share of the live weights.
+    """
     out = {}
     for name, counts in counter.counts_numpy().items():
-        per_filter = counts.reshape(-1, counts.shape[-1])
-        out[name] = LayerFlips(name=name, p=float(np.mean(counts > threshold)),
-                               histogram=np.bincount(counts.ravel()).tolist(),
-                               filter_mean=per_filter.mean(axis=0))
+        live = np.ones(counts.shape, bool)
+        if model is not None and masks.is_masked(model.get_layer(name)):
+            live = np.asarray(model.get_layer(name).full_mask()) > 0
+        n = counts.shape[-1]
+        alive = live.reshape(-1, n).sum(0)
+        totals = np.where(live, counts, 0).reshape(-1, n).sum(0)
+        out[name] = LayerFlips(
+            name=name, p=float(np.mean(counts[live] > threshold)) if live.any() else 0.0,
+            histogram=np.bincount(counts[live].ravel(), minlength=1).tolist(),
+            filter_mean=np.divide(totals, alive, out=np.zeros(n), where=alive > 0))
     return out
 
 
@@ -139,31 +151,58 @@ def flip_criterion(counter: FlipCounter) -> select.Criterion:
 
     Score = ``-(total flips of the filter) + mean|latent| / 2``; as flip totals
     are integers and ``|latent| <= 1``, the latent term only breaks ties (the
-    smaller mean |latent| goes first).
+    smaller mean |latent| goes first). Layers without counts score 0.
     """
     counts = counter.counts_numpy()
 
     def score(layer) -> np.ndarray:
-        if layer.name not in counts:
-            raise ModelError(f"no flip counts for layer {layer.name!r}: it has no binary kernel")
+        if layer.name not in counts:          # not counted (e.g. the float-input first layer):
+            return np.zeros(int(layer.output.shape[-1]))   # neutral in a shared group
         c = counts[layer.name]
-        latent = np.abs(np.asarray(_latent(layer)))
+        latent = np.abs(np.asarray(layer_facts.latent_kernel(layer)))
         return -c.reshape(-1, c.shape[-1]).sum(0) + latent.reshape(-1, c.shape[-1]).mean(0) / 2
 
     return score
 
 
+def flip_layers(model: tf.keras.Model, include_float_input: bool = False) -> list:
+    """The layers whose flips are counted: binary kernels with a binary input (the paper's
+    binary layers); ``include_float_input`` adds a float-input first layer."""
+    return [l for l in layer_facts.binary_kernel_layers(model)
+            if include_float_input or layer_facts.is_binary_input(l)]
+
+
 def widths_from_flips(model: tf.keras.Model, stats: Mapping[str, LayerFlips],
-                      graph: ChannelGraph | None = None) -> dict[str, int]:
-    """``C'_l = round((1 - p_l) * C_l)`` (at least 1) for every prunable binary layer."""
+                      graph: ChannelGraph | None = None,
+                      include_float_input: bool = False) -> dict[str, int]:
+    """``C'_l = round((1 - p_l) * C_l)`` (at least 1) for every layer WFF prunes: a
+    counted layer with a prunable channel group of its own (so not the classifier), and
+    no float input unless ``include_float_input``. ``C_l`` is the kept width."""
     graph = graph or ChannelGraph(model)
+    kept = kept_widths(model)
+    pruned = {l.name for l in flip_layers(model, include_float_input)}
     widths = {}
     for name, s in stats.items():
         groups = graph.groups_of(name)
-        if len(groups) == 1 and groups[0].prunable:
-            c = int(model.get_layer(name).output.shape[-1])
-            widths[name] = max(1, int(round((1.0 - s.p) * c)))
+        if name in pruned and len(groups) == 1 and groups[0].prunable:
+            widths[name] = max(1, int(round((1.0 - s.p) * kept[name])))
     return widths
+
+
+def round_widths(model: tf.keras.Model, widths: Mapping[str, int], round_to,
+                 graph: ChannelGraph | None = None) -> dict[str, int]:
+    """``widths`` rounded to the NEAREST multiple ``round_to`` asks
+    (:func:`bnnprune_tf.select.multiple_of`): never more than one block from the
+    ``p_l`` width, at least one block, at most the kept width."""
+    if round_to is None:
+        return dict(widths)
+    graph = graph or ChannelGraph(model)
+    kept = kept_widths(model)
+    out = {}
+    for name, width in widths.items():
+        multiple = select.multiple_of(graph, graph.groups_of(name)[0], round_to)
+        out[name] = min(kept[name], max(multiple, int(round(width / multiple)) * multiple))
+    return out
 
 
 class FlipTracker(tf.keras.callbacks.Callback):
@@ -176,6 +215,8 @@ class FlipTracker(tf.keras.callbacks.Callback):
         every: ``"epoch"`` (snapshot at every epoch end, as the paper's code)
             or an int N (a snapshot every N steps).
         threshold: ``T`` of ``p_l`` (more than T flips = insensitive).
+        include_float_input: count a float-input first layer too (the paper
+            counts the binary layers only: :func:`flip_layers`).
         log_dir: if given, flip histograms and ``p_l`` go to TensorBoard there.
         checkpoint_dir: if given, the counts are saved there at each epoch end
             and restored at the start of ``fit`` (an interrupted run resumes).
@@ -183,7 +224,8 @@ class FlipTracker(tf.keras.callbacks.Callback):
 
     def __init__(self, last_epochs: int | None = None, epochs: tuple[int, int] | None = None,
                  steps: tuple[int, int] | None = None, every: str | int = "epoch",
-                 threshold: float = 0, log_dir: str | os.PathLike | None = None,
+                 threshold: float = 0, include_float_input: bool = False,
+                 log_dir: str | os.PathLike | None = None,
                  checkpoint_dir: str | os.PathLike | None = None):
         super().__init__()
         if sum(x is not None for x in (last_epochs, epochs, steps)) != 1:
@@ -194,6 +236,7 @@ class FlipTracker(tf.keras.callbacks.Callback):
             raise ModelError(f"last_epochs must be >= 1, got {last_epochs}")
         self.last_epochs, self.epoch_window, self.step_window = last_epochs, epochs, steps
         self.every, self.threshold = every, threshold
+        self.include_float_input = include_float_input
         self.log_dir, self.checkpoint_dir = log_dir, checkpoint_dir
         self.counter: FlipCounter | None = None
         self._epoch = 0
@@ -215,7 +258,7 @@ class FlipTracker(tf.keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self.counter is None:
             with self.model.distribute_strategy.scope():
-                self.counter = FlipCounter(binary_kernel_layers(self.model))
+                self.counter = FlipCounter(flip_layers(self.model, self.include_float_input))
         self._manager = None
         if self.checkpoint_dir is not None:
             self._manager = tf.train.CheckpointManager(
@@ -251,23 +294,26 @@ class FlipTracker(tf.keras.callbacks.Callback):
             self._manager.save()
 
     def stats(self) -> dict[str, LayerFlips]:
-        """Per-layer statistics so far (see :func:`layer_stats`)."""
-        return layer_stats(self.counter, self.threshold)
+        """Per-layer statistics so far, over live weights (see :func:`layer_stats`)."""
+        return layer_stats(self.counter, self.threshold, self.model)
 
 
 class PruneByFlipFrequency(FlipTracker):
     """:class:`FlipTracker` that prunes the (masked) model at the end of ``fit``.
 
-    Widths follow ``C'_l = round((1 - p_l) C_l)``, rounded down with
-    ``round_to`` (see :mod:`bnnprune_tf.select`); the highest-flipping filters
-    go. Afterwards ``self.widths`` maps each pruned layer to ``(before, after)``;
-    call :func:`bnnprune_tf.shrink.shrink` to remove the channels.
+    Widths follow ``C'_l = round((1 - p_l) C_l)`` over the kept filters and live
+    weights (a model pruned before keeps what it pruned), rounded to the nearest
+    multiple ``round_to`` asks (:func:`round_widths`); the highest-flipping filters
+    go. Afterwards ``self.widths`` maps each pruned layer to ``(before, after)`` and
+    ``self.p_widths`` to its unrounded ``p_l`` width; call
+    :func:`bnnprune_tf.shrink.shrink` to remove the channels.
     """
 
     def __init__(self, *args, round_to=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.round_to = round_to
         self.widths: dict[str, tuple[int, int]] = {}
+        self.p_widths: dict[str, int] = {}
 
     def on_train_begin(self, logs=None):
         masks.require_masks(self.model, "PruneByFlipFrequency")
@@ -275,31 +321,48 @@ class PruneByFlipFrequency(FlipTracker):
 
     def on_train_end(self, logs=None):
         graph = ChannelGraph(self.model)
-        targets = widths_from_flips(self.model, self.stats(), graph)
-        before = {n: int(self.model.get_layer(n).channel_mask.numpy().sum()) for n in targets}
-        prune_filters(self.model, flip_criterion(self.counter), widths=targets,
-                      round_to=self.round_to, graph=graph)
-        self.widths = {n: (before[n], int(self.model.get_layer(n).channel_mask.numpy().sum()))
-                       for n in targets}
+        self.p_widths = widths_from_flips(self.model, self.stats(), graph,
+                                          self.include_float_input)
+        before = kept_widths(self.model)
+        prune_filters(self.model, flip_criterion(self.counter),
+                      widths=round_widths(self.model, self.p_widths, self.round_to, graph),
+                      graph=graph)
+        after = kept_widths(self.model)
+        self.widths = {n: (before[n], after[n]) for n in self.p_widths}
 
 
 @dataclass
 class Iteration:
-    """One train-measure-shrink round of :func:`prune_by_flip_frequency`."""
+    """One train-measure-shrink round of :func:`prune_by_flip_frequency`.
+
+    ``val_correct`` / ``control_correct``: correctly classified validation images of the
+    round's model and of the dense control trained for the same epochs (integers: a
+    budget is never judged on floats at its edge).
+    """
 
     index: int
-    val_accuracy: float
+    val_correct: int
+    control_correct: int
+    val_samples: int
     binary_macs: int
     widths: dict[str, int]                       # widths the round trained with
     stats: dict[str, LayerFlips] = field(repr=False)
+    pruned: tuple[str, ...] = ()                 # layers whose p_l decides their width
+
+    @property
+    def val_accuracy(self) -> float:
+        return self.val_correct / self.val_samples
 
     @property
     def max_p(self) -> float:
-        return max((s.p for s in self.stats.values()), default=0.0)
+        """``max_l p_l`` over the layers WFF prunes (not the first layer or the classifier)."""
+        return max((s.p for n, s in self.stats.items() if n in self.pruned), default=0.0)
 
     def to_dict(self) -> dict:
         return {"index": self.index, "val_accuracy": self.val_accuracy,
-                "binary_macs": self.binary_macs, "widths": self.widths, "max_p": self.max_p,
+                "val_correct": self.val_correct, "control_correct": self.control_correct,
+                "val_samples": self.val_samples, "binary_macs": self.binary_macs,
+                "widths": self.widths, "max_p": self.max_p,
                 "p": {n: s.p for n, s in self.stats.items()},
                 "histograms": {n: s.histogram for n, s in self.stats.items()}}
 
@@ -316,26 +379,53 @@ class WFFResult:
                 "iterations": [it.to_dict() for it in self.iterations]}
 
 
+def latent_decay(model: tf.keras.Model, weight_decay: float, include_float_input: bool = False):
+    """A loss term ``weight_decay * sum(latent^2)`` over the counted layers' latent kernels:
+    the coupled L2 decay of the official code's training, under which weights with ~0 task
+    gradient drift to the sign boundary and flip (``None`` for ``weight_decay == 0``).
+
+    Example::
+
+        model.add_loss(latent_decay(model, 1e-3))
+    """
+    if not weight_decay:
+        return None
+    kernels = [layer_facts.latent_kernel(l) for l in flip_layers(model, include_float_input)]
+    return lambda: weight_decay * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
+
+
+def copy_model(model: tf.keras.Model) -> tf.keras.Model:
+    """A copy with the same weights (and masks); ``model`` is left alone."""
+    copy = tf.keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def prune_by_flip_frequency(
     model: tf.keras.Model, dataset, *, epochs: int, interval: int, threshold: float = 0,
     max_iterations: int = 3, accuracy_budget: float = 0.01, follow_up: str = "finetune",
     finetune_epochs: int | None = None, pretrained: bool = False, learning_rate: float = 1e-2,
     finetune_learning_rate: float | None = None, batch_size: int = 64, round_to=None,
-    every: str | int = "epoch", seed: int = 0, verbose: int = 0, log=print,
+    every: str | int = "epoch", include_float_input: bool = False, weight_decay: float = 0.0,
+    seed: int = 0, verbose: int = 0, log=print,
 ) -> WFFResult:
-    """The iterative procedure: train, measure flips, shrink; repeat.
+    """The iterative procedure: train, measure flips, shrink; repeat. ``model`` is not changed.
 
-    Round 0 trains ``model`` for ``epochs``, counting flips over the last
-    ``interval`` epochs; with ``pretrained=True`` it only measures: ``interval``
-    more epochs at a tenth of ``learning_rate`` (the paper counts flips while
-    the learning rate is at its lowest). Each later round trains the shrunk
-    network: for ``finetune_epochs`` (default ``epochs``) from the shrunk
-    weights at ``finetune_learning_rate`` (default a tenth of ``learning_rate``;
-    ``follow_up="finetune"``) or for
-    ``epochs`` from a fresh initialization at ``learning_rate`` (``"scratch"``),
-    counting flips over its last ``interval`` epochs. It stops when ``max_l p_l`` no longer falls, when the validation
-    accuracy falls more than ``accuracy_budget`` below round 0's (then the
-    previous round's model is returned), or after ``max_iterations`` prunings.
+    Round 0 trains a copy of ``model`` for ``epochs``, counting flips over the
+    last ``interval`` epochs; with ``pretrained=True`` it only measures:
+    ``interval`` more epochs at a tenth of ``learning_rate`` (the paper counts
+    flips while the learning rate is at its lowest). Each later round trains
+    the shrunk network: for ``finetune_epochs`` (default ``epochs``) from the
+    shrunk weights at ``finetune_learning_rate`` (default a tenth of
+    ``learning_rate``; ``follow_up="finetune"``) or for ``epochs`` from a fresh
+    initialization at ``learning_rate`` (``"scratch"``), counting flips over its
+    last ``interval`` epochs. ``weight_decay`` adds coupled L2 decay on the
+    counted latent weights (:func:`latent_decay`) to every round and to the
+    control. A dense control (the unpruned round-0 model) trains the same
+    epochs beside it. Rounds go on until ``max_l p_l`` stops falling
+    or after ``max_iterations`` prunings; the result is the cheapest round (fewest
+    binary MACs) that lost at most ``accuracy_budget`` of the validation images
+    against the control of the same epochs, counted in whole images.
     """
     if follow_up not in ("finetune", "scratch"):
         raise ModelError(f"follow_up must be 'finetune' or 'scratch', got {follow_up!r}")
@@ -343,9 +433,17 @@ def prune_by_flip_frequency(
     if not 1 <= interval <= min(epochs, finetune_epochs):
         raise ModelError(f"interval must be between 1 and the epochs of a round "
                          f"({min(epochs, finetune_epochs)}), got {interval}")
-    current, previous, rounds = model, None, []
+    def decayed(m):
+        term = latent_decay(m, weight_decay, include_float_input)
+        if term is not None:
+            m.add_loss(term)
+        return m
+
+    current, rounds, models_by_round = decayed(copy_model(model)), [], []
+    control = None
+    n_val = len(dataset.split("val")[1])
+    stop_reason = "max_iterations reached"
     for index in range(max_iterations + 1):
-        lr = learning_rate
         if index == 0:
             n_epochs = interval if pretrained else epochs
             lr = learning_rate / 10 if pretrained else learning_rate
@@ -353,28 +451,160 @@ def prune_by_flip_frequency(
             n_epochs = epochs if follow_up == "scratch" else finetune_epochs
             lr = learning_rate if follow_up == "scratch" else (finetune_learning_rate
                                                                  or learning_rate / 10)
-        training.compile_model(current, lr,
-                               decay_steps=n_epochs * training.steps_per_epoch(dataset, batch_size))
-        tracker = FlipTracker(last_epochs=interval, every=every, threshold=threshold)
-        training.fit(current, dataset, n_epochs, batch_size, seed=seed + index,
-                     callbacks=[tracker], verbose=verbose)
-        accuracy = training.evaluate(current, dataset, "val")["accuracy"]
-        rounds.append(Iteration(index, accuracy, profile.profile(current).binary_macs,
-                                kept_widths(current), tracker.stats()))
-        log(f"[wff] round {index}: val accuracy {accuracy:.4f}, binary MACs "
-            f"{rounds[-1].binary_macs:,}, max p_l {rounds[-1].max_p:.3f}")
-        if index > 0 and rounds[0].val_accuracy - accuracy > accuracy_budget:
-            return WFFResult(previous, index - 1, rounds,
-                             f"accuracy fell {rounds[0].val_accuracy - accuracy:.4f} > budget")
+        tracker = FlipTracker(last_epochs=interval, every=every, threshold=threshold,
+                              include_float_input=include_float_input)
+        training.train(current, dataset, n_epochs, lr, batch_size=batch_size, seed=seed + index,
+                       callbacks=[tracker], verbose=verbose)
+        if index == 1 or (index > 1 and follow_up == "finetune"):
+            training.train(control, dataset, n_epochs, lr, batch_size=batch_size,
+                           seed=seed + index, verbose=verbose)
+        correct = training.count_correct(current, dataset, "val")
+        control_correct = correct if control is None else \
+            training.count_correct(control, dataset, "val")
+        stats = tracker.stats()
+        prunable = widths_from_flips(current, stats, include_float_input=include_float_input)
+        rounds.append(Iteration(index, correct, control_correct, n_val,
+                                profile.profile(current).binary_macs, kept_widths(current),
+                                stats, tuple(prunable)))
+        models_by_round.append(current)
+        log(f"[wff] round {index}: {correct}/{n_val} validation images (control "
+            f"{control_correct}), binary MACs {rounds[-1].binary_macs:,}, "
+            f"max p_l {rounds[-1].max_p:.3f}")
         if index > 0 and rounds[-1].max_p >= rounds[-2].max_p:
-            return WFFResult(current, index, rounds, "max p_l stopped falling")
+            stop_reason = "max p_l stopped falling"
+            break
         if index == max_iterations:
-            return WFFResult(current, index, rounds, "max_iterations reached")
+            break
+        if control is None:
+            control = copy_model(current) if follow_up == "finetune" else None
+            if control is None:               # scratch: the control trains from scratch too
+                tf.keras.utils.set_random_seed(seed + 1)
+                control = tf.keras.models.clone_model(current)
+            control = decayed(control)
         masked = prune_filters(current, flip_criterion(tracker.counter),
-                               widths=widths_from_flips(current, rounds[-1].stats),
-                               round_to=round_to)
-        previous, current = current, shrink(masked)
+                               widths=round_widths(current, prunable, round_to),
+                               graph=None)
+        current = shrink(masked)
         if follow_up == "scratch":
             tf.keras.utils.set_random_seed(seed + index + 1)
             current = tf.keras.models.clone_model(current)     # same widths, fresh weights
-    raise AssertionError("unreachable")
+        current = decayed(current)
+    chosen = choose_round(rounds, accuracy_budget)
+    return WFFResult(models_by_round[chosen.index], chosen.index, rounds, stop_reason)
+
+
+def choose_round(rounds: list[Iteration], accuracy_budget: float) -> Iteration:
+    """The cheapest round (fewest binary MACs; ties: more correct) that lost at most
+    ``floor(accuracy_budget * images)`` validation images against its dense control;
+    round 0 (unpruned) if none did.
+
+    Example::
+
+        choose_round(result.iterations, 0.02).index
+    """
+    within = [it for it in rounds if it.control_correct - it.val_correct
+              <= math.floor(accuracy_budget * it.val_samples + 1e-9)]
+    return min(within, key=lambda it: (it.binary_macs, -it.val_correct)) if within else rounds[0]
+
+
+class FlipParams(Params):
+    """Parameters of :class:`FlipFrequency`; ``epochs`` / ``learning_rate`` are those of
+    each fine-tuning round, ``interval`` the last epochs of a round that flips are
+    counted over."""
+
+    threshold: float = Field(0, ge=0)
+    interval: int = Field(2, ge=1)
+    every: Literal["epoch"] | int = "epoch"
+    iterations: int = Field(2, ge=1)
+    accuracy_budget: float = Field(0.01, ge=0)
+    follow_up: Literal["finetune", "scratch"] = "finetune"
+    round_to: RoundTo = None
+    include_float_input: bool = False
+    weight_decay: float = Field(0.0, ge=0)           # coupled L2 on counted latent weights
+
+    @model_validator(mode="after")
+    def _interval_fits(self):
+        if isinstance(self.every, int) and self.every < 1:
+            raise ValueError(f"every must be 'epoch' or a positive number of steps, got "
+                             f"{self.every}")
+        if self.follow_up == "finetune" and self.interval > self.epochs:
+            raise ValueError(f"interval ({self.interval} epochs) is longer than a fine-tuning "
+                             f"round (epochs: {self.epochs}); raise epochs or shorten interval")
+        return self
+
+
+def histogram_figure(stats: Mapping[str, LayerFlips], title: str) -> Figure:
+    """Flips per weight, one bar panel per layer."""
+    return Figure(title, "bar", {n: {"x": list(range(len(s.histogram))),
+                                     "series": {"weights": s.histogram}}
+                                 for n, s in stats.items()},
+                  xlabel="flips", ylabel="weights", log_y=True)
+
+
+@register("wff")
+class FlipFrequency(Method):
+    """Weight flipping frequency (Li & Ren, ISQED 2020) behind the method interface.
+
+    In a user's own ``fit``, :meth:`callbacks` counts flips over the last
+    ``interval`` epochs and prunes at the end of the fit; :meth:`run` is the
+    iterative procedure (:func:`prune_by_flip_frequency`) on a trained model.
+    """
+
+    Params = FlipParams
+
+    def __init__(self, params=None, **kwargs):
+        super().__init__(params, **kwargs)
+        self._pruner: PruneByFlipFrequency | None = None
+
+    def loss(self, model):
+        return latent_decay(model, self.params.weight_decay, self.params.include_float_input)
+
+    def callbacks(self):
+        p = self.params
+        self._pruner = PruneByFlipFrequency(last_epochs=p.interval, every=p.every,
+                                            threshold=p.threshold, round_to=p.round_to,
+                                            include_float_input=p.include_float_input)
+        return [self._pruner]
+
+    def finalize(self, model):
+        result = Result(strip_pruning(model), model)
+        if self._pruner is not None and self._pruner.counter is not None:
+            stats = self._pruner.stats()
+            result.metrics.update(widths=self._pruner.widths,
+                                  p={n: s.p for n, s in stats.items()})
+            result.metrics["p_widths"] = self._pruner.p_widths
+            result.tables["Share of live weights that flipped more than T times"] = {
+                n: {"p_l": s.p, "width before": self._pruner.widths.get(n, ("", ""))[0],
+                    "p_l width": self._pruner.p_widths.get(n, ""),
+                    "width after": self._pruner.widths.get(n, ("", ""))[1]}
+                for n, s in stats.items()}
+            result.figures["wff_flips"] = histogram_figure(
+                stats, f"flips per weight over the last {self.params.interval} epochs")
+        return result
+
+    def run(self, model, context: Context):
+        """The iterative procedure on a trained ``model``: measure flips for ``interval``
+        epochs at a tenth of ``context.learning_rate``, shrink, fine-tune, repeat."""
+        p = self.params
+        wff = prune_by_flip_frequency(
+            model, context.dataset, epochs=context.epochs, interval=p.interval,
+            threshold=p.threshold, max_iterations=p.iterations,
+            accuracy_budget=p.accuracy_budget, follow_up=p.follow_up,
+            finetune_epochs=p.epochs, pretrained=True, finetune_learning_rate=p.learning_rate,
+            learning_rate=context.learning_rate, batch_size=context.batch_size,
+            round_to=p.round_to, every=p.every, include_float_input=p.include_float_input,
+            weight_decay=p.weight_decay, seed=context.seed, log=context.log)
+        first = wff.iterations[0]
+        result = Result(wff.model, wff.model, metrics=wff.to_dict())
+        result.tables[f"Rounds (chosen: the cheapest within budget of the dense control "
+                      f"trained as long, round {wff.chosen}; stopped: {wff.stop_reason})"] = {
+            f"round {it.index}": {"val correct": it.val_correct,
+                                  "control correct": it.control_correct,
+                                  "binary MACs": it.binary_macs, "max p_l": it.max_p}
+            for it in wff.iterations}
+        result.tables["Share of weights that flipped more than T times"] = {
+            n: {f"p_l round {it.index}": it.stats[n].p for it in wff.iterations
+                if n in it.stats} for n in first.stats}
+        result.figures["wff_flips"] = histogram_figure(
+            first.stats, f"flips per weight over the last {p.interval} epochs (round 0)")
+        return result

@@ -33,50 +33,50 @@ Two granularities:
   converted with LCE like any structured pruning result.
 
 Pruning is one-shot (before fine-tuning) or gradual (a tfmot schedule
-inside ``model.fit``, ratios ``r_l * sparsity(step)``).
+inside ``model.fit``, ratios ``r_l * sparsity(step)``). The method is
+registered as ``latent`` (:class:`LatentWeight`, run by the generic
+:class:`~bnnprune_tf.methods.score_pruning.ScorePruning`).
 
 Example::
 
-    from bnnprune_tf import data, masks, models, training
+    from bnnprune_tf import data, methods, models, training
     from bnnprune_tf.methods import latent_weight as lw
 
     ds = data.load("mnist5k")
     model = models.build("mnist_bnn", ds.input_shape)
-    training.compile_model(model, 1e-2, decay_steps=10 * training.steps_per_epoch(ds, 64))
-    training.fit(model, ds, epochs=10)
+    training.train(model, ds, epochs=10, learning_rate=1e-2)
     result = lw.prune_by_latent_weights(model, ds, granularity="weight", epsilon=0.0,
                                         finetune_epochs=2)
-    print(result.ratios, result.after["operations"] / result.before["operations"])
+    print(result.metrics["ratios"], result.metrics["operations_reduction"])
 
-    # or inside your own fit: choose ratios, then prune gradually
-    import tensorflow_model_optimization as tfmot
-    masked = masks.prunable(model)
-    ratios = lw.choose_ratios(masked, *ds.arrays("val"), epsilon=0.005)[0]
-    schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=400,
-                                                    frequency=50)   # shape; ratios = end
-    training.compile_model(masked, 1e-3)
-    training.fit(masked, ds, 3, callbacks=[lw.PruneLatentWeights(ratios, schedule=schedule)])
+    # or inside your own fit
+    method = methods.get("latent")(level="weight", epsilon=0.005)
+    masked = method.prepare(model, validation_data=ds.arrays("val"))   # sensitivity scan
+    masked.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    masked.fit(x_train, y_train, epochs=2, callbacks=method.callbacks())
+    result = method.finalize(masked)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from bnnprune_tf import masks, select, sensitivity, training
+from bnnprune_tf import layer_facts, masks, select, sensitivity
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
-from bnnprune_tf.shrink import shrink
+from bnnprune_tf.methods.registry import register
+from bnnprune_tf.methods.base import Context, Result
+from bnnprune_tf.methods.score_pruning import PruneOnSchedule, ScoreParams, ScorePruning
 
 GRANULARITIES = ("weight", "channel")
 
 
 def latent_magnitude(layer) -> np.ndarray:
     """Weight score: ``|latent weight|`` per kernel entry (higher = keep)."""
-    return np.abs(np.asarray(layer.latent_kernel))
+    return np.abs(np.asarray(layer_facts.latent_kernel(layer)))
 
 
 def filter_latent_mean(layer) -> np.ndarray:
@@ -143,7 +143,7 @@ def prune_latent(model: tf.keras.Model, ratios: Mapping[str, float], granularity
     return masked
 
 
-class PruneLatentWeights(tf.keras.callbacks.Callback):
+class PruneLatentWeights(PruneOnSchedule):
     """Prune by latent magnitude inside ``model.fit``: one-shot or on a tfmot schedule.
 
     Without ``schedule`` the model is pruned at ``ratios`` when training
@@ -153,87 +153,40 @@ class PruneLatentWeights(tf.keras.callbacks.Callback):
     ``ratios[l] * sparsity / final_sparsity``: the schedule gives the shape
     over time, ``ratios`` the end point. Weights pruned earlier stay pruned.
     The model given to ``fit`` must be masked (:func:`bnnprune_tf.masks.prunable`).
-    ``self.events`` lists ``(step, sparsity)`` of each pruning.
+    ``self.events`` lists ``(step, fraction)`` of each pruning.
     """
 
     def __init__(self, ratios: Mapping[str, float], granularity: str = "weight",
                  schedule=None, round_to=None):
-        super().__init__()
         level(granularity, round_to)          # validates granularity and round_to
-        self.ratios = dict(ratios)
-        self.granularity = granularity
-        self.schedule = schedule
-        self.round_to = round_to
-        self.events: list[tuple[int, float]] = []
-        self._graph = None
-        self._final = _final_sparsity(schedule) if schedule is not None else 1.0
+        ratios = dict(ratios)
 
-    def _prune(self, fraction: float) -> None:
-        step = int(self.model.optimizer.iterations.numpy())
-        prune_latent(self.model, {n: r * fraction for n, r in self.ratios.items()},
-                     self.granularity, self.round_to, self._graph)
-        self.events.append((step, fraction))
+        def prune(model, fraction):
+            prune_latent(model, {n: r * fraction for n, r in ratios.items()}, granularity,
+                         round_to)
 
-    def on_train_begin(self, logs=None):
-        masks.require_masks(self.model, "PruneLatentWeights")
-        self._graph = ChannelGraph(self.model)
-        if self.schedule is None:
-            self._prune(1.0)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.schedule is None:
-            return
-        should_prune, sparsity = self.schedule(int(self.model.optimizer.iterations.numpy()))
-        if bool(should_prune):
-            self._prune(min(1.0, float(sparsity) / self._final))
+        super().__init__(prune, schedule)
+        self.ratios = ratios
 
 
-def _final_sparsity(schedule) -> float:
-    config = schedule.get_config().get("config", {})
-    final = config.get("final_sparsity", config.get("target_sparsity"))
-    if not final:
-        raise ModelError(f"cannot read the final sparsity of {type(schedule).__name__}: use "
-                         "tfmot.sparsity.keras.PolynomialDecay or ConstantSparsity with a "
-                         "final sparsity > 0")
-    return float(final)
+class LatentParams(ScoreParams):
+    """:class:`ScoreParams` defaulting to the paper's form: weight level, epsilon 0."""
+
+    level: Literal["channel", "weight"] = "weight"
+    default_epsilon: ClassVar[float | None] = 0.0
 
 
-def gradual_schedule(total_steps: int):
-    """A cubic ramp to the full ratios over the first half of ``total_steps``, 8 prunings."""
-    import tensorflow_model_optimization as tfmot
+@register("latent")
+class LatentWeight(ScorePruning):
+    """Latent-weight magnitude (ASPDAC 2023): |w| per weight, mean |w| per filter."""
 
-    frequency = max(1, total_steps // 16)
-    return tfmot.sparsity.keras.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=8 * frequency,
-                                                frequency=frequency)
+    Params = LatentParams
 
+    def filter_scores(self, layer):
+        return filter_latent_mean(layer)
 
-@dataclass
-class LatentResult:
-    """What :func:`prune_by_latent_weights` did.
-
-    ``model`` is the deliverable: shrunk at channel level, masked (ternary
-    weights) at weight level; ``masked`` is the fine-tuned masked model.
-    ``before``/``after``: validation accuracy and operations.
-    """
-
-    model: tf.keras.Model
-    masked: tf.keras.Model
-    granularity: str
-    ratios: dict[str, float]
-    analysis: sensitivity.Sensitivity
-    before: dict
-    after: dict
-    history: list[dict] = field(default_factory=list)
-
-    @property
-    def operations_reduction(self) -> float:
-        return 1.0 - self.after["operations"] / self.before["operations"]
-
-    def to_dict(self) -> dict:
-        return {"granularity": self.granularity, "ratios": self.ratios,
-                "before": self.before, "after": self.after,
-                "operations_reduction": self.operations_reduction,
-                "sensitivity": self.analysis.to_dict(), "history": self.history}
+    def weight_scores(self, layer):
+        return latent_magnitude(layer)
 
 
 def prune_by_latent_weights(
@@ -242,37 +195,19 @@ def prune_by_latent_weights(
     grid: Sequence[float] = sensitivity.DEFAULT_GRID, layers: Sequence[str] | None = None,
     eval_samples: int | None = None, finetune_epochs: int = 2, learning_rate: float = 1e-3,
     batch_size: int = 64, gradual: bool = False, round_to=None, seed: int = 0,
-    work_dir=None, progress: bool = False, verbose: int = 0,
-) -> LatentResult:
-    """The whole method: analyse sensitivity, prune all layers at once, fine-tune.
+    work_dir=None,
+) -> Result:
+    """The whole method in one call: analyse sensitivity, prune all layers at once, fine-tune.
 
     The analysis uses the first ``eval_samples`` validation samples (all by
     default); ``epsilon``/``budget`` as in :func:`choose_ratios`. Fine-tuning
     runs ``finetune_epochs`` with a cosine-decayed ``learning_rate``, after
-    one-shot pruning or with ``gradual`` pruning (:func:`gradual_schedule`).
-    ``model`` itself is not changed.
+    one-shot pruning or with ``gradual`` pruning. ``model`` itself is not changed.
+    ``result.model`` is shrunk (and keeps ternary weights at weight level).
     """
-    masked = masks.prunable(model)
-    if masked is model:                       # already masked: work on a copy
-        masked = tf.keras.models.clone_model(model)
-        masked.set_weights(model.get_weights())
-    x_val, y_val = dataset.arrays("val")
-    ratios, analysis = choose_ratios(masked, x_val[:eval_samples], y_val[:eval_samples],
-                                     granularity=granularity, epsilon=epsilon, budget=budget,
-                                     grid=grid, layers=layers, round_to=round_to,
-                                     progress=progress)
-    accuracy = sensitivity.accuracy_function(masked, x_val, y_val)
-    before = {"val_accuracy": accuracy(), "operations": sensitivity.operations(masked)}
-    steps = finetune_epochs * training.steps_per_epoch(dataset, batch_size)
-    pruner = PruneLatentWeights(ratios, granularity,
-                                gradual_schedule(steps) if gradual and steps else None, round_to)
-    history = []
-    if finetune_epochs:
-        training.compile_model(masked, learning_rate, decay_steps=steps)
-        history = training.fit(masked, dataset, finetune_epochs, batch_size, seed=seed,
-                               work_dir=work_dir, callbacks=[pruner], verbose=verbose)
-    else:
-        prune_latent(masked, ratios, granularity, round_to)
-    after = {"val_accuracy": accuracy(), "operations": sensitivity.operations(masked)}
-    deliverable = shrink(masked) if granularity == "channel" else masked
-    return LatentResult(deliverable, masked, granularity, ratios, analysis, before, after, history)
+    method = LatentWeight(level=granularity, epsilon=epsilon, budget=budget, grid=list(grid),
+                          layers=layers, eval_samples=eval_samples, epochs=finetune_epochs,
+                          learning_rate=learning_rate, round_to=round_to,
+                          schedule="gradual" if gradual else "oneshot")
+    return method.run(model, Context(dataset, batch_size=batch_size, seed=seed,
+                                     work_dir=work_dir))
