@@ -15,7 +15,8 @@ Every other module asks here instead of deciding for itself:
 - precision and domain: :func:`kernel_precision` (bits, Larq's convention),
   :func:`weight_domain` (what the deployed weights are: binary, ternary,
   affine, float), :func:`is_binary`, :func:`is_binary_input`,
-  :func:`is_binary_conv`, :func:`binary_kernel_layers`.
+  :func:`is_binary_conv`, :func:`binary_kernel_layers`, :func:`is_elementwise`
+  (whether a quantizer looks at each weight alone).
 
 A quantizer's domain is read, in this order, from a ``weight_domain``
 attribute it declares (a :class:`WeightDomain` or its value, e.g. an SBNN
@@ -144,22 +145,26 @@ def quantized_kernel(layer) -> np.ndarray:
 _PROBE_VALUES = np.linspace(-2.0, 2.0, 41, dtype=np.float32)   # includes 0
 
 
+_PART = np.abs(_PROBE_VALUES) <= 1
 _PROBED: dict = {}
 
 
-def _probe(quantizer, rank: int = 4) -> np.ndarray | None:
-    """``quantizer`` on a kernel of ``rank`` axes: two output channels of -2..2, or None.
+def _probe(quantizer, rank: int = 4, part: bool = False) -> np.ndarray | None:
+    """``quantizer`` on a kernel of ``rank`` axes: two output channels of -2..2 (``part``:
+    the first channel's weights within [-1, 1] only), or None.
 
     Results are cached per quantizer configuration (a probe runs TF ops; models have
     hundreds of quantized layers)."""
     config = quantizer.get_config() if hasattr(quantizer, "get_config") else {}
-    key = (type(quantizer) if config else quantizer, rank,
+    key = (type(quantizer) if config else quantizer, rank, part,
            repr(sorted((k, v) for k, v in config.items() if k != "name")))
     if key not in _PROBED:
         column = np.stack([_PROBE_VALUES, 0.5 * _PROBE_VALUES], axis=-1)
+        if part:
+            column = column[_PART, :1]
         x = tf.constant(column.reshape((1,) * (rank - 2) + column.shape))
         try:
-            _PROBED[key] = np.asarray(quantizer(x), np.float32).reshape(-1, 2)
+            _PROBED[key] = np.asarray(quantizer(x), np.float32).reshape(column.shape)
         except Exception:  # a quantizer that cannot run on a probe is not a known kind either
             _PROBED[key] = None
     return _PROBED[key]
@@ -196,6 +201,25 @@ def quantizer_domain(quantizer, rank: int = 4) -> WeightDomain:
         else:
             kinds.add(WeightDomain.FLOAT)
     return kinds.pop() if len(kinds) == 1 else WeightDomain.FLOAT
+
+
+def is_elementwise(quantizer, rank: int = 4) -> bool:
+    """True when each quantized weight depends on its own latent weight only, so
+    quantizing part of a kernel gives that part of the quantized kernel (``ste_sign``,
+    ``ste_tern``); False for quantizers that scale by statistics of the kernel
+    (``magnitude_aware_sign``, ``xnor_weight_scale``, DoReFa weights, TWN ``ste_tern``).
+
+    Example::
+
+        is_elementwise(lq.quantizers.SteSign())              # True
+        is_elementwise(lq.quantizers.MagnitudeAwareSign())   # False: mean |w| per filter
+    """
+    if quantizer is None:
+        return True
+    whole = _probe(quantizer, rank)
+    part = _probe(quantizer, rank, part=True)   # the first channel's weights within [-1, 1]
+    return whole is not None and part is not None and np.array_equal(
+        whole[_PART, :1], part)
 
 
 def is_sign(quantizer) -> bool:

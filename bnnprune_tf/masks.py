@@ -141,6 +141,7 @@ class MaskedLayer:
             return self.weight_mask * channel * self.input_channel_mask[:, None]
         return self.weight_mask * self.channel_mask * self.input_channel_mask[:, None]
 
+    @tf.autograph.experimental.do_not_convert
     def effective_kernel(self) -> tf.Tensor:
         """The kernel the layer computes with: quantized latent weights times the mask.
 
@@ -152,8 +153,9 @@ class MaskedLayer:
         """
         quantizer = getattr(self, self._quantizer_attr, None)
         latent = tf.convert_to_tensor(self.latent_kernel)
-        if quantizer is None:
-            return latent * self.full_mask()
+        rank = len(latent.shape)
+        if layer_facts.is_elementwise(quantizer, rank):       # the cheap, equal way
+            return (quantizer(latent) if quantizer is not None else latent) * self.full_mask()
         axes = [(-2, self.input_channel_mask)]
         if not self._is_depthwise():
             axes.append((-1, self.channel_mask))
