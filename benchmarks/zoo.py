@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from benchmarks.common import write_results
 from bnnprune_tf import profile, prune
+from bnnprune_tf.reporting import markdown_table
 
 NAMES = ("QuickNetSmall", "QuickNet", "QuickNetLarge", "RealToBinaryNet", "BinaryDenseNet28",
          "BinaryDenseNet37", "BinaryDenseNet37Dilated", "BinaryDenseNet45", "MeliusNet22",
@@ -125,19 +126,18 @@ def run_model(name: str, runs: int, seed: int) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | input | binary MACs before -> after | params before -> after "
-             "| flatbuffer bytes before -> after | LceBconv2d | float CONV_2D | logit gap "
-             "| ideal | default speedup (/ideal) | indirect speedup (/ideal) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        pair = lambda key: f"{r[key][0]:,} -> {r[key][1]:,}"   # noqa: E731
-        lines.append(
-            f"| {r['model']} | {r['input'][0]}x{r['input'][1]} | {pair('binary_macs')} "
-            f"| {pair('params')} | {pair('flatbuffer_bytes')} | {pair('LceBconv2d')} "
-            f"| {pair('CONV_2D')} | {r['logit_gap']:.1e} | {r['ideal_speedup']:.2f} "
-            f"| {r['default_speedup']:.2f} ({r['default_speedup_per_ideal']:.2f}) "
-            f"| {r['indirect_bgemm_speedup']:.2f} ({r['indirect_bgemm_speedup_per_ideal']:.2f}) |")
-    return "\n".join(lines)
+    """Before -> after pairs and speed ratios, one row per model."""
+    pair = lambda r, key: f"{r[key][0]:,} -> {r[key][1]:,}"   # noqa: E731
+    return markdown_table({r["model"]: {
+        "input": f"{r['input'][0]}x{r['input'][1]}", "binary MACs": pair(r, "binary_macs"),
+        "params": pair(r, "params"), "flatbuffer bytes": pair(r, "flatbuffer_bytes"),
+        "LceBconv2d": pair(r, "LceBconv2d"), "float CONV_2D": pair(r, "CONV_2D"),
+        "logit gap": f"{r['logit_gap']:.1e}", "ideal speedup": r["ideal_speedup"],
+        "default speedup (/ideal)": f"{r['default_speedup']:.2f} "
+                                    f"({r['default_speedup_per_ideal']:.2f})",
+        "indirect speedup (/ideal)": f"{r['indirect_bgemm_speedup']:.2f} "
+                                     f"({r['indirect_bgemm_speedup_per_ideal']:.2f})",
+    } for r in rows}, "model")
 
 
 def main(argv=None):
