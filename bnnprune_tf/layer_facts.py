@@ -162,11 +162,12 @@ def _probe(quantizer, rank: int = 4, part: bool = False) -> np.ndarray | None:
         column = np.stack([_PROBE_VALUES, 0.5 * _PROBE_VALUES], axis=-1)
         if part:
             column = column[_PART, :1]
-        x = tf.constant(column.reshape((1,) * (rank - 2) + column.shape))
-        try:
-            _PROBED[key] = np.asarray(quantizer(x), np.float32).reshape(column.shape)
-        except Exception:  # a quantizer that cannot run on a probe is not a known kind either
-            _PROBED[key] = None
+        with tf.init_scope():     # eagerly, also when asked while Keras builds a graph
+            x = tf.constant(column.reshape((1,) * (rank - 2) + column.shape))
+            try:
+                _PROBED[key] = np.asarray(quantizer(x), np.float32).reshape(column.shape)
+            except Exception:  # a quantizer that cannot run on a probe is no known kind either
+                _PROBED[key] = None
     return _PROBED[key]
 
 

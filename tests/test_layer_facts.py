@@ -87,3 +87,14 @@ def test_precision_binary_input_and_binary_kernel_layers():
         [False, True, False, False]
     assert [l.name for l in layer_facts.binary_kernel_layers(model)] == ["first", "xnor"]
     assert not any(layer_facts.is_binary_conv(l) for l in model.layers)
+
+
+def test_facts_asked_inside_a_graph_are_the_eager_facts():
+    quantizer = lq.quantizers.SteSign(clip_value=1.5)   # a configuration no other test probes
+
+    @tf.function
+    def inside():
+        return layer_facts.is_elementwise(quantizer) and layer_facts.is_sign(quantizer)
+
+    assert inside()
+    assert layer_facts.is_sign(quantizer) and layer_facts.is_elementwise(quantizer)
