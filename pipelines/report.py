@@ -112,11 +112,11 @@ def write_report(run) -> dict[str, str]:
                     if "history" in m.get("metrics", {})), None)
     compared = summary(run.manifests)
     if compared:
-        blocks += [heading("Unpruned vs pruned"),
-                   table({k: v for k, v in compared.items() if k != "lce_time_ratio"}),
-                   *([table({"pruned / unpruned": compared["lce_time_ratio"]},
-                            "LCE time ratio (< 1: faster), both kernels, measured side by side")]
-                     if "lce_time_ratio" in compared else [])]
+        rows = {k.replace("_", " "): v for k, v in compared.items() if k != "lce_time_ratio"}
+        rows.update({f"LCE time, {kernel} kernel (relative, measured side by side)":
+                     {"before": 1.0, "after": ratio}
+                     for kernel, ratio in compared.get("lce_time_ratio", {}).items()})
+        blocks += [heading("Unpruned vs pruned"), table(rows)]
     for m in run.manifests:
         blocks += m.get("report", [])
         if m["stage"] == "train" and history:

@@ -80,7 +80,7 @@ def test_verify_agrees_with_keras(small, mnist_small):
 
 def test_verify_names_the_first_differing_sample(small, mnist_small):
     model, fb = small
-    other = models.build("mnist_bnn", (28, 28, 1), 10, width=0.25)   # other random weights
+    other = models.build("mnist_bnn", (28, 28, 1), 10, width=0.25, seed=1)   # other weights
     x, _ = mnist_small.arrays("test", limit=32)
     with pytest.raises(ConversionError, match=r"First differing sample: \d+ \(Keras argmax"):
         lce.verify(other, fb, x)

@@ -58,6 +58,16 @@ def test_wff_stage_and_benchmark_against_the_unpruned_model(tmp_path):
     ratios = manifest(run_dir, 4, "benchmark")["metrics"]["ratios"]
     assert set(ratios) >= {"model_wff / model (default)", "model_wff / model (indirect_bgemm)"}
     assert all(r["ratio"] > 0 for r in ratios.values())
+    summary = json.loads((run_dir / "report.json").read_text())["summary"]
+    assert summary["binary_macs"] == {"before": wff["metrics"]["before"]["binary_macs"],
+                                      "after": wff["metrics"]["after"]["binary_macs"]}
+    assert summary["lce_time_ratio"] == {
+        k: ratios[f"model_wff / model ({k})"]["ratio"] for k in ("default", "indirect_bgemm")}
+    assert summary["flatbuffer_bytes"]["after"] == \
+        manifest(run_dir, 3, "convert")["metrics"]["inspect"]["total_bytes"]
+    md = (run_dir / "report.md").read_text()
+    assert md.index("### Unpruned vs pruned") < md.index("### Model")
+    assert "| LCE time, default kernel (relative, measured side by side) | 1 |" in md
 
 
 def test_shipped_pruning_recipes_validate():
@@ -90,3 +100,17 @@ def test_recipe_is_checked_against_its_model_before_training(tmp_path):
     with pytest.raises(RecipeError, match="stages\\[2\\].benchmark: unknown device 'telnet://pi'"):
         run_recipe(device, tmp_path / "run", log=lambda m: None)
     assert not (tmp_path / "run").exists()          # nothing written, nothing trained
+
+
+def test_summary_compares_first_and_last_measurements():
+    from pipelines.report import summary
+
+    manifests = [
+        {"stage": "train", "metrics": {"profile": {"binary_macs": 100}}},
+        {"stage": "evaluate", "metrics": {"test": {"accuracy": 0.9}}},
+        {"stage": "prune", "metrics": {"after": {"binary_macs": 70}}},
+        {"stage": "shrink", "metrics": {"after": {"binary_macs": 60}}},
+        {"stage": "evaluate", "metrics": {"test": {"accuracy": 0.88}}}]
+    assert summary(manifests) == {"binary_macs": {"before": 100, "after": 60},
+                                  "test_accuracy": {"before": 0.9, "after": 0.88}}
+    assert summary(manifests[:2]) == {}                  # nothing pruned, nothing compared
