@@ -12,8 +12,12 @@ speedup (binary MACs before / after) and the measured one (median of per-round
 time ratios) and their quotient (speedup / ideal).
 
 Timings are the LCE Python interpreter on this x86 host (1 thread, portable
-kernels): ratios only, never device latency. DoReFaNet has 2-bit activations, so
-LCE has no binary op for it and its "binary" MACs are 2-bit (ternary) MACs.
+kernels): ratios only, never device latency; with 5 runs on a shared host single
+ratios are noisy (QuickNetSmall's 13x). DoReFaNet has 2-bit activations, so LCE has
+no binary op for it and its "binary" MACs are 2-bit (ternary) MACs. Unpruned XNORNet
+keeps its 6x6x256x4096 binary conv (151 MB of weights) as a float CONV_2D in LCE,
+though lint expects it binary; pruned, it becomes an LceBconv2d: its speedup is not
+pruning's alone.
 
 Run: ``python -m benchmarks.zoo [--runs 5] [--models QuickNet BiRealNet]``
 """
