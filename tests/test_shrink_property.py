@@ -27,13 +27,14 @@ def xnor_weight_scale(x):        # larq-zoo's XNOR-Net quantizer: mean |w| per f
     return tf.reduce_mean(tf.abs(x), axis=[0, 1, 2], keepdims=True) * lq.quantizers.ste_sign(x)
 
 
-# every kernel quantizer Larq ships, plus a zoo one; those marked * look at the whole kernel
+# every kernel quantizer Larq ships, plus a zoo one; the first four look at the whole kernel
 KERNEL_QUANTIZERS = [
-    lambda: "ste_sign", lambda: "magnitude_aware_sign",                        # *
-    lambda: xnor_weight_scale,                                                 # *
-    lambda: lq.quantizers.SteTern(ternary_weight_networks=True),               # *
-    lambda: lq.quantizers.DoReFa(k_bit=2, mode="weights"),                     # * (max)
-    lambda: "approx_sign", lambda: "swish_sign", lambda: "ste_heaviside",
+    lambda: "magnitude_aware_sign",                                  # mean |w| per filter
+    lambda: xnor_weight_scale,                                       # mean |w| per filter
+    lambda: lq.quantizers.SteTern(ternary_weight_networks=True),     # mean |w| of the kernel
+    lambda: lq.quantizers.DoReFa(k_bit=2, mode="weights"),           # max |tanh w|
+    lambda: "ste_sign", lambda: "approx_sign", lambda: "swish_sign", lambda: "ste_heaviside",
+    lambda: "ste_tern",
 ]
 
 
