@@ -46,8 +46,9 @@ PASS_THROUGH = (
 )
 ELEMENTWISE = (layers.Add, layers.Subtract, layers.Multiply, layers.Average, layers.Maximum,
                layers.Minimum)
-SUPPORTED = ("conv/dense/depthwise (Keras and Larq), BatchNormalization, activations, "
-             "pooling, dropout, padding, Add/Multiply/..., Concatenate, Flatten, Reshape")
+SUPPORTED = ("conv/dense/depthwise (Keras and Larq), BatchNormalization, PReLU, activations, "
+             "pooling, dropout, padding, Add/Multiply/..., Concatenate, Flatten, Reshape, and "
+             "Lambda/TFOpLambda running elementwise ops, activations, identity, concat or split")
 
 
 @dataclass
@@ -55,7 +56,10 @@ class ChannelGroup:
     """Channels that share their producers; a pruning target applies to all of them.
 
     ``filters[layer]`` gives, for each channel of the group in order, the index
-    of that layer's filter that produces it.
+    of that layer's filter that produces it: shape ``(size,)``, or ``(size, k)``
+    when ``k`` filters of the layer feed each channel (an ``Add`` of the layer
+    with ``Concatenate([x, x])`` ties filters ``i`` and ``C + i`` to channel ``i``
+    of ``x``).
     """
 
     id: int
@@ -153,11 +157,16 @@ class ChannelGraph:
             raise ModelError(
                 f"layer {layer.name!r} is called {len(layer._inbound_nodes)} times; shared "
                 "layers cannot be pruned: give each call its own layer")
-        ins = [self._layout(t) for t in tf.nest.flatten(layer.input)]
-        self.inputs[layer.name] = np.concatenate(ins)
-        out = self._output_layout(layer, ins)
-        self.outputs[layer.name] = out
-        self._tensor[(layer.name, 0, 0)] = out
+        # every Keras tensor operand: a TFOpLambda's ``layer.input`` holds only the first
+        ins = [self._layout(t) for t in layer._inbound_nodes[0].keras_inputs]
+        self.inputs[layer.name] = np.concatenate(ins) if ins else np.zeros(0, np.int64)
+        if isinstance(layer, layer_facts.TRACED):
+            outs = self._traced(layer, ins)
+        else:
+            outs = [self._output_layout(layer, ins)]
+        for index, out in enumerate(outs):
+            self._tensor[(layer.name, 0, index)] = out
+        self.outputs[layer.name] = np.concatenate(outs)
 
     def _output_layout(self, layer, ins) -> np.ndarray:
         if isinstance(layer, DEPTHWISE):
@@ -201,45 +210,93 @@ class ChannelGraph:
             return self._mixing(layer, ins, "flows into a reshape that moves channels")
         return self._mixing(layer, ins, "", unknown=True)
 
+    def _traced(self, layer, ins) -> list[np.ndarray]:
+        """Layouts of a ``Lambda``/``TFOpLambda`` output(s), read from the TF ops it runs."""
+        fn = _trace(layer)
+        layout = {t.name: l for t, l in zip(fn.inputs, ins)}
+        for op in fn.graph.get_operations():
+            known = [layout.get(t.name) for t in op.inputs]
+            if op.type == "Placeholder" or all(k is None for k in known):
+                continue
+            for t, out in zip(op.outputs, self._op_layouts(layer, op, known)):
+                layout[t.name] = out
+        return [layout[t.name] if t.name in layout else
+                self._new_elements(int(t.shape[-1]) if t.shape.rank else 1, "a constant")
+                for t in fn.outputs]
+
+    def _op_layouts(self, layer, op, known) -> list[np.ndarray]:
+        channels = [k for k in known if k is not None]
+        others = [t for t, k in zip(op.inputs, known) if k is None]
+        scalars = all(t.shape.num_elements() == 1 for t in others)
+        if op.type in layer_facts.PASS_THROUGH_OPS and len(channels) == 1 and scalars:
+            return [channels[0]] * len(op.outputs)
+        if op.type in layer_facts.ELEMENTWISE_OPS and scalars:
+            return [self._tie_all(layer, channels)]
+        if op.type == "ConcatV2" and all(k is not None for k in known[:-1]):
+            if _on_channels(op.inputs[-1], op.inputs[0]):
+                return [np.concatenate(known[:-1])]
+            return [self._tie_all(layer, known[:-1])]
+        if op.type in ("Pad", "PadV2", "MirrorPad") and known[0] is not None:
+            paddings = tf.get_static_value(op.inputs[1])      # a mirror copies channels
+            if paddings is not None and (op.type != "MirrorPad" or not paddings[-1].any()):
+                before, after = (int(n) for n in paddings[-1])
+                fixed = f"padded by {layer.name!r} with a fixed number of channels"
+                return [np.concatenate([self._new_elements(before, fixed), known[0],
+                                        self._new_elements(after, fixed)])]
+        if op.type == "Split" and known[1] is not None:
+            if not _on_channels(op.inputs[0], op.inputs[1]):
+                return [known[1]] * len(op.outputs)
+            self._fix(known[1], f"flows into tf.split in {layer.name!r}, which cuts equal parts")
+            return list(np.split(known[1], len(op.outputs)))
+        return [self._mixing(layer, channels, "", unknown=op.type, size=_channels(t))
+                for t in op.outputs]
+
     def _tie_all(self, layer, ins) -> np.ndarray:
         for other in ins[1:]:
             if len(other) != len(ins[0]):
                 raise ModelError(f"layer {layer.name!r} ({type(layer).__name__}) combines "
-                                 f"tensors with {len(ins[0])} and {len(other)} channels")
+                                 f"tensors with {len(ins[0])} and {len(other)} channels "
+                                 "(broadcasting channels cannot be pruned): give both "
+                                 "operands the same number of channels")
             self._union(ins[0], other)
         return ins[0]
 
-    def _mixing(self, layer, ins, reason, unknown=False) -> np.ndarray:
+    def _mixing(self, layer, ins, reason, unknown: bool | str = False,
+                size: int | None = None) -> np.ndarray:
         elements = np.concatenate(ins)
         if unknown and any(not self._fixed_reason(e) for e in elements):
+            what = (f"runs the TensorFlow op {unknown}, which the channel graph does not "
+                    f"understand" if isinstance(unknown, str) else
+                    "is a layer type the channel graph does not understand")
             raise ModelError(
-                f"layer {layer.name!r} ({type(layer).__name__}) is a layer type the channel "
-                f"graph does not understand, and prunable channels flow into it. Supported: "
-                f"{SUPPORTED}")
+                f"layer {layer.name!r} ({type(layer).__name__}) {what}, and prunable channels "
+                f"flow into it. Rewrite it with supported layers ({SUPPORTED}), e.g. "
+                "tf.keras.layers.Add()([x, y]) instead of x + y, Concatenate instead of tf.concat")
         self._fix(elements, reason)
-        size = int(layer.output.shape[-1]) if layer.output.shape.rank else 1
+        if size is None:
+            size = _channels(layer.output)
         return self._new_elements(size, "output of a channel-mixing layer")
 
     # ---------------------------------------------------------- groups
     def _build_groups(self) -> None:
         n = len(self._parent)
         self._root = self.roots(np.arange(n))
-        members: dict[int, dict[str, int]] = {}            # channel root -> {producer: filter}
+        members: dict[int, dict[str, list]] = {}          # channel root -> {producer: filters}
         for name in self._producers:
             for f, r in enumerate(self._root[self.outputs[name]]):
-                if name in members.setdefault(int(r), {}):
-                    raise ModelError(f"two filters of layer {name!r} are tied to each other; "
-                                     "this graph cannot be pruned")
-                members[int(r)][name] = f
+                members.setdefault(int(r), {}).setdefault(name, []).append(f)
         by_signature: dict[tuple, list[int]] = {}
         for r in np.unique(self._root):
-            by_signature.setdefault(tuple(sorted(members.get(int(r), {}))), []).append(int(r))
+            signature = tuple(sorted((p, len(f)) for p, f in members.get(int(r), {}).items()))
+            by_signature.setdefault(signature, []).append(int(r))
         self.groups: list[ChannelGroup] = []
         self._group_of_root: dict[int, tuple[int, int]] = {}   # root -> (group id, position)
         for signature, roots in sorted(by_signature.items(), key=lambda kv: min(kv[1])):
             gid = len(self.groups)
             group = ChannelGroup(id=gid, size=len(roots))
-            group.filters = {p: np.array([members[r][p] for r in roots]) for p in signature}
+            for p, n in signature:
+                filters = np.array([members[r][p] for r in roots])     # (size, n)
+                group.filters[p] = filters[:, 0] if n == 1 else filters
             group.fixed_reason = next((self._fixed[r] for r in roots if r in self._fixed), "")
             for pos, r in enumerate(roots):
                 self._group_of_root[r] = (gid, pos)
@@ -337,3 +394,29 @@ class ChannelGraph:
                         f"layer {layer.name!r} masks filters {dropped[:5].tolist()} that other "
                         "layers still read; set masks through bnnprune_tf.prune (whole groups)")
         return keep
+
+
+def _channels(tensor) -> int:
+    """Size of a tensor's channel (last) axis, 1 for a scalar."""
+    return int(tensor.shape[-1]) if tensor.shape.rank else 1
+
+
+def _on_channels(axis, tensor) -> bool:
+    """Whether the constant ``axis`` is ``tensor``'s channel (last) axis."""
+    value, rank = tf.get_static_value(axis), tensor.shape.rank
+    return value is not None and rank is not None and int(value) in (-1, rank - 1)
+
+
+def _trace(layer):
+    """The concrete TF function of ``layer``'s one call, its Keras operands as arguments."""
+    node = layer._inbound_nodes[0]
+    operands = list(node.keras_inputs)
+
+    def call(*tensors):
+        by_id = {id(k): t for k, t in zip(operands, tensors)}
+        args, kwargs = tf.nest.map_structure(lambda a: by_id.get(id(a), a),
+                                             (node.call_args, node.call_kwargs))
+        return layer.call(*args, **kwargs)
+
+    specs = [tf.TensorSpec(k.shape, k.dtype) for k in operands]
+    return tf.function(call).get_concrete_function(*specs)

@@ -3,16 +3,20 @@
 Every other module asks here instead of deciding for itself:
 
 - layer kinds: :data:`PRODUCERS` (conv/dense: they create channels),
-  :data:`DEPTHWISE`, :data:`PER_CHANNEL` (a parameter per channel: BatchNorm),
+  :data:`DEPTHWISE`, :data:`PER_CHANNEL` (a parameter per channel: BatchNorm,
+  PReLU),
   :data:`MAC_LAYERS` (layers whose multiply-accumulates are counted),
-  :data:`MASKABLE` (layers :mod:`bnnprune_tf.masks` can mask);
+  :data:`MASKABLE` (layers :mod:`bnnprune_tf.masks` can mask), :data:`TRACED`
+  (``Lambda``/``TFOpLambda``: read from the TF ops they run, :data:`PASS_THROUGH_OPS`
+  and :data:`ELEMENTWISE_OPS`);
 - the kernel: :func:`kernel_attrs`, :func:`kernel_quantizer`,
   :func:`latent_kernel` (the float variable the optimizer updates),
   :func:`quantized_kernel` (what the layer computes with);
 - precision and domain: :func:`kernel_precision` (bits, Larq's convention),
   :func:`weight_domain` (what the deployed weights are: binary, ternary,
   affine, float), :func:`is_binary`, :func:`is_binary_input`,
-  :func:`is_binary_conv`, :func:`binary_kernel_layers`.
+  :func:`is_binary_conv`, :func:`binary_kernel_layers`, :func:`is_elementwise`
+  (whether a quantizer looks at each weight alone).
 
 A quantizer's domain is read, in this order, from a ``weight_domain``
 attribute it declares (a :class:`WeightDomain` or its value, e.g. an SBNN
@@ -37,12 +41,13 @@ import enum
 import larq as lq
 import numpy as np
 import tensorflow as tf
+from tf_keras.src.layers.core.tf_op_layer import TFOpLambda   # what `x + y` records
 
 layers = tf.keras.layers
 
 PRODUCERS = (layers.Conv2D, layers.Dense)          # includes the Larq and masked subclasses
 DEPTHWISE = (layers.DepthwiseConv2D,)              # includes QuantDepthwiseConv2D
-PER_CHANNEL = (layers.BatchNormalization,)
+PER_CHANNEL = (layers.BatchNormalization, layers.PReLU)
 MAC_LAYERS = (
     lq.layers.QuantConv1D, lq.layers.QuantConv2D, lq.layers.QuantDense,
     lq.layers.QuantDepthwiseConv2D, lq.layers.QuantSeparableConv1D,
@@ -50,8 +55,20 @@ MAC_LAYERS = (
     layers.DepthwiseConv2D, layers.SeparableConv1D, layers.SeparableConv2D,
 )
 QUANT_LAYERS = tuple(t for t in MAC_LAYERS if t.__module__.startswith("larq"))
+TRACED = (layers.Lambda, TFOpLambda)   # read op by op from the TF graph they run
 MASKABLE = (lq.layers.QuantConv2D, lq.layers.QuantDense, lq.layers.QuantDepthwiseConv2D,
             layers.Conv2D, layers.Dense, layers.DepthwiseConv2D)
+
+#: TF ops that keep their input's channels, each output channel from the same input channel
+PASS_THROUGH_OPS = frozenset({
+    "Identity", "IdentityN", "StopGradient", "Cast", "Relu", "Relu6", "Elu", "Selu", "LeakyRelu",
+    "Sigmoid", "Tanh", "Softplus", "Softsign", "Abs", "Neg", "Sign", "Round", "Floor", "Ceil",
+    "Square", "Sqrt", "Exp", "ClipByValue", "Minimum", "Maximum", "AddV2", "Add", "Sub", "Mul",
+    "RealDiv", "Pow",
+})
+#: TF ops combining tensors channel by channel (operands of equal channels are tied)
+ELEMENTWISE_OPS = frozenset({"AddV2", "Add", "Sub", "Mul", "Maximum", "Minimum", "RealDiv",
+                             "SquaredDifference", "Pow"})
 
 _DEPTHWISE_ATTRS = ("depthwise_kernel", "depthwise_constraint", "depthwise_quantizer")
 _KERNEL_ATTRS = ("kernel", "kernel_constraint", "kernel_quantizer")
@@ -128,14 +145,30 @@ def quantized_kernel(layer) -> np.ndarray:
 _PROBE_VALUES = np.linspace(-2.0, 2.0, 41, dtype=np.float32)   # includes 0
 
 
-def _probe(quantizer, rank: int = 4) -> np.ndarray | None:
-    """``quantizer`` on a kernel of ``rank`` axes: two output channels of -2..2, or None."""
-    column = np.stack([_PROBE_VALUES, 0.5 * _PROBE_VALUES], axis=-1)
-    x = tf.constant(column.reshape((1,) * (rank - 2) + column.shape))
-    try:
-        return np.asarray(quantizer(x), np.float32).reshape(-1, 2)
-    except Exception:  # a quantizer that cannot run on a probe is not a known kind either
-        return None
+_PART = np.abs(_PROBE_VALUES) <= 1
+_PROBED: dict = {}
+
+
+def _probe(quantizer, rank: int = 4, part: bool = False) -> np.ndarray | None:
+    """``quantizer`` on a kernel of ``rank`` axes: two output channels of -2..2 (``part``:
+    the first channel's weights within [-1, 1] only), or None.
+
+    Results are cached per quantizer configuration (a probe runs TF ops; models have
+    hundreds of quantized layers)."""
+    config = quantizer.get_config() if hasattr(quantizer, "get_config") else {}
+    key = (type(quantizer) if config else quantizer, rank, part,
+           repr(sorted((k, v) for k, v in config.items() if k != "name")))
+    if key not in _PROBED:
+        column = np.stack([_PROBE_VALUES, 0.5 * _PROBE_VALUES], axis=-1)
+        if part:
+            column = column[_PART, :1]
+        with tf.init_scope():     # eagerly, also when asked while Keras builds a graph
+            x = tf.constant(column.reshape((1,) * (rank - 2) + column.shape))
+            try:
+                _PROBED[key] = np.asarray(quantizer(x), np.float32).reshape(column.shape)
+            except Exception:  # a quantizer that cannot run on a probe is no known kind either
+                _PROBED[key] = None
+    return _PROBED[key]
 
 
 def quantizer_domain(quantizer, rank: int = 4) -> WeightDomain:
@@ -169,6 +202,25 @@ def quantizer_domain(quantizer, rank: int = 4) -> WeightDomain:
         else:
             kinds.add(WeightDomain.FLOAT)
     return kinds.pop() if len(kinds) == 1 else WeightDomain.FLOAT
+
+
+def is_elementwise(quantizer, rank: int = 4) -> bool:
+    """True when each quantized weight depends on its own latent weight only, so
+    quantizing part of a kernel gives that part of the quantized kernel (``ste_sign``,
+    ``ste_tern``); False for quantizers that scale by statistics of the kernel
+    (``magnitude_aware_sign``, ``xnor_weight_scale``, DoReFa weights, TWN ``ste_tern``).
+
+    Example::
+
+        is_elementwise(lq.quantizers.SteSign())              # True
+        is_elementwise(lq.quantizers.MagnitudeAwareSign())   # False: mean |w| per filter
+    """
+    if quantizer is None:
+        return True
+    whole = _probe(quantizer, rank)
+    part = _probe(quantizer, rank, part=True)   # the first channel's weights within [-1, 1]
+    return whole is not None and part is not None and np.array_equal(
+        whole[_PART, :1], part)
 
 
 def is_sign(quantizer) -> bool:

@@ -8,7 +8,8 @@ A masked layer is the same layer class with three non-trainable variables:
 
 and it computes with the *effective kernel* ``q(latent) * weight_mask *
 input_channel_mask * channel_mask`` (``q`` the layer's kernel quantizer, identity for
-float layers) and a bias multiplied by ``channel_mask``. So a masked binary
+float layers, applied to the kept input channels and filters only, as in the
+shrunk layer) and a bias multiplied by ``channel_mask``. So a masked binary
 weight is a real 0, not ``sign(0) = +1`` as when latent weights are zeroed.
 
 Why both channel and input masks: a pruned filter followed by BatchNorm still
@@ -62,6 +63,17 @@ def _swapped(layer, **values):
     finally:
         for name, value in old.items():
             object.__setattr__(layer, name, value)
+
+
+def _scatter_kept(values, mask, axis: int) -> tf.Tensor:
+    """``values`` (the kept slices along ``axis``) back at the positions where ``mask`` is
+    1, zeros where it is 0: the inverse of gathering the kept slices."""
+    kept = mask > 0
+    pad = [[0, 0]] * values.shape.rank
+    pad[axis] = [0, 1]                                    # one zero slice at the end
+    index = tf.where(kept, tf.cumsum(tf.cast(kept, tf.int32)) - 1,
+                     tf.reduce_sum(tf.cast(kept, tf.int32)))
+    return tf.gather(tf.pad(values, pad), index, axis=axis)
 
 
 class MaskedLayer:
@@ -129,11 +141,30 @@ class MaskedLayer:
             return self.weight_mask * channel * self.input_channel_mask[:, None]
         return self.weight_mask * self.channel_mask * self.input_channel_mask[:, None]
 
+    @tf.autograph.experimental.do_not_convert
     def effective_kernel(self) -> tf.Tensor:
-        """The kernel the layer computes with: quantized latent weights times the mask."""
+        """The kernel the layer computes with: quantized latent weights times the mask.
+
+        The quantizer sees only the latent weights of kept input channels and
+        filters, exactly the kernel of the shrunk layer, so a quantizer that looks
+        at the whole kernel (``magnitude_aware_sign``'s per-filter mean ``|w|``,
+        DoReFa's maximum, larq-zoo's ``xnor_weight_scale``) computes the same
+        scale here as after :func:`bnnprune_tf.shrink.shrink`.
+        """
         quantizer = getattr(self, self._quantizer_attr, None)
         latent = tf.convert_to_tensor(self.latent_kernel)
-        quantized = quantizer(latent) if quantizer is not None else latent
+        rank = len(latent.shape)
+        if layer_facts.is_elementwise(quantizer, rank):       # the cheap, equal way
+            return (quantizer(latent) if quantizer is not None else latent) * self.full_mask()
+        axes = [(-2, self.input_channel_mask)]
+        if not self._is_depthwise():
+            axes.append((-1, self.channel_mask))
+        kept = latent
+        for axis, mask in axes:
+            kept = tf.gather(kept, tf.reshape(tf.where(mask > 0), [-1]), axis=axis)
+        quantized = quantizer(kept)
+        for axis, mask in axes:
+            quantized = _scatter_kept(quantized, mask, axis)
         return quantized * self.full_mask()
 
     def call(self, inputs):

@@ -83,7 +83,7 @@ def group_scores(graph: ChannelGraph, model, criterion: Criterion) -> dict[int, 
             if s.shape != (n,):
                 raise ModelError(f"criterion returned shape {s.shape} for layer {name!r}, "
                                  f"expected ({n},)")
-            total += s[filters]
+            total += s[filters].reshape(g.size, -1).sum(axis=1)
         if g.id in kept:
             total[~kept[g.id]] = -np.inf
         scores[g.id] = total
@@ -211,7 +211,8 @@ def keep_nonempty(graph: ChannelGraph, model) -> dict[int, np.ndarray]:
         alive = np.zeros(group.size, bool)
         for name, filters in group.filters.items():
             full = np.asarray(model.get_layer(name).full_mask())
-            alive |= full.reshape(-1, full.shape[-1]).any(axis=0)[filters]
+            alive |= full.reshape(-1, full.shape[-1]).any(axis=0)[filters].reshape(
+                group.size, -1).any(axis=1)
         if (keep[group.id] & alive).any():
             keep[group.id] = keep[group.id] & alive
     return keep

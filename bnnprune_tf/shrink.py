@@ -2,8 +2,8 @@
 
 ``shrink(masked_model)`` rebuilds the network with fewer filters in every
 pruned conv/dense layer, the matching input channels removed from every
-consumer (also across residual adds, concatenations and flattens), BatchNorm
-and depthwise parameters sliced, and no masks left, so LCE converts it like
+consumer (also across residual adds, concatenations and flattens), BatchNorm,
+PReLU and depthwise parameters sliced, and no masks left, so LCE converts it like
 any hand-written model. Its outputs equal the masked model's outputs.
 
 Example::
@@ -20,7 +20,8 @@ import tensorflow as tf
 
 from bnnprune_tf import masks
 from bnnprune_tf.errors import ModelError
-from bnnprune_tf.graph import DEPTHWISE, PER_CHANNEL, PRODUCERS, ChannelGraph
+from bnnprune_tf.graph import ChannelGraph
+from bnnprune_tf.layer_facts import DEPTHWISE, PER_CHANNEL, PRODUCERS
 
 
 def _check_no_partial_weight_masks(layer, in_keep, out_keep) -> None:
@@ -42,13 +43,17 @@ def shrink(model: tf.keras.Model) -> tf.keras.Model:
     """A new model without the channels that no consumer of ``model`` reads.
 
     ``model`` may be masked (from :func:`bnnprune_tf.masks.prunable`) or plain
-    (then the copy is identical). Layer names are kept; masked layer classes
+    (then the copy is identical, even for layers the channel graph cannot read). Layer names are kept; masked layer classes
     become their plain Keras/Larq classes.
 
     Raises:
         ModelError: unstructured masks inside kept filters, inconsistent masks,
             or a layer the channel graph does not understand.
     """
+    if not masks.has_masks(model):
+        copy = tf.keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        return copy
     graph = ChannelGraph(model)
     keep = graph.keep_from_masks(model)
     in_keep = {n: graph.keep_indices(l, keep) for n, l in graph.inputs.items()}
@@ -80,7 +85,7 @@ def shrink(model: tf.keras.Model) -> tf.keras.Model:
             new_values = [values[0][..., in_keep[name], :]] + \
                 ([values[1][in_keep[name]]] if old.use_bias else [])
         elif isinstance(old, PER_CHANNEL):
-            new_values = [v[in_keep[name]] for v in values]
+            new_values = [v[..., in_keep[name]] for v in values]     # channels last
         else:
             raise ModelError(f"layer {name!r} ({type(old).__name__}) has weights but is not a "
                              "layer type shrink knows how to slice")

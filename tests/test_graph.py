@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnnprune_tf import masks, models
+from bnnprune_tf import masks, models, prune
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
 
@@ -86,14 +86,66 @@ def test_fixed_groups_refuse_pruning():
 def test_unknown_layer_is_a_clear_error():
     inputs = tf.keras.Input((4, 4, 2))
     x = lq.layers.QuantConv2D(3, 1, name="a", **BIN)(inputs)
-    x = L.Lambda(lambda t: t * 2, name="double")(x)
+    x = L.Lambda(lambda t: tf.reverse(t, axis=[-1]), name="flip")(x)
     model = tf.keras.Model(inputs, L.Dense(2)(L.Flatten()(x)))
-    with pytest.raises(ModelError, match="layer 'double' \\(Lambda\\) is a layer type the channel "
-                                         "graph does not understand"):
+    with pytest.raises(ModelError, match="layer 'flip' \\(Lambda\\) runs the TensorFlow op "
+                                         "ReverseV2, which the channel graph does not understand.*"
+                                         "Rewrite it with supported layers"):
         ChannelGraph(model)
+    y = L.Permute((1, 3, 2), name="permute")(lq.layers.QuantConv2D(3, 1, **BIN)(inputs))
+    with pytest.raises(ModelError, match="layer 'permute' \\(Permute\\) is a layer type the "
+                                         "channel graph does not understand"):
+        ChannelGraph(tf.keras.Model(inputs, L.Dense(2)(L.Flatten()(y))))
     # on unprunable channels (the model input) an unknown layer is fine
-    y = L.Lambda(lambda t: t * 2)(inputs)
+    y = L.Lambda(lambda t: tf.reverse(t, axis=[-1]))(inputs)
     ChannelGraph(tf.keras.Model(inputs, L.Dense(2)(L.Flatten()(y))))
+
+
+def test_tf_op_lambda_reads_every_operand():
+    inputs = tf.keras.Input((4, 4, 2))
+    x = lq.layers.QuantConv2D(4, 1, name="a", **BIN)(inputs)
+    y = lq.layers.QuantConv2D(4, 1, name="b", **BIN)(x)
+    z = tf.nn.relu(x + y)                                 # TFOpLambdas; b is the 2nd operand
+    model = tf.keras.Model(inputs, L.Dense(2)(L.Flatten()(L.Lambda(lambda t: 0.5 * t)(z))))
+    g = ChannelGraph(model)
+    group, = g.groups_of("b")
+    assert group.producers == ["a", "b"] and group.prunable
+    masked = prune.prune_filters(model, "random", ratio=0.5)
+    small = prune.strip_pruning(masked)
+    assert small.get_layer("b").filters == 2
+    x_in = np.random.default_rng(0).uniform(-1, 1, (3, 4, 4, 2)).astype("float32")
+    np.testing.assert_allclose(small(x_in), masked(x_in), rtol=1e-5, atol=1e-5)
+
+
+def test_split_and_channel_padding_are_fixed_concat_joins():
+    inputs = tf.keras.Input((4, 4, 4))
+    x = lq.layers.QuantConv2D(4, 1, name="stem", **BIN)(inputs)
+    parts = L.Lambda(lambda t: tf.split(t, 2, axis=-1), name="split")(x)
+    y = L.Lambda(lambda ts: tf.concat(ts, axis=-1), name="join")(
+        [lq.layers.QuantConv2D(3, 1, name=f"g{i}", **BIN)(p) for i, p in enumerate(parts)])
+    w = lq.layers.QuantConv2D(2, 1, name="w", **BIN)(y)
+    z = L.Lambda(lambda ts: ts[0] + tf.pad(ts[1], [[0, 0]] * 3 + [[4, 0]]), name="merge")([y, w])
+    g = ChannelGraph(tf.keras.Model(inputs, L.Dense(2)(L.Flatten()(z))))
+    assert "tf.split" in g.groups_of("stem")[0].fixed_reason
+    assert [grp.prunable for grp in g.groups_of("g0")] == [False]      # added to padding
+    assert sorted((grp.producers, grp.prunable) for grp in g.groups_of("g1")) == \
+        [(["g1"], False), (["g1", "w"], True)]                          # 2 of 3 tied to w
+
+
+def test_one_filter_feeding_two_concatenated_positions():
+    inputs = tf.keras.Input((4, 4, 2))
+    x = lq.layers.QuantConv2D(3, 1, name="x", **BIN)(inputs)
+    y = lq.layers.QuantConv2D(6, 1, name="y", **BIN)(x)
+    z = L.Add()([L.Concatenate()([x, x]), y])            # Bi-Real-style channel doubling
+    model = tf.keras.Model(inputs, L.Dense(2)(L.Flatten()(lq.layers.QuantConv2D(4, 1, **BIN)(z))))
+    group, = ChannelGraph(model).groups_of("y")
+    np.testing.assert_array_equal(group.filters["x"], [0, 1, 2])
+    np.testing.assert_array_equal(group.filters["y"], [[0, 3], [1, 4], [2, 5]])
+    masked = prune.prune_filters(model, "random", ratio=0.5)
+    small = prune.strip_pruning(masked)
+    assert (small.get_layer("x").filters, small.get_layer("y").filters) == (1, 2)
+    x_in = np.random.default_rng(0).uniform(-1, 1, (3, 4, 4, 2)).astype("float32")
+    np.testing.assert_allclose(small(x_in), masked(x_in), rtol=1e-5, atol=1e-5)
 
 
 def test_shared_layers_and_nested_models_are_refused():

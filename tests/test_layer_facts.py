@@ -20,21 +20,25 @@ class AffineQuantizer:             # how a coming SBNN quantizer declares its do
         return tf.where(x >= 0, 0.7, -0.2)
 
 
-@pytest.mark.parametrize("quantizer, domain", [
-    ("ste_sign", WeightDomain.BINARY), ("approx_sign", WeightDomain.BINARY),
-    ("swish_sign", WeightDomain.BINARY), ("magnitude_aware_sign", WeightDomain.BINARY),
-    (xnor_weight_scale, WeightDomain.BINARY), (lq.quantizers.DoReFa(1, "weights"), WeightDomain.BINARY),
-    ("ste_tern", WeightDomain.TERNARY), (lq.quantizers.SteTern(ternary_weight_networks=True),
-                                          WeightDomain.TERNARY),
-    ("ste_heaviside", WeightDomain.AFFINE), (AffineQuantizer(), WeightDomain.AFFINE),
-    (lq.quantizers.DoReFa(2, "weights"), WeightDomain.FLOAT), (None, WeightDomain.FLOAT),
+@pytest.mark.parametrize("quantizer, domain, elementwise", [
+    ("ste_sign", WeightDomain.BINARY, True), ("approx_sign", WeightDomain.BINARY, True),
+    ("swish_sign", WeightDomain.BINARY, True),
+    ("magnitude_aware_sign", WeightDomain.BINARY, False),       # mean |w| per filter
+    (xnor_weight_scale, WeightDomain.BINARY, False),
+    (lq.quantizers.DoReFa(1, "weights"), WeightDomain.BINARY, True),
+    ("ste_tern", WeightDomain.TERNARY, True),
+    (lq.quantizers.SteTern(ternary_weight_networks=True), WeightDomain.TERNARY, False),
+    ("ste_heaviside", WeightDomain.AFFINE, True), (AffineQuantizer(), WeightDomain.AFFINE, True),
+    (lq.quantizers.DoReFa(2, "weights"), WeightDomain.FLOAT, False),   # max |tanh w|
+    (None, WeightDomain.FLOAT, True),
 ])
-def test_weight_domain_of_every_larq_quantizer(quantizer, domain):
+def test_weight_domain_of_every_larq_quantizer(quantizer, domain, elementwise):
     layer = lq.layers.QuantConv2D(4, 3, input_quantizer="ste_sign", kernel_quantizer=quantizer)
     layer.build((None, 5, 5, 3))
     assert layer_facts.weight_domain(layer) is domain
     assert layer_facts.is_binary(layer) == (domain is WeightDomain.BINARY)
     assert layer_facts.is_binary_conv(layer) == (domain is WeightDomain.BINARY)
+    assert layer_facts.is_elementwise(layer_facts.kernel_quantizer(layer)) == elementwise
     kernel = layer_facts.quantized_kernel(layer).reshape(-1, 4)
     distinct = max(len(np.unique(channel)) for channel in kernel.T)   # per output channel
     assert distinct == {"binary": 2, "ternary": 3, "affine": 2}.get(domain.value, distinct)
@@ -83,3 +87,14 @@ def test_precision_binary_input_and_binary_kernel_layers():
         [False, True, False, False]
     assert [l.name for l in layer_facts.binary_kernel_layers(model)] == ["first", "xnor"]
     assert not any(layer_facts.is_binary_conv(l) for l in model.layers)
+
+
+def test_facts_asked_inside_a_graph_are_the_eager_facts():
+    quantizer = lq.quantizers.SteSign(clip_value=1.5)   # a configuration no other test probes
+
+    @tf.function
+    def inside():
+        return layer_facts.is_elementwise(quantizer) and layer_facts.is_sign(quantizer)
+
+    assert inside()
+    assert layer_facts.is_sign(quantizer) and layer_facts.is_elementwise(quantizer)

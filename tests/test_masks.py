@@ -144,3 +144,20 @@ def test_all_supported_layer_kinds_and_subclassed_refusal():
 
     with pytest.raises(ModelError, match="subclassed model"):
         masks.prunable(Sub())
+
+
+@pytest.mark.parametrize("quantizer", ["magnitude_aware_sign", lq.quantizers.DoReFa(2, "weights"),
+                                       lq.quantizers.SteTern(ternary_weight_networks=True)])
+def test_whole_kernel_quantizers_see_only_kept_weights(quantizer):
+    inputs = tf.keras.Input((5, 5, 6))
+    layer = lq.layers.QuantConv2D(4, 3, input_quantizer="ste_sign", kernel_quantizer=quantizer,
+                                  name="c")
+    model = tf.keras.Model(inputs, layer(inputs))
+    masked = masks.prunable(model).get_layer("c")
+    keep_in, keep_out = np.array([1, 0, 1, 1, 0, 1]), np.array([0, 1, 1, 1])
+    masked.set_masks(channel=keep_out, input_channels=keep_in)
+    latent = masked.latent_kernel.numpy()[:, :, keep_in > 0][..., keep_out > 0]
+    shrunk = np.asarray(masked.kernel_quantizer(tf.constant(latent)))   # what shrink computes
+    effective = masked.effective_kernel().numpy()
+    np.testing.assert_array_equal(effective[:, :, keep_in > 0][..., keep_out > 0], shrunk)
+    assert not effective[:, :, keep_in == 0].any() and not effective[..., keep_out == 0].any()

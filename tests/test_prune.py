@@ -124,3 +124,13 @@ def test_kept_widths_of_masked_and_plain_models():
     masked = prune.prune_filters(model, "l1", ratio=0.5)
     assert prune.kept_widths(masked) == {"conv_first": 8, "conv2": 16, "conv3": 32, "fc1": 10}
     assert prune.kept_widths(shrink(masked)) == prune.kept_widths(masked)
+
+
+def test_shrink_of_a_model_without_masks_is_an_identical_copy():
+    model = models.build("mnist_bnn", (28, 28, 1), width=0.25)
+    copy = shrink(model)
+    assert copy is not model
+    assert [type(l) for l in copy.layers] == [type(l) for l in model.layers]
+    assert all(np.array_equal(a, b) for a, b in zip(copy.get_weights(), model.get_weights()))
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 28, 28, 1)).astype("float32")
+    np.testing.assert_array_equal(copy(x), model(x))

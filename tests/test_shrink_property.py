@@ -1,6 +1,8 @@
-"""Property test: on random graphs with residual adds, concatenations, flattens and
-depthwise convs, with random masks, the shrunk model computes what the masked model
-computes (the issue asks for a few hundred cases)."""
+"""Property test: on random graphs with residual adds (Keras ``Add`` and ``x + y``
+TFOpLambdas with a prunable second operand), concatenations (also ``Concatenate([x, x])``
+added to a conv), flattens, depthwise convs, PReLU and identity Lambdas, with every kind
+of Larq kernel quantizer (sign, scaling, ternary, multi-bit) and random masks, the shrunk
+model computes what the masked model computes (the issue asks for a few hundred cases)."""
 
 import larq as lq
 import numpy as np
@@ -18,10 +20,31 @@ BIN = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", use_bias=Fal
            kernel_constraint="weight_clip")
 
 
-def bconv(x, c, k, draw):
-    pad = draw(st.sampled_from(["same", "valid"])) if x.shape[1] > k else "same"
+@lq.utils.register_keras_custom_object
+@lq.utils.set_precision(1)
+def xnor_weight_scale(x):        # larq-zoo's XNOR-Net quantizer: mean |w| per filter
+    x = tf.clip_by_value(x, -1, 1)
+    return tf.reduce_mean(tf.abs(x), axis=[0, 1, 2], keepdims=True) * lq.quantizers.ste_sign(x)
+
+
+# every kernel quantizer Larq ships, plus a zoo one; the first four look at the whole kernel
+KERNEL_QUANTIZERS = [
+    lambda: "magnitude_aware_sign",                                  # mean |w| per filter
+    lambda: xnor_weight_scale,                                       # mean |w| per filter
+    lambda: lq.quantizers.SteTern(ternary_weight_networks=True),     # mean |w| of the kernel
+    lambda: lq.quantizers.DoReFa(k_bit=2, mode="weights"),           # max |tanh w|
+    lambda: "ste_sign", lambda: "approx_sign", lambda: "swish_sign", lambda: "ste_heaviside",
+    lambda: "ste_tern",
+]
+
+
+def bconv(x, c, k, draw, pad=None):
+    if pad is None:
+        pad = draw(st.sampled_from(["same", "valid"])) if x.shape[1] > k else "same"
     extra = {"pad_values": 1.0} if pad == "same" else {}
-    return L.BatchNormalization()(lq.layers.QuantConv2D(c, k, padding=pad, **extra, **BIN)(x))
+    quantizer = draw(st.sampled_from(KERNEL_QUANTIZERS))()
+    conv = lq.layers.QuantConv2D(c, k, padding=pad, **extra, **{**BIN, "kernel_quantizer": quantizer})
+    return L.BatchNormalization()(conv(x))
 
 
 @st.composite
@@ -33,12 +56,23 @@ def random_model(draw):
                               kernel_quantizer="ste_sign", use_bias=draw(st.booleans()))(inputs)
     x = L.BatchNormalization()(x)
     for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["conv", "residual", "concat", "depthwise", "pool"]))
+        kind = draw(st.sampled_from(["conv", "residual", "op_add", "double_concat", "concat",
+                                     "depthwise", "prelu", "lambda", "pool"]))
         if kind == "conv":
             x = bconv(x, width(), draw(st.sampled_from([1, 3])), draw)
         elif kind == "residual":
-            y = bconv(x, x.shape[-1], 3, lambda strategy: "same")
+            y = bconv(x, x.shape[-1], 3, draw, "same")
             x = L.Add()([x, y] if draw(st.booleans()) else [y, x])
+        elif kind == "op_add":        # a TFOpLambda; the conv is often the second operand
+            y = bconv(x, x.shape[-1], 3, draw, "same")
+            x = x + y if draw(st.booleans()) else tf.maximum(y, x)
+        elif kind == "double_concat":  # one filter of x feeds channels i and C + i
+            y = bconv(x, 2 * x.shape[-1], 3, draw, "same")
+            x = L.Add()([L.Concatenate()([x, x]), y])
+        elif kind == "prelu":
+            x = L.PReLU(shared_axes=draw(st.sampled_from([[1, 2], None])))(x)
+        elif kind == "lambda":
+            x = L.Lambda(draw(st.sampled_from([lambda t: t, tf.nn.relu, lambda t: 0.5 * t])))(x)
         elif kind == "concat":
             a = bconv(x, width(), 1, draw)
             parts = [a, bconv(x, width(), 1, draw)] if a.shape[1] == x.shape[1] else [a]
