@@ -55,9 +55,10 @@ WeightScore = Callable[..., np.ndarray]   # (layer) -> score per kernel entry
 
 
 def operations(model: tf.keras.Model) -> int:
-    """MACs per sample, binary plus float, of unmasked weights (the paper's operation count)."""
+    """MACs per sample, binary, ternary and float, of unmasked weights (the paper's
+    operation count)."""
     cost = profile.profile(model)
-    return int(cost.binary_macs + cost.float_macs)
+    return int(cost.binary_macs + cost.ternary_macs + cost.float_macs)
 
 
 class WeightLevel:

@@ -54,6 +54,7 @@ def comparison_rows(before, after) -> tuple[dict, dict]:
     pb, pa = profile.profile(before), profile.profile(after)
     widths = {name: {"before": wb[name], "after": wa.get(name, wb[name])} for name in wb}
     totals = {"binary MACs (BOPs)": {"before": pb.binary_macs, "after": pa.binary_macs},
+              "ternary MACs": {"before": pb.ternary_macs, "after": pa.ternary_macs},
               "float MACs": {"before": pb.float_macs, "after": pa.float_macs},
               "memory bytes": {"before": pb.memory_bytes, "after": pa.memory_bytes}}
     return widths, totals
