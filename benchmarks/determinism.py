@@ -38,7 +38,7 @@ def main() -> None:
     ratio = statistics.median(times["on"]) / statistics.median(times["off"])
     rows = [{"setting": k, "epochs": len(v), "median_seconds_relative":
              statistics.median(v) / statistics.median(times["off"])} for k, v in times.items()]
-    table = (f"| op determinism | epochs | median epoch time (relative to off) |\n|---|---:|---:|\n"
+    table = ("| op determinism | epochs | median epoch time (relative to off) |\n|---|---:|---:|\n"
              + "\n".join(f"| {r['setting']} | {r['epochs']} | {r['median_seconds_relative']:.3f} |"
                          for r in rows))
     write_results("determinism", {"rows": rows, "ratio_on_over_off": ratio,

@@ -37,7 +37,7 @@ def sign_flip_cost(model, ds, flipped: dict, rng) -> tuple[int, int]:
     base = training.count_correct(model, ds, "val")
     costs = []
     for choose_flipped in (True, False):
-        copy = wff.copy_model(model)
+        copy = models.copy_model(model)
         for name, mask in flipped.items():
             kernel = layer_facts.latent_kernel(copy.get_layer(name))
             chosen = mask if choose_flipped else np.zeros_like(mask)
@@ -56,7 +56,7 @@ def main() -> None:
     training.train(trained, ds, 15, 1e-2, seed=0)
     rows = []
     for name, lr, decay in SETTINGS:
-        model = wff.copy_model(trained)
+        model = models.copy_model(trained)
         term = wff.latent_decay(model, decay)
         if term is not None:
             model.add_loss(term)

@@ -66,6 +66,18 @@ def names() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def copy_model(model: tf.keras.Model) -> tf.keras.Model:
+    """A new model of the same architecture and weights (masks too); ``model`` is left alone.
+
+    Example::
+
+        backup = copy_model(model)
+    """
+    copy = tf.keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def build(name: str, input_shape: Sequence[int], num_classes: int = 10, width: float = 1.0,
           seed: int | None = 0, **kwargs) -> tf.keras.Model:
     """Build reference model ``name`` (see :func:`names`).

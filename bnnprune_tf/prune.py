@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from bnnprune_tf import masks, select
 from bnnprune_tf.layer_facts import PRODUCERS
+from bnnprune_tf.models import copy_model
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
 from bnnprune_tf.shrink import shrink
@@ -112,8 +113,7 @@ def strip_pruning(model: tf.keras.Model, keep_weight_masks: bool = False) -> tf.
         return shrink(model)
     graph = ChannelGraph(model)
     keep = graph.keep_from_masks(model)
-    copy = tf.keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
+    copy = copy_model(model)
     for layer in copy.layers:
         if masks.is_masked(layer):
             layer.set_masks(weights=np.ones_like(weight_masks[layer.name]))

@@ -22,6 +22,7 @@ from bnnprune_tf import masks
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
 from bnnprune_tf.layer_facts import DEPTHWISE, PER_CHANNEL, PRODUCERS
+from bnnprune_tf.models import copy_model
 
 
 def _check_no_partial_weight_masks(layer, in_keep, out_keep) -> None:
@@ -51,9 +52,7 @@ def shrink(model: tf.keras.Model) -> tf.keras.Model:
             or a layer the channel graph does not understand.
     """
     if not masks.has_masks(model):
-        copy = tf.keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        return copy
+        return copy_model(model)
     graph = ChannelGraph(model)
     keep = graph.keep_from_masks(model)
     in_keep = {n: graph.keep_indices(l, keep) for n, l in graph.inputs.items()}

@@ -40,6 +40,7 @@ import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bnnprune_tf import masks, training
+from bnnprune_tf.models import copy_model
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.reporting import Figure
 
@@ -187,10 +188,7 @@ class Method:
 def copy_masked(model: tf.keras.Model) -> tf.keras.Model:
     """A masked copy of ``model`` (masks kept if it has them); ``model`` is not changed."""
     masked = masks.prunable(model)
-    if masked is model:
-        masked = tf.keras.models.clone_model(model)
-        masked.set_weights(model.get_weights())
-    return masked
+    return copy_model(model) if masked is model else masked
 
 
 def run_callbacks_without_training(model: tf.keras.Model, callbacks) -> None:

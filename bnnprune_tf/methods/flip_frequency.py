@@ -50,6 +50,7 @@ import tensorflow as tf
 from pydantic import Field, model_validator
 
 from bnnprune_tf import layer_facts, masks, profile, select, training
+from bnnprune_tf.models import copy_model
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
 from bnnprune_tf.methods.registry import register
@@ -304,8 +305,9 @@ class PruneByFlipFrequency(FlipTracker):
     Widths follow ``C'_l = round((1 - p_l) C_l)`` over the kept filters and live
     weights (a model pruned before keeps what it pruned), rounded to the nearest
     multiple ``round_to`` asks (:func:`round_widths`); the highest-flipping filters
-    go. Afterwards ``self.widths`` maps each pruned layer to ``(before, after)`` and
-    ``self.p_widths`` to its unrounded ``p_l`` width; call
+    go. Afterwards ``self.widths`` maps each pruned layer to ``(before, after)``,
+    ``self.p_widths`` to its unrounded ``p_l`` width and ``self.pruned_stats`` holds the
+    statistics they come from (before pruning changed which weights are live); call
     :func:`bnnprune_tf.shrink.shrink` to remove the channels.
     """
 
@@ -314,6 +316,7 @@ class PruneByFlipFrequency(FlipTracker):
         self.round_to = round_to
         self.widths: dict[str, tuple[int, int]] = {}
         self.p_widths: dict[str, int] = {}
+        self.pruned_stats: dict[str, LayerFlips] = {}
 
     def on_train_begin(self, logs=None):
         masks.require_masks(self.model, "PruneByFlipFrequency")
@@ -321,7 +324,8 @@ class PruneByFlipFrequency(FlipTracker):
 
     def on_train_end(self, logs=None):
         graph = ChannelGraph(self.model)
-        self.p_widths = widths_from_flips(self.model, self.stats(), graph,
+        self.pruned_stats = self.stats()
+        self.p_widths = widths_from_flips(self.model, self.pruned_stats, graph,
                                           self.include_float_input)
         before = kept_widths(self.model)
         prune_filters(self.model, flip_criterion(self.counter),
@@ -392,13 +396,6 @@ def latent_decay(model: tf.keras.Model, weight_decay: float, include_float_input
         return None
     kernels = [layer_facts.latent_kernel(l) for l in flip_layers(model, include_float_input)]
     return lambda: weight_decay * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
-
-
-def copy_model(model: tf.keras.Model) -> tf.keras.Model:
-    """A copy with the same weights (and masks); ``model`` is left alone."""
-    copy = tf.keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def prune_by_flip_frequency(
@@ -475,15 +472,13 @@ def prune_by_flip_frequency(
             break
         if index == max_iterations:
             break
-        if control is None:
-            control = copy_model(current) if follow_up == "finetune" else None
-            if control is None:               # scratch: the control trains from scratch too
-                tf.keras.utils.set_random_seed(seed + 1)
-                control = tf.keras.models.clone_model(current)
-            control = decayed(control)
+        if control is None and follow_up == "finetune":
+            control = decayed(copy_model(current))
+        elif control is None:                 # scratch: the control trains from scratch too
+            tf.keras.utils.set_random_seed(seed + 1)
+            control = decayed(tf.keras.models.clone_model(current))
         masked = prune_filters(current, flip_criterion(tracker.counter),
-                               widths=round_widths(current, prunable, round_to),
-                               graph=None)
+                               widths=round_widths(current, prunable, round_to))
         current = shrink(masked)
         if follow_up == "scratch":
             tf.keras.utils.set_random_seed(seed + index + 1)
@@ -568,8 +563,8 @@ class FlipFrequency(Method):
 
     def finalize(self, model):
         result = Result(strip_pruning(model), model)
-        if self._pruner is not None and self._pruner.counter is not None:
-            stats = self._pruner.stats()
+        if self._pruner is not None and self._pruner.pruned_stats:
+            stats = self._pruner.pruned_stats
             result.metrics.update(widths=self._pruner.widths,
                                   p={n: s.p for n, s in stats.items()})
             result.metrics["p_widths"] = self._pruner.p_widths

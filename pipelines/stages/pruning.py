@@ -48,15 +48,13 @@ def cost(model) -> dict:
     return {"widths": kept_widths(model), **profile.profile(model).to_dict()["totals"]}
 
 
-def comparison_rows(before, after) -> tuple[dict, dict]:
-    """Widths per layer and total costs of two models, as table rows."""
-    wb, wa = kept_widths(before), kept_widths(after)
-    pb, pa = profile.profile(before), profile.profile(after)
-    widths = {name: {"before": wb[name], "after": wa.get(name, wb[name])} for name in wb}
-    totals = {"binary MACs (BOPs)": {"before": pb.binary_macs, "after": pa.binary_macs},
-              "ternary MACs": {"before": pb.ternary_macs, "after": pa.ternary_macs},
-              "float MACs": {"before": pb.float_macs, "after": pa.float_macs},
-              "memory bytes": {"before": pb.memory_bytes, "after": pa.memory_bytes}}
+def comparison_rows(before: dict, after: dict) -> tuple[dict, dict]:
+    """Widths per layer and total costs of two :func:`cost` dicts, as table rows."""
+    widths = {name: {"before": w, "after": after["widths"].get(name, w)}
+              for name, w in before["widths"].items()}
+    totals = {label: {"before": before[key], "after": after[key]} for label, key in (
+        ("binary MACs (BOPs)", "binary_macs"), ("ternary MACs", "ternary_macs"),
+        ("float MACs", "float_macs"), ("memory bytes", "memory_bytes"))}
     return widths, totals
 
 
@@ -84,7 +82,8 @@ def prune_stage(run, method: methods.Method):
     name = f"model_{method.name}.keras"
     files.save_model(result.model, run.dir / name)
     check = exactness(result.masked, result.model, run.dataset.arrays("val", limit=256)[0])
-    widths, totals = comparison_rows(before, result.model)
+    costs = {"before": cost(before), "after": cost(result.model)}
+    widths, totals = comparison_rows(costs["before"], costs["after"])
     blocks = [report_lib.heading(f"Pruning: `{method.name}`"),
               report_lib.text("Parameters: " + ", ".join(
                   f"{k} {v}" for k, v in method.params.model_dump(exclude_unset=True).items())),
@@ -94,8 +93,7 @@ def prune_stage(run, method: methods.Method):
     blocks += [report_lib.figure(run.dir, stem, fig) for stem, fig in result.figures.items()]
     blocks += [report_lib.text(note) for note in result.notes]
     return {"outputs": {"model": name, **{s: f"{s}.png" for s in result.figures}},
-            "metrics": {"method": method.name, **result.metrics, "check": check,
-                        "before": cost(before), "after": cost(result.model)},
+            "metrics": {"method": method.name, **result.metrics, "check": check, **costs},
             "report": blocks}
 
 
@@ -111,9 +109,10 @@ def shrink_stage(run, params):
     small = prune.strip_pruning(masked)
     check = exactness(masked, small, run.dataset.arrays(params.split, limit=params.samples)[0])
     files.save_model(small, run.dir / "model_shrunk.keras")
-    widths, totals = comparison_rows(masked, small)
+    costs = {"before": cost(masked), "after": cost(small)}
+    widths, totals = comparison_rows(costs["before"], costs["after"])
     return {"outputs": {"model": "model_shrunk.keras"},
-            "metrics": {"before": cost(masked), "after": cost(small), "check": check},
+            "metrics": {**costs, "check": check},
             "report": [report_lib.heading("Shrink: channels physically removed"),
                        report_lib.table(widths, "Widths"), report_lib.table(totals, "Cost"),
                        report_lib.table({f"shrunk vs masked ({params.split})": check})]}
