@@ -1,168 +1,232 @@
-"""Weight-flipping-frequency pruning (Li & Ren, ISQED 2020) against random and L1 filter
-pruning at equal binary operations, on Fashion-MNIST, with LCE latency and tracking cost.
+"""Weight-flipping-frequency pruning (Li & Ren, ISQED 2020) against the baselines at equal
+cost and equal epochs, by the evaluation protocol (``../shared/reference/evaluation.md``).
 
-Per seed, with the reference conv BNN (``mnist_bnn``: 32-64-128 filters):
+Per seed, on the protocol's split (Fashion-MNIST 20k / 6k / 10k) and model (``vgg_small``
+width 1/4), from ONE dense checkpoint trained ``--epochs`` E (Adam, cosine, lr ``--lr``):
 
-1. baseline: train ``--epochs`` with a cosine learning rate;
-2. WFF: measure flips over ``--interval`` more epochs at a tenth of the learning
-   rate, shrink to ``C'_l = round((1 - p_l) C_l)`` (T = 0), fine-tune
-   ``--finetune`` epochs counting flips again, repeat (up to 3 prunings) while the
-   validation accuracy stays within 0.5 point of the baseline: the largest cut of
-   binary MACs within that budget;
-3. random and L1 filter pruning of the baseline to exactly the WFF widths, then
-   as many fine-tuning epochs as WFF used after its measuring round;
-4. LCE host latency of the three pruned models and the baseline, interleaved in
-   one run (both kernels), as ratios to the baseline;
-5. tracking overhead: training steps with per-step flip sampling vs without,
-   short runs alternating in ABBA order on the same model, median step-time ratio.
+- ``wff``: the method's rounds (``methods.get("wff").run``): flips counted over ``--interval``
+  I epochs at lr/10 (signs sampled every ``--every`` steps), filters with the highest flip
+  frequency removed (widths ``(1 - p_l) C_l`` rounded to 8), fine-tuned ``--finetune`` F
+  epochs at lr/10, ``--iterations`` rounds; the cheapest round within ``--budget`` of its
+  own dense control, judged on validation images;
+- ``random``, ``l1``: the same checkpoint pruned to exactly WFF's widths;
+- ``uniform``: one L1 ratio for every layer WFF prunes, chosen so the binary MACs come
+  closest to WFF's;
+- ``latent_channel``: latent-weight channel pruning whose sensitivity budget gives WFF's
+  operations (the method's own per-layer allocation);
+- ``dense``: the control, fine-tuned like every pruned arm.
 
-Accuracies are on the official 10,000-image test split. ``--limit`` trains on a
-subset of the 54,000 training images (stated in the result) to fit the time box.
+Every arm trains K = I + F x (WFF's chosen round) epochs after the checkpoint, at lr/10,
+cosine: ``epochs_total = E + K`` for all. Test accuracy is measured once per final model;
+paired differences to the dense control of the same seed, McNemar on pooled test predictions
+(``benchmarks/protocol.py``). Cells are cached in ``benchmarks/cache/`` (rerun resumes).
 
-Run: ``python -m benchmarks.wff [--seeds 0 1 2] [--limit 20000]``
+Run: ``python -m benchmarks.wff [--seeds 0 1 2] [--epochs 4] [--interval 1] [--finetune 1]``
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import bnnprune_tf  # noqa: F401
+import numpy as np
 import tensorflow as tf
 
-from benchmarks.common import Timer, write_results
-from bnnprune_tf import data, models, profile, prune, training
-from bnnprune_tf.methods import flip_frequency as wff
-from converters import bench, lce
+from benchmarks import protocol
+from benchmarks.common import RESULTS, write_results
+from benchmarks.wff_flips import sign_flip_cost
+from bnnprune_tf import files, methods, profile, sensitivity
+from bnnprune_tf.methods import flip_frequency
+from bnnprune_tf.models import copy_model
+from bnnprune_tf.reporting import Figure, render_png
+from bnnprune_tf.methods import Context
+from bnnprune_tf.prune import kept_widths
 
-LR, BATCH = 1e-2, 128
-
-
-def _train(model, ds, epochs, lr, seed):
-    training.train(model, ds, epochs, lr, batch_size=BATCH, seed=seed)
-    return model
-
-
-def _test(model, ds) -> float:
-    return training.evaluate(training.compile_model(model), ds, "test")["accuracy"]
+ROUND_TO = 8
+BASELINES = ("random", "l1", "uniform", "latent_channel")
 
 
-def _subset(ds: data.Dataset, limit: int | None) -> data.Dataset:
-    if not limit:
-        return ds
-    return data.Dataset(ds.name, ds.x_train[:limit], ds.y_train[:limit], ds.x_val, ds.y_val,
-                        ds.x_test, ds.y_test, ds.num_classes)
+def _context(ds, seed, args):
+    return Context(ds, batch_size=protocol.SETUP["batch_size"], seed=seed, epochs=args.epochs,
+                   learning_rate=args.lr, log=lambda *_: None)
 
 
-def run_seed(ds, seed: int, args) -> dict:
-    base = _train(models.build("mnist_bnn", ds.input_shape, ds.num_classes, seed=seed), ds,
-                  args.epochs, LR, seed)
-    base_copy = tf.keras.models.clone_model(base)
-    base_copy.set_weights(base.get_weights())           # WFF keeps training its own copy
-    result = wff.prune_by_flip_frequency(
-        base_copy, ds, epochs=args.epochs, interval=args.interval, threshold=0,
-        max_iterations=3, accuracy_budget=0.005, follow_up="finetune",
-        finetune_epochs=args.finetune, pretrained=True, learning_rate=LR, batch_size=BATCH,
-        seed=seed)
-    widths = prune.kept_widths(result.model)
-    finetune = result.chosen * args.finetune
-    pruned = {"wff": result.model}
-    for criterion in ("random", "l1"):
-        masked = prune.prune_filters(base, criterion, widths={
-            n: w for n, w in widths.items() if w < prune.kept_widths(base)[n]}, seed=seed)
-        small = prune.strip_pruning(masked)
-        if finetune:
-            _train(small, ds, finetune, LR / 10, seed)
-        pruned[criterion] = small
-    row = {"seed": seed, "baseline_test_accuracy": _test(base, ds),
-           "baseline_binary_macs": profile.profile(base).binary_macs,
-           "wff_rounds": result.to_dict(), "widths": widths, "finetune_epochs": finetune}
-    flatbuffers = {"baseline": lce.convert(base)}
-    for name, model in pruned.items():
-        row[f"{name}_test_accuracy"] = _test(model, ds)
-        row[f"{name}_binary_macs"] = profile.profile(model).binary_macs
-        flatbuffers[name] = lce.convert(model)
-    results = bench.bench_host(flatbuffers, runs=args.runs, warmup=3, seed=seed)
-    for name in pruned:
-        for kernel in bench.KERNELS:
-            row[f"{name}_latency_ratio_{kernel}"] = bench.ratio(
-                bench.find(results, name, kernel), bench.find(results, "baseline", kernel))["ratio"]
-    print({k: v for k, v in row.items() if k != "wff_rounds"}, flush=True)
-    return row
+def _row(method, arm, config, seed, args, epochs_after, model, ds, **extra):
+    return {"method": method, "arm": arm, "config": config, "seed": seed,
+            "epochs_total": args.epochs + epochs_after, **protocol.measure(model, ds), **extra}
 
 
-def tracking_overhead(ds, repeats: int, steps: int = 40) -> dict:
-    """Median step time with per-step flip sampling / without: ``repeats`` short fits of
-    ``steps`` steps each way, alternating in ABBA order (the machine's speed drifts)."""
-    model = training.compile_model(models.build("mnist_bnn", ds.input_shape, ds.num_classes,
-                                                seed=0), LR)
-    tracker = wff.FlipTracker(steps=(0, 10**9), every=1)
-    batches = ds.batches("train", BATCH).take(steps)
-    plain, tracked = [], []
-    for r in range(repeats):
-        for with_tracker in ((False, True) if r % 2 == 0 else (True, False)):
-            timer = Timer()
-            callbacks = [timer, tracker] if with_tracker else [timer]
-            model.fit(batches, epochs=1, callbacks=callbacks, verbose=0)
-            (tracked if with_tracker else plain).extend(timer.steps[5:])
-    return {"median_step_ms_without": 1000 * statistics.median(plain),
-            "median_step_ms_with_per_step_sampling": 1000 * statistics.median(tracked),
-            "overhead": statistics.median(tracked) / statistics.median(plain) - 1,
-            "samples_taken": int(tracker.counter.samples), "repeats": repeats, "steps": steps}
+def _common(args) -> dict:
+    return {"setup": protocol.SETUP, "epochs": args.epochs, "lr": args.lr}
 
 
-def markdown(rows, overhead, args) -> str:
-    def mean(key):
-        return statistics.mean(r[key] for r in rows)
+def wff_cell(ds, base, seed, args) -> dict:
+    config = {"interval": args.interval, "every": args.every, "finetune": args.finetune,
+              "iterations": args.iterations, "accuracy_budget": args.budget,
+              "weight_decay": args.weight_decay, "round_to": ROUND_TO}
 
-    lines = [f"Fashion-MNIST, `mnist_bnn` (32-64-128), {args.limit or 54000} training images, "
-             f"{args.epochs} epochs baseline; WFF T = 0, interval {args.interval} epochs, "
-             f"fine-tune {args.finetune} epochs per round, budget 0.5 point (validation). "
-             "Test accuracy on the 10,000 test images; latency = LCE interpreter on this x86 "
-             "host, time / baseline time (< 1 faster), interleaved in one run.", "",
-             "| seed | baseline acc | BOPs cut | WFF acc | random acc | L1 acc | WFF widths "
-             "| latency WFF / random / L1, default kernel | same, indirect kernel |",
-             "|---|---:|---:|---:|---:|---:|---|---|---|"]
-    for r in rows:
-        cut = 1 - r["wff_binary_macs"] / r["baseline_binary_macs"]
-        lines.append(
-            f"| {r['seed']} | {r['baseline_test_accuracy']:.4f} | {cut:.1%} "
-            f"| {r['wff_test_accuracy']:.4f} | {r['random_test_accuracy']:.4f} "
-            f"| {r['l1_test_accuracy']:.4f} | {r['widths']} | "
-            + " | ".join(" / ".join(f"{r[f'{m}_latency_ratio_{k}']:.2f}"
-                                    for m in ("wff", "random", "l1")) for k in bench.KERNELS)
-            + " |")
-    cut = statistics.mean(1 - r["wff_binary_macs"] / r["baseline_binary_macs"] for r in rows)
-    lines.append(f"| mean | {mean('baseline_test_accuracy'):.4f} | {cut:.1%} "
-                 f"| {mean('wff_test_accuracy'):.4f} | {mean('random_test_accuracy'):.4f} "
-                 f"| {mean('l1_test_accuracy'):.4f} | | | |")
-    lines += ["", f"Tracking overhead with per-step sampling: {overhead['overhead']:+.1%} per "
-              f"training step ({overhead['median_step_ms_with_per_step_sampling']:.2f} ms vs "
-              f"{overhead['median_step_ms_without']:.2f} ms median over {overhead['repeats']} "
-              f"alternating runs of {overhead['steps']} steps each way).", "",
-              "Paper anchor (binary NIN / AlexNet on CIFAR-10): 20-40 % fewer binary operations "
-              "at 0.5-1.0 point accuracy loss."]
+    def compute():
+        method = methods.get("wff")(interval=args.interval, every=args.every,
+                                    epochs=args.finetune,
+                                    learning_rate=args.lr / 10, iterations=args.iterations,
+                                    accuracy_budget=args.budget, round_to=ROUND_TO,
+                                    weight_decay=args.weight_decay)
+        result = method.run(base, _context(ds, seed, args))
+        chosen = result.metrics["chosen"]
+        rounds = result.metrics["iterations"]
+        return _row("wff", "wff", config, seed, args, args.interval + chosen * args.finetune,
+                    result.model, ds, chosen_round=chosen, widths=kept_widths(result.model),
+                    max_p=[r["max_p"] for r in rounds],
+                    p=rounds[0]["p"], pruned=rounds[0]["pruned"])
+
+    return protocol.cell({"bench": "wff", **_common(args), "arm": "wff", "config": config,
+                          "seed": seed}, compute)
+
+
+def finetuned(method_name, params, base, ds, seed, epochs, args):
+    """``method_name`` with ``params`` on the checkpoint, then ``epochs`` of fine-tuning."""
+    method = methods.get(method_name)(**params, epochs=epochs, learning_rate=args.lr / 10)
+    return method.run(base, _context(ds, seed, args))
+
+
+def uniform_ratio(base, layers, target_macs: int) -> float:
+    """The one L1 ratio over ``layers`` whose masked binary MACs come closest to ``target``."""
+    gaps = {}
+    for ratio in np.round(np.arange(0.0, 0.95, 0.02), 2):
+        method = methods.get("l1")(ratios={n: float(ratio) for n in layers}, round_to=ROUND_TO)
+        masked = method.prepare(base)
+        method.apply(masked)
+        gaps[float(ratio)] = abs(profile.profile(masked).binary_macs - target_macs)
+    return min(gaps, key=gaps.get)
+
+
+def baseline_cells(ds, base, seed, args, wff_row) -> list[dict]:
+    epochs = wff_row["epochs_total"] - args.epochs
+    widths = {n: w for n, w in wff_row["widths"].items() if w < kept_widths(base)[n]}
+    layers = wff_row["pruned"]
+    ops_dense = sensitivity.operations(base)
+    wff_ops = wff_row["binary_macs"] + wff_row["ternary_macs"] + wff_row["float_macs"]
+    rows = []
+    key = {"bench": "wff", **_common(args), "seed": seed, "epochs_after": epochs}
+    arms = {"random": ("random", {"widths": widths, "seed": seed}, {"widths": "wff"}),
+            "l1": ("l1", {"widths": widths}, {"widths": "wff"})}
+    if widths:
+        arms["latent_channel"] = ("latent", {"level": "channel", "budget": wff_ops / ops_dense,
+                                             "round_to": ROUND_TO}, {"operations": "wff"})
+    rows.append(protocol.control(ds, base, seed, args.epochs, epochs, args.lr / 10))
+    for arm, (name, params, config) in (arms.items() if widths else ()):
+        def compute(name=name, params=params, arm=arm, config=config):
+            result = finetuned(name, params, base, ds, seed, epochs, args)
+            return _row(name, arm, config, seed, args, epochs, result.model, ds,
+                        widths=kept_widths(result.model))
+
+        rows.append(protocol.cell({**key, "arm": arm, "config": config, "target": params},
+                                  compute))
+    if widths:
+        def uniform():
+            ratio = uniform_ratio(base, layers, wff_row["binary_macs"])
+            result = finetuned("l1", {"ratios": {n: ratio for n in layers}, "round_to": ROUND_TO},
+                               base, ds, seed, epochs, args)
+            return _row("l1", "uniform", {"macs": "wff"}, seed, args, epochs, result.model, ds,
+                        ratio=ratio, widths=kept_widths(result.model))
+
+        rows.append(protocol.cell({**key, "arm": "uniform", "target_macs": wff_row["binary_macs"],
+                                   "layers": layers}, uniform))
+    return rows
+
+
+def flip_check(ds, base, seed, args, epochs: int = 3) -> dict:
+    """The method's own checks on the checkpoint (methods.md section 1.5), ``epochs`` of
+    counting at lr/10 with WFF's decay: ``p_l`` after each epoch of a growing interval, and
+    the validation images lost by flipping the signs of the weights that flipped vs. of as
+    many that did not (random, per layer)."""
+    def compute():
+        model = copy_model(base)
+        model.add_loss(flip_frequency.latent_decay(model, args.weight_decay))
+        tracker = flip_frequency.FlipTracker(last_epochs=epochs, every=args.every)
+        curve = []
+        record = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs=None: curve.append(
+            {n: s.p for n, s in tracker.stats().items()}))
+        protocol.train(model, ds, epochs, args.lr / 10, seed, callbacks=[tracker, record])
+        flipped = {n: c > 0 for n, c in tracker.counter.counts_numpy().items()}
+        lost_flipped, lost_other = sign_flip_cost(model, ds, flipped, np.random.default_rng(seed))
+        return {"p_by_interval_epochs": curve,
+                "weights_flipped": int(sum(m.sum() for m in flipped.values())),
+                "val_images_lost_flipping_flipped": lost_flipped,
+                "val_images_lost_flipping_as_many_unflipped": lost_other}
+
+    return protocol.cell({"bench": "wff", "what": "flip_check", **_common(args), "seed": seed,
+                          "every": args.every, "weight_decay": args.weight_decay,
+                          "epochs_counted": epochs}, compute)
+
+
+def interval_figure(check: dict) -> Figure:
+    curve = check["p_by_interval_epochs"]
+    return Figure("p_l against the length of the flip interval (seed 0)", "line",
+                  {"p_l": {"x": list(range(1, len(curve) + 1)),
+                           "series": {n: [c[n] for c in curve] for n in curve[0]}}},
+                  xlabel="interval (epochs at lr/10)", ylabel="p_l")
+
+
+def markdown(rows, summaries, args) -> str:
+    lines = [f"{protocol.preamble(args.epochs, args.lr)} WFF: interval {args.interval} "
+             f"epoch(s) at lr/10 (signs sampled every {args.every} steps), fine-tune "
+             f"{args.finetune} epoch(s) per round, {args.iterations} round(s), budget "
+             f"{args.budget:.1%} of the validation images, coupled L2 decay "
+             f"{args.weight_decay} on latent weights, widths rounded to {ROUND_TO}. Every "
+             "other arm fine-tunes from the same checkpoint for as many epochs as WFF's chosen "
+             f"round had (`epochs`). {protocol.STATISTICS}", "",
+             protocol.summary_table(summaries), "", "Per seed:", "",
+             protocol.per_seed_table(rows, {"widths": lambda r: "/".join(
+                 str(w) for w in r.get("widths", {}).values())}),
+             "", "Paper anchor (binary NIN / AlexNet on CIFAR-10, 320 epochs): 20-40 % fewer "
+             "binary operations at 0.5-1.0 point accuracy loss."]
     return "\n".join(lines)
+
+
+def check_markdown(check: dict) -> str:
+    last = check["p_by_interval_epochs"][-1]
+    return ("\n\nThe method's check (seed 0, " f"{len(check['p_by_interval_epochs'])} epochs "
+            f"counted): flipping the signs of the {check['weights_flipped']:,} weights that "
+            f"flipped costs {check['val_images_lost_flipping_flipped']} validation images; "
+            f"flipping as many that did not costs "
+            f"{check['val_images_lost_flipping_as_many_unflipped']}. p_l after the whole "
+            "interval: " + ", ".join(f"{n} {p:.3f}" for n, p in last.items())
+            + ". p_l against the interval length: `wff_interval.png`.")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--limit", type=int, default=20000)
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--interval", type=int, default=2)
-    parser.add_argument("--finetune", type=int, default=3)
-    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--interval", type=int, default=1)
+    parser.add_argument("--every", type=lambda v: v if v == "epoch" else int(v), default=25,
+                        help="sample the signs every N training steps, or once per 'epoch'")
+    parser.add_argument("--finetune", type=int, default=1)
+    parser.add_argument("--iterations", type=int, default=1)
+    parser.add_argument("--budget", type=float, default=0.005)
+    parser.add_argument("--weight-decay", type=float, default=1e-3)
     args = parser.parse_args(argv)
-    ds = _subset(data.load("fashion_mnist"), args.limit)
-    rows = [run_seed(ds, seed, args) for seed in args.seeds]
-    overhead = tracking_overhead(ds, repeats=12)
-    print(overhead)
-    write_results("wff", {"rows": rows, "tracking_overhead": overhead, "args": vars(args)},
-                  markdown(rows, overhead, args),
-                  "python -m benchmarks.wff --seeds " + " ".join(map(str, args.seeds))
-                  + f" --limit {args.limit} --epochs {args.epochs} --interval {args.interval} "
-                  f"--finetune {args.finetune} --runs {args.runs}")
+    rows = []
+    for seed in args.seeds:
+        ds = protocol.dataset(seed)
+        base = protocol.dense(ds, seed, args.epochs, args.lr)
+        wff_row = wff_cell(ds, base, seed, args)
+        rows += [wff_row, *baseline_cells(ds, base, seed, args, wff_row)]
+    summaries = protocol.summarize(rows, "dense", {"wff": BASELINES})
+    ds = protocol.dataset(args.seeds[0])
+    check = flip_check(ds, protocol.dense(ds, args.seeds[0], args.epochs, args.lr),
+                       args.seeds[0], args)
+    files.write_bytes(RESULTS / "wff_interval.png", render_png(interval_figure(check)))
+    command = ("python -m benchmarks.wff --seeds " + " ".join(map(str, args.seeds))
+               + f" --epochs {args.epochs} --lr {args.lr} --interval {args.interval} "
+               f"--every {args.every} --finetune {args.finetune} --iterations {args.iterations} "
+               f"--budget {args.budget} --weight-decay {args.weight_decay}")
+    write_results("wff", {"protocol": {**protocol.SETUP, "epochs": args.epochs, "lr": args.lr},
+                          "args": vars(args), "rows": rows, "summary": summaries,
+                          "flip_check": check},
+                  markdown(rows, summaries, args) + check_markdown(check), command)
 
 
 if __name__ == "__main__":

@@ -151,3 +151,17 @@ def test_every_method_works_in_plain_user_code(name, params, mnist_small):
     else:
         assert cost.binary_macs < profile.profile(model).binary_macs
     assert not masks.has_masks(model)
+
+
+def test_weight_level_ratios_may_name_the_classifier_channel_level_may_not():
+    """At weight level the classifier's kernel entries are prunable (its channels are not):
+    the per-layer ratios a weight-level sensitivity scan returns can be handed to another
+    method."""
+    model = models.build("mnist_bnn", (28, 28, 1), seed=0, width=0.25)
+    method = methods.get("random")(level="weight", ratios={"fc1": 0.5, "conv2": 0.5})
+    masked = method.prepare(model)
+    method.apply(masked)
+    kernel_mask = np.asarray(masked.get_layer("fc1").weight_mask)
+    assert kernel_mask.mean() == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ModelError, match="layer 'fc1' cannot be pruned"):
+        methods.get("random")(level="channel", ratios={"fc1": 0.5}).prepare(model)

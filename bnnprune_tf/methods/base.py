@@ -201,16 +201,21 @@ def run_callbacks_without_training(model: tf.keras.Model, callbacks) -> None:
 
 def check_layer_names(model: tf.keras.Model, params: BaseModel) -> None:
     """Every layer named by ``params`` (fields ``ratios``, ``widths``, ``layers``) exists and
-    is prunable in ``model``."""
+    is prunable in ``model``: its channels, or at ``level: weight`` its kernel entries (the
+    classifier's too)."""
     from bnnprune_tf.graph import ChannelGraph
+    from bnnprune_tf.layer_facts import DEPTHWISE, PRODUCERS
 
     named = {f: list(getattr(params, f) or ()) for f in ("ratios", "widths", "layers")
              if getattr(params, f, None)}
     if not named:
         return
     existing = {layer.name for layer in model.layers}
-    graph = ChannelGraph(model)
-    prunable = {name for group in graph.prunable_groups() for name in group.producers}
+    if getattr(params, "level", "channel") == "weight":
+        prunable = {l.name for l in model.layers if isinstance(l, PRODUCERS + DEPTHWISE)}
+    else:
+        graph = ChannelGraph(model)
+        prunable = {name for group in graph.prunable_groups() for name in group.producers}
     for field_name, names in named.items():
         for name in names:
             if name not in existing:

@@ -366,7 +366,7 @@ class Iteration:
         return {"index": self.index, "val_accuracy": self.val_accuracy,
                 "val_correct": self.val_correct, "control_correct": self.control_correct,
                 "val_samples": self.val_samples, "binary_macs": self.binary_macs,
-                "widths": self.widths, "max_p": self.max_p,
+                "widths": self.widths, "max_p": self.max_p, "pruned": list(self.pruned),
                 "p": {n: s.p for n, s in self.stats.items()},
                 "histograms": {n: s.histogram for n, s in self.stats.items()}}
 
