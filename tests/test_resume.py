@@ -1,0 +1,127 @@
+"""Runs that never lie: exact resume, no stale results, one run per directory.
+
+In-process tests first (fast); then ``bnnprune run`` subprocesses killed with SIGKILL
+during training, during a method stage and during convert, whose reruns must give
+what an uninterrupted run gives, bit for bit; and two runs of one directory at once.
+"""
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from bnnprune_tf import data, models, training
+from bnnprune_tf.errors import RecipeError
+from pipelines.recipe import parse_recipe
+from pipelines.runner import lock, run_recipe
+from test_training import StopAfter
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(stages=("train", "report"), epochs=1, **over) -> dict:
+    recipe = {"name": "tiny", "seed": 0,
+              "data": {"name": "mnist5k", "limit": 300, "batch_size": 32},
+              "model": {"name": "mnist_bnn", "width": 0.25},
+              "training": {"epochs": epochs}, "stages": list(stages)}
+    recipe.update(over)
+    return recipe
+
+
+def quiet(_):
+    pass
+
+
+# ------------------------------------------------------------------ in process
+
+def test_resumed_fit_equals_uninterrupted_fit(mnist_small, tmp_path):
+    """Epoch e's data order is a function of (seed, e): a fit killed after epoch 1 and
+    resumed ends with the weights of a fit that was never interrupted."""
+    def model():
+        m = models.build("mnist_bnn", mnist_small.input_shape, mnist_small.num_classes,
+                         width=0.25, seed=0)
+        return training.compile_model(m, 1e-2)
+
+    whole = model()
+    training.fit(whole, mnist_small, epochs=2, batch_size=64, seed=5, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(model(), mnist_small, epochs=2, batch_size=64, seed=5,
+                     work_dir=tmp_path, callbacks=[StopAfter(1)], verbose=0)
+    resumed = model()
+    training.fit(resumed, mnist_small, epochs=2, batch_size=64, seed=5, work_dir=tmp_path,
+                 verbose=0)
+    for a, b in zip(whole.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only(mnist_small):
+    def labels(**kw):
+        return np.concatenate([y.numpy() for _, y in mnist_small.batches(
+            "train", 64, shuffle=True, augment=("shift", "flip"), **kw)])
+
+    assert np.array_equal(labels(seed=1, epoch=2), labels(seed=1, epoch=2))
+    assert not np.array_equal(labels(seed=1, epoch=2), labels(seed=1, epoch=3))
+    assert sorted(labels(seed=1, epoch=2)) == sorted(mnist_small.y_train)
+
+
+def test_a_then_b_then_a_reruns_what_b_overwrote(tmp_path):
+    """B shares A's run directory and overwrites report.md; A's report stage must rerun."""
+    a = parse_recipe(tiny(stages=["train", "report"]))
+    b = parse_recipe(tiny(stages=["train", {"evaluate": {"splits": ["test"]}}, "report"]))
+    run_recipe(a, tmp_path, log=quiet)
+    first = (tmp_path / "report.json").read_text()
+    run_recipe(b, tmp_path, log=quiet)
+    assert "evaluate" in (tmp_path / "report.json").read_text()
+    log = []
+    run_recipe(a, tmp_path, log=log.append)
+    assert log[0] == "[0] train: up to date, skipped"
+    assert log[1].startswith("[1] report: report.md, report.json")
+    assert "[1] report: running" in log
+    again = json.loads((tmp_path / "report.json").read_text())
+    assert [s["stage"] for s in again["stages"]] == ["train"]
+    assert "evaluate" not in (tmp_path / "report.md").read_text()
+    assert again["stages"][0]["metrics"] == json.loads(first)["stages"][0]["metrics"]
+    (tmp_path / "model.keras").unlink()       # an artifact deleted: its stage reruns
+    log.clear()
+    run_recipe(a, tmp_path, log=log.append)
+    assert log[:2] == ["[0] train: model.keras changed or missing since it ran",
+                       "[0] train: running"]
+    assert (tmp_path / "model.keras").is_file()
+
+
+def test_changed_data_file_is_noticed(tmp_path):
+    source = data.source_files("mnist5k")[0]
+    rows = gzip.open(source, "rt").read().splitlines()
+    copy = tmp_path / "mnist.csv.gz"
+    copy.write_bytes(gzip.compress(("\n".join(rows[:1000]) + "\n").encode()))
+    recipe = parse_recipe(tiny(stages=["train"], data={"name": "mnist5k", "path": str(copy),
+                                                       "batch_size": 32}))
+    run = tmp_path / "run"
+    run_recipe(recipe, run, log=quiet)
+    copy.write_bytes(gzip.compress(("\n".join(rows[:600]) + "\n").encode()))   # cut in place
+    log = []
+    run_recipe(recipe, run, log=log.append)
+    assert log[0] == "[0] train: running"
+
+
+def test_second_run_of_a_directory_names_the_holder(tmp_path):
+    recipe = parse_recipe(tiny())
+    with lock(tmp_path):
+        with pytest.raises(RecipeError, match=f"in use by process {os.getpid()}.*--run-dir"):
+            run_recipe(recipe, tmp_path, log=quiet)
+    assert not (tmp_path / "stages").exists()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    (tmp_path / ".lock").write_text("999999999\n")    # no such process holds it
+    run_recipe(parse_recipe(tiny(stages=["train"])), tmp_path, log=quiet)
+    assert (tmp_path / "stages/00-train.json").is_file()
+    assert (tmp_path / ".lock").read_text() == f"{os.getpid()}\n"
