@@ -125,3 +125,59 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     run_recipe(parse_recipe(tiny(stages=["train"])), tmp_path, log=quiet)
     assert (tmp_path / "stages/00-train.json").is_file()
     assert (tmp_path / ".lock").read_text() == f"{os.getpid()}\n"
+
+
+def test_wff_resumes_after_its_last_finished_round(tmp_path, monkeypatch):
+    from bnnprune_tf.methods import flip_frequency as wff
+
+    ds = data.load("mnist5k", limit=200)
+
+    def model():
+        return models.build("mnist_bnn", ds.input_shape, ds.num_classes, width=0.25, seed=0)
+
+    kwargs = dict(epochs=1, interval=1, max_iterations=1, accuracy_budget=1.0, round_to=None)
+    whole = wff.prune_by_flip_frequency(model(), ds, log=quiet, **kwargs)
+    assert len(whole.iterations) == 2
+
+    def die_after_round_0(message):
+        if message.startswith("[wff] round 0"):
+            raise KeyboardInterrupt("killed")
+    with pytest.raises(KeyboardInterrupt):
+        wff.prune_by_flip_frequency(model(), ds, log=die_after_round_0, work_dir=tmp_path,
+                                    **kwargs)
+    trained = []
+    real_train = training.train
+    monkeypatch.setattr(wff.training, "train",
+                        lambda m, *a, **k: trained.append(1) or real_train(m, *a, **k))
+    resumed = wff.prune_by_flip_frequency(model(), ds, log=quiet, work_dir=tmp_path, **kwargs)
+    assert len(trained) == 2             # round 1 and its control; round 0 was not retrained
+    assert resumed.to_dict() == whole.to_dict()
+    for a, b in zip(whole.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sensitivity_scan_resumes_after_its_last_finished_layer(tmp_path):
+    from bnnprune_tf import sensitivity
+    from test_sensitivity import X, Y, known_model, weight_score
+
+    level = sensitivity.WeightLevel(weight_score)
+    whole = sensitivity.analyze(known_model(), level, X, Y, progress=False)
+    checkpoint = tmp_path / "sensitivity.json"
+    calls, real_apply = [], level.apply
+
+    def die_on_dense2(model, ratios, *args):
+        calls.append(next(iter(ratios)))
+        if calls[-1] == "dense2":
+            raise KeyboardInterrupt("killed")
+        return real_apply(model, ratios, *args)
+
+    level.apply = die_on_dense2
+    with pytest.raises(KeyboardInterrupt):
+        sensitivity.analyze(known_model(), level, X, Y, progress=False, checkpoint=checkpoint)
+    calls.clear()
+    level.apply = lambda model, ratios, *args: calls.append(next(iter(ratios))) or real_apply(
+        model, ratios, *args)
+    resumed = sensitivity.analyze(known_model(), level, X, Y, progress=False,
+                                  checkpoint=checkpoint)
+    assert set(calls) == {"dense2"}                 # dense1 came from the checkpoint
+    assert resumed.to_dict() == whole.to_dict()

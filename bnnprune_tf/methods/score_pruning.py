@@ -158,6 +158,7 @@ class ScorePruning(Method):
         self._callback: PruneOnSchedule | None = None
         self._validation = None
         self.before: dict = {}
+        self.checkpoint = None      # a JSON file: the sensitivity scan resumes from it
 
     # ------------------------------------------------------------ scores
     def filter_scores(self, layer) -> np.ndarray:
@@ -195,7 +196,8 @@ class ScorePruning(Method):
                                      "calibration_data=x_train to prepare")
                 calibration = calibration_data[:p.recalibrate_bn]
             self.analysis = sensitivity.analyze(prepared, self.level(), x, y, p.grid, p.layers,
-                                                progress=False, calibration=calibration)
+                                                progress=False, calibration=calibration,
+                                                checkpoint=self.checkpoint)
             self.ratios = (self.analysis.ratios_for_budget(p.budget) if p.budget is not None
                            else self.analysis.ratios_within(p.epsilon))
         elif p.ratios is not None:
@@ -270,6 +272,8 @@ class ScorePruning(Method):
             self.steps = self.params.epochs * training.steps_per_epoch(context.dataset,
                                                                        context.batch_size)
         n = self.params.recalibrate_bn
+        if context.work_dir is not None:
+            self.checkpoint = context.work_dir / "sensitivity.json"
         prepared = self.prepare(model, context.dataset.arrays("val"),
                                 calibration_data=context.dataset.arrays("train", n)[0] if n
                                 else None)
