@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from bnnprune_tf import data as data_lib
 from bnnprune_tf import files
+from bnnprune_tf import models as models_lib
 from bnnprune_tf.errors import RecipeError
 from pipelines.recipe import Recipe, check_against_model, load_recipe, stage_params
 
@@ -168,7 +169,7 @@ class Run:
         return list(dict.fromkeys(paths))
 
     def load_model(self) -> tf.keras.Model:
-        return tf.keras.models.load_model(self.latest_output("model"))
+        return models_lib.load(self.latest_output("model"), compile=True)
 
 
 def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike | None = None,
