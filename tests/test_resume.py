@@ -127,35 +127,6 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     assert (tmp_path / ".lock").read_text() == f"{os.getpid()}\n"
 
 
-def test_wff_resumes_after_its_last_finished_round(tmp_path, monkeypatch):
-    from bnnprune_tf.methods import flip_frequency as wff
-
-    ds = data.load("mnist5k", limit=200)
-
-    def model():
-        return models.build("mnist_bnn", ds.input_shape, ds.num_classes, width=0.25, seed=0)
-
-    kwargs = dict(epochs=1, interval=1, max_iterations=1, accuracy_budget=1.0, round_to=None)
-    whole = wff.prune_by_flip_frequency(model(), ds, log=quiet, **kwargs)
-    assert len(whole.iterations) == 2
-
-    def die_after_round_0(message):
-        if message.startswith("[wff] round 0"):
-            raise KeyboardInterrupt("killed")
-    with pytest.raises(KeyboardInterrupt):
-        wff.prune_by_flip_frequency(model(), ds, log=die_after_round_0, work_dir=tmp_path,
-                                    **kwargs)
-    trained = []
-    real_train = training.train
-    monkeypatch.setattr(wff.training, "train",
-                        lambda m, *a, **k: trained.append(1) or real_train(m, *a, **k))
-    resumed = wff.prune_by_flip_frequency(model(), ds, log=quiet, work_dir=tmp_path, **kwargs)
-    assert len(trained) == 2             # round 1 and its control; round 0 was not retrained
-    assert resumed.to_dict() == whole.to_dict()
-    for a, b in zip(whole.model.get_weights(), resumed.model.get_weights()):
-        np.testing.assert_array_equal(a, b)
-
-
 def test_sensitivity_scan_resumes_after_its_last_finished_layer(tmp_path):
     from bnnprune_tf import sensitivity
     from test_sensitivity import X, Y, known_model, weight_score
@@ -181,3 +152,79 @@ def test_sensitivity_scan_resumes_after_its_last_finished_layer(tmp_path):
                                   checkpoint=checkpoint)
     assert set(calls) == {"dense2"}                 # dense1 came from the checkpoint
     assert resumed.to_dict() == whole.to_dict()
+
+
+# ------------------------------------------------------------------ killed subprocesses
+
+KILLED_RECIPE = tiny(
+    epochs=2, stages=["train", {"prune": {"method": "wff", "interval": 1, "iterations": 1,
+                                          "epochs": 1, "accuracy_budget": 1.0}},
+                      "convert", "report"],
+    data={"name": "mnist5k", "limit": 200, "batch_size": 32})
+
+
+def _start(recipe_path, run_dir, log):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", str(recipe_path),
+                             "--run-dir", str(run_dir)], cwd=ROOT, env=env,
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+
+
+def _kill_when(process, ready, what, timeout=300):
+    """SIGKILL ``process`` as soon as ``ready()``; fail if it finished first."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert process.poll() is None, f"the run finished before {what}"
+        assert time.time() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def _numbers(run_dir):
+    report = json.loads((run_dir / "report.json").read_text())
+    return [{k: s[k] for k in ("stage", "outputs", "metrics")} for s in report["stages"]]
+
+
+def _weights(path):
+    import tensorflow as tf
+
+    return tf.keras.models.load_model(path).get_weights()
+
+
+def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path, capsys):
+    """SIGKILL during training, during the WFF stage and during convert; each rerun resumes;
+    the end result equals an uninterrupted run's bit for bit. While the first process runs,
+    a second run of the same directory is refused, naming it."""
+    from pipelines import cli
+
+    recipe_path = tmp_path / "tiny.yaml"
+    recipe_path.write_text(yaml.safe_dump(KILLED_RECIPE))
+    whole, killed, log = tmp_path / "whole", tmp_path / "killed", tmp_path / "log.txt"
+    assert _start(recipe_path, whole, tmp_path / "whole.txt").wait() == 0, \
+        (tmp_path / "whole.txt").read_text()
+
+    run = _start(recipe_path, killed, log)
+    lock_file = killed / ".lock"
+    deadline = time.time() + 120
+    while not (lock_file.exists() and lock_file.read_text().strip() == str(run.pid)):
+        assert run.poll() is None and time.time() < deadline, log.read_text()
+        time.sleep(0.05)
+    assert cli.main(["run", str(recipe_path), "--run-dir", str(killed)]) == 2   # concurrent
+    assert f"in use by process {run.pid}" in capsys.readouterr().err
+    _kill_when(run, lambda: (killed / "train/backup/chief/checkpoint").exists(), "epoch 1")
+
+    run = _start(recipe_path, killed, log)                 # resumes training at epoch 2
+    _kill_when(run, lambda: (killed / "prune/round0/done").exists(), "WFF round 0")
+
+    run = _start(recipe_path, killed, log)                 # resumes WFF at round 1
+    _kill_when(run, lambda: "[2] convert: running" in log.read_text(), "convert")
+
+    assert _start(recipe_path, killed, log).wait() == 0, log.read_text()
+    text = log.read_text()
+    assert "[0] train: up to date, skipped" in text and "[1] prune: up to date, skipped" in text
+    assert _numbers(killed) == _numbers(whole)
+    for name in ("model.keras", "model_wff.keras"):
+        for a, b in zip(_weights(whole / name), _weights(killed / name)):
+            np.testing.assert_array_equal(a, b)
+    assert (killed / "model_wff.tflite").read_bytes() == (whole / "model_wff.tflite").read_bytes()
