@@ -167,6 +167,7 @@ def _firmware(args):
         if args.data:
             x, y = data.load(args.data, seed=args.seed).arrays(args.split, limit=args.limit)
         info = c_export.write(model, args.out, samples=x, labels=y)
+        fw.check_fits(info, args.board)
         fw.make("all", args.out, args.board)
         print(json.dumps(info, indent=2))
         print(f"model data in {args.out}/; built for {args.board}: "
@@ -174,6 +175,9 @@ def _firmware(args):
     elif args.action == "run":
         result = fw.run(args.target, args.board)
         print(result["output"], end="")
+        if result["passed"] + result["failed"] == 0:
+            raise FirmwareError(f"the firmware in {args.target} ran no test vector, so nothing "
+                                "was checked: build it with --data (e.g. --data mnist5k)")
         if args.profile:
             print(fw.profile_markdown(fw.profile(args.target, args.board)))
         if result["failed"]:

@@ -22,11 +22,14 @@ E = errors
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
+    return make_workspace(tmp_path_factory.mktemp("bad_inputs"))
+
+
+def make_workspace(root: Path) -> Path:
     """A workspace: a tiny saved model, its .tflite, broken copies, a text file, a file
     standing where a directory is expected."""
     from converters import lce
 
-    root = tmp_path_factory.mktemp("bad_inputs")
     model = models.build("mnist_bnn", (28, 28, 1), 10, width=0.25)
     files.save_model(model, root / "model.keras")
     raw = (root / "model.keras").read_bytes()
@@ -180,23 +183,45 @@ def _argv(ws, case_id, argv):
     return out
 
 
-@pytest.mark.parametrize("case_id, argv, words", CLI_CASES, ids=[c[0] for c in CLI_CASES])
-def test_cli(ws, case_id, argv, words, capsys, monkeypatch):
-    monkeypatch.chdir(ws)
+def run_cli(ws: Path, case_id: str, argv: list) -> tuple[int, str, set[str]]:
+    """Run one CLI case in-process from ``ws``: ``(exit code, stderr, files left)``."""
+    import contextlib
+    import io
+
     args = _argv(ws, case_id, argv)
+    before, cwd, err = listing(ws), os.getcwd(), io.StringIO()
+    os.chdir(ws)
+    try:
+        with contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(args)
+            except SystemExit as e:             # argparse's own usage errors
+                code = e.code
+    finally:
+        os.chdir(cwd)
+    return code, err.getvalue(), listing(ws) - before
+
+
+def run_api(ws: Path, small, call) -> tuple[BaseException | None, set[str]]:
+    """Run one API case: ``(the exception raised or None, files left)``."""
     before = listing(ws)
     try:
-        code = cli.main(args)
-    except SystemExit as e:             # argparse's own usage errors
-        code = e.code
-    err = capsys.readouterr().err
+        call(ws, small)
+    except BaseException as e:                  # noqa: BLE001 (what was raised is the result)
+        return e, listing(ws) - before
+    return None, listing(ws) - before
+
+
+@pytest.mark.parametrize("case_id, argv, words", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_cli(ws, case_id, argv, words):
+    code, err, left = run_cli(ws, case_id, argv)
     assert code == 2, err
     assert err.startswith("bnnprune: error: ") or "usage:" in err, err
     if "usage:" not in err:
         assert err.count("\n") == 1, err           # one line, no traceback
     for word in words:
         assert word in err, err
-    assert listing(ws) == before
+    assert not left
 
 
 def test_cli_run_dir_in_use_names_the_holder(ws, capsys):
@@ -290,6 +315,12 @@ API_CASES = [
         (ws / "truncated.tflite").read_bytes()), E.ConversionError, ["truncated or corrupt"]),
     ("save-model-cleans-up", lambda ws, ds: files.save_model(_Failing(), ws / "m.keras"),
      OSError, ["No space"]),
+    ("firmware-ram", lambda ws, ds: __import__("converters.firmware").firmware.check_fits(
+        {"arena_bytes": 5 << 20, "weight_bytes": 1000}, "mps2-an386"), E.FirmwareError,
+     ["needs 5,242,880 B", "RAM", "4,194,304"]),
+    ("firmware-flash", lambda ws, ds: __import__("converters.firmware").firmware.check_fits(
+        {"arena_bytes": 1000, "weight_bytes": 5 << 20}, "mps2-an386"), E.FirmwareError,
+     ["weights", "FLASH"]),
     ("check-writable-file-parent", lambda ws, ds: files.check_writable(ws / "afile" / "x"),
      E.FileWriteError, ["cannot write"]),
 ]
@@ -306,12 +337,11 @@ class _Failing:
 @pytest.mark.parametrize("case_id, call, error, words", API_CASES,
                          ids=[c[0] for c in API_CASES])
 def test_api(ws, small, case_id, call, error, words):
-    before = listing(ws)
-    with pytest.raises(error) as info:
-        call(ws, small)
+    raised, left = run_api(ws, small, call)
+    assert isinstance(raised, error), repr(raised)
     for word in words:
-        assert word in str(info.value), str(info.value)
-    assert listing(ws) == before
+        assert word in str(raised), str(raised)
+    assert not left
 
 
 def test_tiny_limit_warns_that_accuracy_means_little():
