@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import csv
+import numbers
 import os
 import shutil
 from pathlib import Path
@@ -107,7 +108,8 @@ def fit(
         ]
     # epoch e's batches depend on (seed, e) only: a resumed fit sees what an uninterrupted
     # one would have seen from its first missing epoch on
-    train = dataset.epochs("train", batch_size, range(first, epochs), augment=augment, seed=seed)
+    train = dataset.epochs("train", batch_size, range(first, int(epochs)), augment=augment,
+                           seed=seed)
     val = dataset.batches("val", batch_size)
     result = model.fit(train, validation_data=val, epochs=epochs, callbacks=all_callbacks,
                        steps_per_epoch=steps_per_epoch(dataset, batch_size), verbose=verbose)
@@ -153,9 +155,9 @@ def train(
 
 def check_fit(model: tf.keras.Model, dataset: Dataset, epochs: int, batch_size: int) -> None:
     """Clear errors, before any work, for settings a ``fit`` would not survive."""
-    if not isinstance(epochs, int) or epochs < 1:
+    if not isinstance(epochs, numbers.Integral) or epochs < 1:
         raise ModelError(f"epochs must be a whole number >= 1, got {epochs!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ModelError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     if len(dataset.split("train")[1]) == 0:
         raise ModelError(f"{dataset.name}: the train split is empty; raise limit")

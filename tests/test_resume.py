@@ -127,6 +127,34 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     assert (tmp_path / ".lock").read_text() == f"{os.getpid()}\n"
 
 
+def test_score_method_fine_tuning_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """l1 pruned once at the start of fine-tuning: a resumed fine-tuning keeps the restored
+    masks (it does not prune the half-trained weights again) and ends where an uninterrupted
+    one ends."""
+    from bnnprune_tf import methods
+    from bnnprune_tf.methods import Context, base
+
+    ds = data.load("mnist5k", limit=200)
+
+    def run(work_dir=None):
+        model = models.build("mnist_bnn", ds.input_shape, ds.num_classes, width=0.25, seed=0)
+        method = methods.get("l1")(ratio=0.5, epochs=2)
+        return method.run(model, Context(ds, batch_size=32, work_dir=work_dir))
+
+    whole = run()
+    real_train = training.train
+    monkeypatch.setattr(base.training, "train", lambda *a, callbacks=(), **k: real_train(
+        *a, callbacks=[*callbacks, StopAfter(1)], **k))
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path)
+    monkeypatch.setattr(base.training, "train", real_train)
+    resumed = run(tmp_path)
+    assert resumed.metrics["prune_events"] == whole.metrics["prune_events"] == [(0, 1.0)]
+    assert resumed.metrics["widths"] == whole.metrics["widths"]
+    for a, b in zip(whole.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_sensitivity_scan_resumes_after_its_last_finished_layer(tmp_path):
     from bnnprune_tf import sensitivity
     from test_sensitivity import X, Y, known_model, weight_score

@@ -114,6 +114,13 @@ class PruneOnSchedule(tf.keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         masks.require_masks(self.model, type(self).__name__)
+        step = self._step()
+        if step > 0 and not self.events:
+            # a fit resumed from a backup: the masks were restored with the weights; note
+            # the prunings the interrupted fit made instead of pruning again
+            self.events = [(0, 1.0)] if self.schedule is None else [
+                (s, min(1.0, float(sparsity) / self._final)) for s in range(step)
+                for should, sparsity in [self.schedule(s)] if bool(should)]
         if self.schedule is None and not self.events:
             self._apply(1.0)
 
