@@ -9,6 +9,9 @@ Examples::
     bnnprune bench model.tflite --vs pruned.tflite   # or --device ssh://pi@host
     bnnprune firmware build model.keras --data mnist5k --out build/model --board mps2-an386
     bnnprune firmware run build/model --board mps3-an547   # QEMU; or --board host
+
+An error is one line ``bnnprune: error: <what is wrong and how to fix it>`` and exit code 2;
+``bnnprune --debug COMMAND ...`` adds the traceback and TensorFlow's start-up log.
 """
 
 from __future__ import annotations

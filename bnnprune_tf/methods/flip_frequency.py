@@ -39,10 +39,12 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping
@@ -429,6 +431,7 @@ def prune_by_flip_frequency(
     every finished round is saved there (:class:`RoundStore`) and a rerun resumes after
     the last finished round, with the same result as an uninterrupted run.
     """
+    settings = {k: v for k, v in locals().items() if k not in ("model", "dataset", "log")}
     if follow_up not in ("finetune", "scratch"):
         raise ModelError(f"follow_up must be 'finetune' or 'scratch', got {follow_up!r}")
     finetune_epochs = finetune_epochs or epochs
@@ -442,7 +445,7 @@ def prune_by_flip_frequency(
         return m
 
     current, rounds, models_by_round = decayed(copy_model(model)), [], []
-    store = RoundStore(work_dir) if work_dir is not None else None
+    store = RoundStore(work_dir, (model, dataset, settings)) if work_dir is not None else None
     control = None
     n_val = len(dataset.split("val")[1])
     stop_reason = "max_iterations reached"
@@ -510,14 +513,27 @@ class RoundStore:
     numbers), written atomically and ``done`` last, so a killed run resumes after its
     last finished round.
 
+    ``inputs`` (the model, the dataset and the settings) are hashed into ``key``: rounds
+    saved from other inputs are removed, never resumed from.
+
     Example::
 
-        store = RoundStore("runs/demo/prune")
+        store = RoundStore("runs/demo/prune", (model, ds, {"epochs": 4}))
         saved = store.load(0, lambda m: m)     # None until round 0 finished
     """
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike, inputs: tuple):
         self.dir = Path(directory)
+        model, dataset, settings = inputs
+        digest = hashlib.sha256(repr(sorted(settings.items())).encode())
+        for array in [*model.get_weights(), *(dataset.split(s)[0] for s in ("train", "val"))]:
+            digest.update(np.ascontiguousarray(array).tobytes())
+        key = digest.hexdigest()[:16]
+        stamp = self.dir / "rounds.key"
+        if not stamp.exists() or stamp.read_text() != key:
+            for old in self.dir.glob("round[0-9]*"):
+                shutil.rmtree(old)
+            files.write_text(stamp, key)
 
     def save(self, iteration: Iteration, current, control, counts: Mapping[str, np.ndarray]):
         path = self.dir / f"round{iteration.index}"
