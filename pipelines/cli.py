@@ -120,9 +120,9 @@ def _convert_tflm(model, args):
         report = tflm.write_c_source(model, samples, out.parent, tflite_name=out.name)
     else:
         flatbuffer = tflm.to_tflm(model, calibration=samples)
-        files.write_bytes(args.out, flatbuffer)
         report = tflm.verify_tflm(model, flatbuffer, samples) if samples is not None else {
             "model_bytes": len(flatbuffer), "ops": tflm.ops(flatbuffer)}
+        files.write_bytes(args.out, flatbuffer)        # verified before it gets its name
     print(json.dumps(report, indent=2))
     print(f"saved {args.out}")
 
