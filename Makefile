@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed-stamp
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+# constraints.txt: the tested version of every dependency (a fresh install gets what CI tested)
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 ## the README main job: train the MNIST BNN, prune it by weight flipping frequency, convert, report (runs/mnist_wff/)

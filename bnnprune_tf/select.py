@@ -98,8 +98,12 @@ def multiple_of(graph: ChannelGraph, group, round_to) -> int:
             return 32
         return 8 if graph.binary_producers(group) else 1
     if isinstance(round_to, Mapping):
-        return max(int(round_to.get(n, 1)) for n in group.producers)
-    return int(round_to or 1)
+        multiple = max(int(round_to.get(n, 1)) for n in group.producers)
+    else:
+        multiple = 1 if round_to is None else int(round_to)
+    if multiple < 1:
+        raise ModelError(f"round_to must be a channel multiple >= 1 or 'lce', got {round_to!r}")
+    return multiple
 
 
 def kept_count(size: int, target_keep: float, multiple: int) -> int:

@@ -38,13 +38,17 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from bnnprune_tf import masks, profile, select
+from bnnprune_tf import files, masks, profile, select
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
 from bnnprune_tf.layer_facts import DEPTHWISE, PRODUCERS
@@ -351,7 +355,8 @@ def _check_grid(grid: Sequence[float]) -> tuple[float, ...]:
 def analyze(model: tf.keras.Model, level: Level, x: np.ndarray, y: np.ndarray,
             grid: Sequence[float] = DEFAULT_GRID, layers: Sequence[str] | None = None,
             batch_size: int = 256, progress: bool = True,
-            calibration: np.ndarray | None = None) -> Sensitivity:
+            calibration: np.ndarray | None = None,
+            checkpoint: str | os.PathLike | None = None) -> Sensitivity:
     """Prune each layer alone at each ratio of ``grid`` by ``level``; evaluate on ``(x, y)``.
 
     ``model`` is made prunable first (a copy) if it is not; a masked model
@@ -364,6 +369,9 @@ def analyze(model: tf.keras.Model, level: Level, x: np.ndarray, y: np.ndarray,
         calibration: training images; if given, BatchNorm statistics are
             re-estimated on them (:func:`batchnorm_recalibration`) at every point
             before it is evaluated, and restored afterwards.
+        checkpoint: a JSON file; each finished layer's curve is saved there, and a rerun
+            of the same analysis (same model weights, data, grid and layers) resumes
+            after the last finished layer.
     """
     from tqdm.auto import tqdm
 
@@ -389,12 +397,16 @@ def analyze(model: tf.keras.Model, level: Level, x: np.ndarray, y: np.ndarray,
             recalibrate()
         return measure()
 
+    key = _analysis_key(masked, level, x, y, grid, names, calibration)
     base_acc, base_ops = accuracy(), operations(masked)
-    curves = {}
+    curves = _load_curves(checkpoint, key)
     try:
         with tqdm(total=len(names) * len(grid), desc=f"sensitivity ({level.granularity})",
                   disable=not progress, leave=False) as bar:
+            bar.update(len(grid) * len(curves))
             for name in names:
+                if name in curves:
+                    continue
                 acc, ops = [base_acc], [base_ops]
                 for ratio in grid:
                     level.apply(masked, {name: ratio}, graph, scores)
@@ -403,12 +415,35 @@ def analyze(model: tf.keras.Model, level: Level, x: np.ndarray, y: np.ndarray,
                     bar.update()
                 _restore(masked, saved)
                 curves[name] = Curve(name, (0.0, *grid), tuple(acc), tuple(ops))
+                if checkpoint is not None:
+                    files.write_json(checkpoint, {"key": key, "curves": {
+                        n: asdict(c) for n, c in curves.items()}})
     finally:
         _restore(masked, saved)
         for layer, (mean, variance) in zip(norms, statistics):
             layer.moving_mean.assign(mean)
             layer.moving_variance.assign(variance)
     return Sensitivity(level.granularity, base_acc, base_ops, len(x), curves)
+
+
+def _analysis_key(model, level, x, y, grid, names, calibration) -> str:
+    """A hash of what an analysis depends on: weights and masks, data, grid, layers."""
+    digest = hashlib.sha256(repr((level.granularity, grid, list(names))).encode())
+    for array in [*model.get_weights(), x, y] + ([calibration] if calibration is not None else []):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _load_curves(checkpoint, key: str) -> dict[str, Curve]:
+    """The curves a checkpoint of the same analysis (``key``) holds; {} otherwise."""
+    try:
+        saved = json.loads(Path(checkpoint).read_text()) if checkpoint is not None else {}
+    except (OSError, ValueError):
+        return {}
+    if saved.get("key") != key:
+        return {}
+    return {n: Curve(c["layer"], tuple(c["ratios"]), tuple(c["accuracy"]),
+                     tuple(c["operations"])) for n, c in saved["curves"].items()}
 
 
 def _restore(model, saved: Mapping[str, Mapping[str, np.ndarray]]) -> None:

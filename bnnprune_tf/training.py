@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import csv
+import numbers
 import os
 import shutil
 from pathlib import Path
@@ -87,10 +88,10 @@ def fit(
     """
     if model.optimizer is None:
         raise ModelError("compile the model first (bnnprune_tf.training.compile_model)")
+    check_fit(model, dataset, epochs, batch_size)
     tf.config.experimental.enable_op_determinism()     # same seed, same numbers
     tf.keras.utils.set_random_seed(seed)
-    train = dataset.batches("train", batch_size, shuffle=True, augment=augment, seed=seed)
-    val = dataset.batches("val", batch_size)
+    first = 0
     all_callbacks = list(callbacks)
     history_file = None
     if work_dir is not None:
@@ -99,13 +100,19 @@ def fit(
         history_file = work_dir / "history.csv"
         if not backup.exists() and history_file.exists():
             history_file.unlink()  # a finished or never-started fit: start the log anew
+        first = min(resumed_epoch(backup), epochs)
         all_callbacks = [
             tf.keras.callbacks.BackupAndRestore(os.fspath(backup)),
             tf.keras.callbacks.CSVLogger(os.fspath(history_file), append=True),
             *all_callbacks,
         ]
+    # epoch e's batches depend on (seed, e) only: a resumed fit sees what an uninterrupted
+    # one would have seen from its first missing epoch on
+    train = dataset.epochs("train", batch_size, range(first, int(epochs)), augment=augment,
+                           seed=seed)
+    val = dataset.batches("val", batch_size)
     result = model.fit(train, validation_data=val, epochs=epochs, callbacks=all_callbacks,
-                       verbose=verbose)
+                       steps_per_epoch=steps_per_epoch(dataset, batch_size), verbose=verbose)
     if history_file is None:
         return [{"epoch": e + 1, **{k: float(v[e]) for k, v in result.history.items()}}
                 for e in range(len(result.epoch))]
@@ -137,10 +144,39 @@ def train(
     """
     if schedule not in SCHEDULES:
         raise ModelError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
+    if not learning_rate > 0:      # also NaN
+        raise ModelError(f"learning_rate must be > 0, got {learning_rate}")
+    check_fit(model, dataset, epochs, batch_size)
     decay = epochs * steps_per_epoch(dataset, batch_size) if schedule == "cosine" else None
     compile_model(model, learning_rate, optimizer, decay_steps=decay)
     return fit(model, dataset, epochs, batch_size, augment=augment, seed=seed, work_dir=work_dir,
                callbacks=callbacks, verbose=verbose)
+
+
+def check_fit(model: tf.keras.Model, dataset: Dataset, epochs: int, batch_size: int) -> None:
+    """Clear errors, before any work, for settings a ``fit`` would not survive."""
+    if not isinstance(epochs, numbers.Integral) or epochs < 1:
+        raise ModelError(f"epochs must be a whole number >= 1, got {epochs!r}")
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ModelError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if len(dataset.split("train")[1]) == 0:
+        raise ModelError(f"{dataset.name}: the train split is empty; raise limit")
+    outputs = model.outputs[0].shape[-1] if model.outputs else None
+    if outputs is not None and dataset.num_classes > outputs:
+        raise ModelError(f"{dataset.name} has labels up to {dataset.num_classes - 1} but the "
+                         f"model has {outputs} outputs: build it with num_classes="
+                         f"{dataset.num_classes} (labels must be < the number of outputs)")
+
+
+def resumed_epoch(backup: str | os.PathLike) -> int:
+    """The first epoch a fit resumed from the ``BackupAndRestore`` directory ``backup``
+    runs (0 if there is no backup)."""
+    checkpoint = tf.train.latest_checkpoint(os.fspath(Path(backup) / "chief"))
+    if checkpoint is None:
+        return 0
+    saved = tf.train.load_checkpoint(checkpoint).get_tensor(
+        "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")
+    return int(saved) + 1
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:

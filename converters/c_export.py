@@ -324,6 +324,10 @@ def write(model, out_dir, samples=None, labels=None) -> dict:
 
         write(model, "firmware/build/model", samples=x[:10], labels=y[:10])
     """
+    if samples is not None:
+        from converters.lce import check_finite
+
+        check_finite(samples, "samples")
     folded = fold_lib.fold(prune.strip_pruning(model, keep_weight_masks=True))
     codes = None if samples is None else folded.quantize_input(samples)
     header, source, info = render(folded, codes, labels)

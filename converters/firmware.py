@@ -57,6 +57,38 @@ _RESULT = re.compile(r"^(\d+) passed, (\d+) failed$", re.M)
 _TEST = re.compile(r"^test (\d+): class (-?\d+) \(label (-?\d+)\) (ok|MISMATCH)$", re.M)
 
 
+def memory(board: str) -> dict[str, int]:
+    """``{"FLASH": bytes, "RAM": bytes}`` of ``board``'s linker script (the regions it names).
+
+    Example::
+
+        memory("mps2-an386")["RAM"]    # 4 MiB
+    """
+    if board not in BOARDS:
+        return {}
+    script = (FIRMWARE / "boards" / BOARDS[board]["linker"]).read_text()
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20}
+    return {name: int(size) * units[unit.upper()] for name, size, unit in re.findall(
+        r"^\s*(FLASH|RAM)\s*\([a-z]+\)\s*:.*LENGTH\s*=\s*(\d+)\s*([KkMm]?)", script, re.M)}
+
+
+def check_fits(info: dict, board: str) -> None:
+    """A clear error if the model data :func:`converters.c_export.write` reported (``info``)
+    cannot fit ``board``: the arena in its RAM, the weights in its flash.
+
+    Example::
+
+        check_fits(c_export.write(model, "build/model"), "mps2-an386")
+    """
+    regions = memory(board)
+    for region, need, what in (("RAM", info.get("arena_bytes", 0), "activation arena"),
+                               ("FLASH", info.get("weight_bytes", 0), "weights")):
+        if region in regions and need > regions[region]:
+            raise FirmwareError(
+                f"the model's {what} needs {need:,} B but {board} has {regions[region]:,} B of "
+                f"{region}: prune or narrow the model (width), or pick a larger board")
+
+
 def make(target: str, model_dir, board: str, build=None, **variables) -> str:
     """``make -C firmware TARGET BOARD=board MODEL=model_dir``; returns its stdout.
 

@@ -15,6 +15,8 @@ Example::
 
 from __future__ import annotations
 
+import struct
+
 from dataclasses import dataclass, field
 
 from flatbuffers import flexbuffers
@@ -106,33 +108,40 @@ def read(flatbuffer: bytes) -> Graph:
         raise ConversionError(
             "these bytes are not a TFLite flatbuffer (no 'TFL3' file identifier): pass the "
             "output of converters.lce.convert or a .tflite file")
-    model = schema.Model.GetRootAs(flatbuffer, 0)
-    if model.SubgraphsLength() == 0:
-        raise ConversionError("the flatbuffer has no subgraph: re-convert the model")
-    codes = [_op_type(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
-    graph = model.Subgraphs(0)
-    tensors = []
-    for i in range(graph.TensorsLength()):
-        t = graph.Tensors(i)
-        buffer = model.Buffers(t.Buffer()) if t.Buffer() < model.BuffersLength() else None
-        tensors.append(Tensor(
-            index=i, name=(t.Name() or b"").decode(errors="replace"),
-            dtype=_TYPE_NAMES.get(t.Type(), f"TYPE_{t.Type()}"),
-            shape=tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else (),
-            data_bytes=_buffer_bytes(buffer)))
-    operators = []
-    for i in range(graph.OperatorsLength()):
-        op = graph.Operators(i)
-        options = {}
-        if op.CustomOptionsLength():
-            decoded = flexbuffers.Loads(bytes(op.CustomOptionsAsNumpy()))
-            options = decoded if isinstance(decoded, dict) else {"value": decoded}
-        operators.append(Operator(
-            type=codes[op.OpcodeIndex()],
-            inputs=tuple(int(v) for v in op.InputsAsNumpy()) if op.InputsLength() else (),
-            outputs=tuple(int(v) for v in op.OutputsAsNumpy()) if op.OutputsLength() else (),
-            options=options))
-    return Graph(operators=operators, tensors=tensors,
-                 inputs=tuple(int(v) for v in graph.InputsAsNumpy()),
-                 outputs=tuple(int(v) for v in graph.OutputsAsNumpy()),
-                 file_bytes=len(flatbuffer), subgraphs=model.SubgraphsLength())
+    try:
+        model = schema.Model.GetRootAs(flatbuffer, 0)
+        if model.SubgraphsLength() == 0:
+            raise ConversionError("the flatbuffer has no subgraph: re-convert the model")
+        codes = [_op_type(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
+        graph = model.Subgraphs(0)
+        tensors = []
+        for i in range(graph.TensorsLength()):
+            t = graph.Tensors(i)
+            buffer = model.Buffers(t.Buffer()) if t.Buffer() < model.BuffersLength() else None
+            tensors.append(Tensor(
+                index=i, name=(t.Name() or b"").decode(errors="replace"),
+                dtype=_TYPE_NAMES.get(t.Type(), f"TYPE_{t.Type()}"),
+                shape=tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else (),
+                data_bytes=_buffer_bytes(buffer)))
+        operators = []
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            options = {}
+            if op.CustomOptionsLength():
+                decoded = flexbuffers.Loads(bytes(op.CustomOptionsAsNumpy()))
+                options = decoded if isinstance(decoded, dict) else {"value": decoded}
+            operators.append(Operator(
+                type=codes[op.OpcodeIndex()],
+                inputs=tuple(int(v) for v in op.InputsAsNumpy()) if op.InputsLength() else (),
+                outputs=tuple(int(v) for v in op.OutputsAsNumpy()) if op.OutputsLength() else (),
+                options=options))
+        return Graph(operators=operators, tensors=tensors,
+                     inputs=tuple(int(v) for v in graph.InputsAsNumpy()),
+                     outputs=tuple(int(v) for v in graph.OutputsAsNumpy()),
+                     file_bytes=len(flatbuffer), subgraphs=model.SubgraphsLength())
+    except ConversionError:
+        raise
+    except (struct.error, IndexError, ValueError, TypeError, UnicodeDecodeError) as e:
+        raise ConversionError(
+            f"the .tflite is truncated or corrupt ({len(flatbuffer)} bytes; {type(e).__name__}: "
+            f"{e}): convert the model again (bnnprune convert)") from None

@@ -116,6 +116,15 @@ def interpreter(flatbuffer: bytes, kernel: str = "default", num_threads: int = 1
 
 
 
+def check_finite(x: np.ndarray, what: str) -> None:
+    """A clear error for NaN or infinite inputs (the data is at fault, not the converter)."""
+    bad = ~np.isfinite(np.asarray(x, dtype=np.float32))
+    if bad.any():
+        first = int(np.argwhere(bad.reshape(len(x), -1).any(axis=1))[0][0])
+        raise ConversionError(f"{what} contain {int(bad.sum())} NaN or infinite values (first "
+                              f"in sample {first}): clean the input data")
+
+
 def _check_samples(model, samples, labels):
     samples = np.asarray(samples, dtype=np.float32)
     expected = tuple(model.inputs[0].shape)[1:]
@@ -127,6 +136,7 @@ def _check_samples(model, samples, labels):
                               f"(N, {', '.join(map(str, expected))}): pass a batch of inputs")
     if len(samples) == 0:
         raise ConversionError("no samples to verify with: pass at least one input")
+    check_finite(samples, "samples")
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
         if len(labels) != len(samples):

@@ -9,16 +9,26 @@ Examples::
     bnnprune bench model.tflite --vs pruned.tflite   # or --device ssh://pi@host
     bnnprune firmware build model.keras --data mnist5k --out build/model --board mps2-an386
     bnnprune firmware run build/model --board mps3-an547   # QEMU; or --board host
+
+An error is one line ``bnnprune: error: <what is wrong and how to fix it>`` and exit code 2;
+``bnnprune --debug COMMAND ...`` adds the traceback and TensorFlow's start-up log.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-import bnnprune_tf  # noqa: F401  (selects Keras 2 before tensorflow loads)
-from bnnprune_tf.errors import BnnpruneError, FirmwareError
+if "--debug" not in sys.argv[1:]:
+    # a quiet start: TensorFlow's C++ start-up lines (e.g. the CUDA "Unable to register
+    # cuDNN factory" errors of a CPU-only machine) only with --debug
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import bnnprune_tf  # noqa: E402,F401  (selects Keras 2 before tensorflow loads)
+from bnnprune_tf import files  # noqa: E402
+from bnnprune_tf.errors import BnnpruneError, FirmwareError  # noqa: E402
 
 
 def _run(args):
@@ -40,6 +50,7 @@ def _train(args):
         "model": {"name": args.model, "width": args.width},
         "training": {"epochs": args.epochs, "learning_rate": args.learning_rate}},
         "(command line)")
+    files.check_writable(args.out)
     d = recipe.data
     ds = data.load(d.name, path=d.path, seed=recipe.seed, limit=d.limit)
     model, _ = train_model(recipe, ds)
@@ -57,15 +68,11 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 
 
 def _profile(args):
-    import os
-
-    import tensorflow as tf
-
     from bnnprune_tf import models, profile
     from bnnprune_tf.errors import ModelError
 
     if os.path.exists(args.model):
-        model = tf.keras.models.load_model(args.model, compile=False)
+        model = models.load(args.model)
     elif args.model in models.names():
         model = models.build(args.model, args.input_shape, args.classes, args.width)
     else:
@@ -76,15 +83,10 @@ def _profile(args):
 
 
 def _convert(args):
-    import tensorflow as tf
+    from bnnprune_tf import data, models
 
-    from bnnprune_tf import data, files
-    from bnnprune_tf.errors import ConversionError
-
-    try:
-        model = tf.keras.models.load_model(args.model, compile=False)
-    except (OSError, ValueError) as e:
-        raise ConversionError(f"cannot load {args.model}: {e}. Pass a .keras/.h5 file") from e
+    files.check_writable(args.out)
+    model = models.load(args.model)
     if args.to != "lce":
         return _convert_tflm(model, args)
     from pipelines import report
@@ -103,7 +105,7 @@ def _convert_tflm(model, args):
     """``--to tflm``: exact int8 .tflite for stock TFLM; ``tflm-c``: plus model_data.h/.cc."""
     from pathlib import Path
 
-    from bnnprune_tf import data, files
+    from bnnprune_tf import data
     from bnnprune_tf.errors import ConversionError
     from converters import tflm
 
@@ -118,9 +120,9 @@ def _convert_tflm(model, args):
         report = tflm.write_c_source(model, samples, out.parent, tflite_name=out.name)
     else:
         flatbuffer = tflm.to_tflm(model, calibration=samples)
-        files.write_bytes(args.out, flatbuffer)
         report = tflm.verify_tflm(model, flatbuffer, samples) if samples is not None else {
             "model_bytes": len(flatbuffer), "ops": tflm.ops(flatbuffer)}
+        files.write_bytes(args.out, flatbuffer)        # verified before it gets its name
     print(json.dumps(report, indent=2))
     print(f"saved {args.out}")
 
@@ -160,19 +162,15 @@ def _firmware(args):
     from converters import firmware as fw
 
     if args.action == "build":
-        import tensorflow as tf
+        from bnnprune_tf import data, models
 
-        from bnnprune_tf import data
-        from bnnprune_tf.errors import ConversionError
-
-        try:
-            model = tf.keras.models.load_model(args.target, compile=False)
-        except (OSError, ValueError) as e:
-            raise ConversionError(f"cannot load {args.target}: {e}. Pass a .keras/.h5 file") from e
+        files.check_writable(os.path.join(args.out, "model_data.c"))
+        model = models.load(args.target)
         x = y = None
         if args.data:
             x, y = data.load(args.data, seed=args.seed).arrays(args.split, limit=args.limit)
         info = c_export.write(model, args.out, samples=x, labels=y)
+        fw.check_fits(info, args.board)
         fw.make("all", args.out, args.board)
         print(json.dumps(info, indent=2))
         print(f"model data in {args.out}/; built for {args.board}: "
@@ -180,6 +178,9 @@ def _firmware(args):
     elif args.action == "run":
         result = fw.run(args.target, args.board)
         print(result["output"], end="")
+        if result["passed"] + result["failed"] == 0:
+            raise FirmwareError(f"the firmware in {args.target} ran no test vector, so nothing "
+                                "was checked: build it with --data (e.g. --data mnist5k)")
         if args.profile:
             print(fw.profile_markdown(fw.profile(args.target, args.board)))
         if result["failed"]:
@@ -197,16 +198,22 @@ def parser() -> argparse.ArgumentParser:
         prog="bnnprune",
         description="Prune binary neural networks (Larq) and ship them: "
                     "train, profile and run whole recipes.")
+    p.add_argument("--debug", action="store_true",
+                   help="on an error, print the full traceback; show TensorFlow's start-up log")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
 
-    r = sub.add_parser("run", help="run a YAML recipe (skips finished stages, resumes training)",
+    r = sub.add_parser("run", parents=[debug],
+                       help="run a YAML recipe (skips finished stages, resumes training)",
                        description="Run every stage of a YAML recipe in a run directory.")
     r.add_argument("recipe", help="path of the YAML recipe, e.g. pipelines/mnist_bnn.yaml")
     r.add_argument("--run-dir", help="where results go (default: runs/<recipe name>)")
     r.add_argument("--force", action="store_true", help="rerun stages that are up to date")
     r.set_defaults(fn=_run)
 
-    t = sub.add_parser("train", help="train a reference BNN and save it",
+    t = sub.add_parser("train", parents=[debug], help="train a reference BNN and save it",
                        description="Train a reference BNN on a dataset, print its test "
                                    "accuracy and save it as a .keras file.")
     t.add_argument("--data", default="mnist5k", help="dataset name (default mnist5k)")
@@ -222,7 +229,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="model.keras", help="output file (default model.keras)")
     t.set_defaults(fn=_train)
 
-    pr = sub.add_parser("profile", help="binary/float MACs, parameters and memory per layer",
+    pr = sub.add_parser("profile", parents=[debug],
+                        help="binary/float MACs, parameters and memory per layer",
                         description="Profile a saved model or a reference model by name.")
     pr.add_argument("model", help="a .keras/.h5 file or a reference model name")
     pr.add_argument("--input-shape", type=_parse_shape, default=(28, 28, 1),
@@ -232,7 +240,8 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     pr.set_defaults(fn=_profile)
 
-    c = sub.add_parser("convert", help="convert a saved model with LCE (lint, inspect, verify)",
+    c = sub.add_parser("convert", parents=[debug],
+                       help="convert a saved model with LCE (lint, inspect, verify)",
                        description="Convert a .keras model to an LCE .tflite file; print lint "
                                    "findings and the op histogram, optionally verify vs Keras.")
     c.add_argument("model", help="a .keras/.h5 file")
@@ -248,7 +257,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="seed of the dataset split")
     c.set_defaults(fn=_convert)
 
-    b = sub.add_parser("bench", help="latency of a .tflite model (host or device)",
+    b = sub.add_parser("bench", parents=[debug],
+                       help="latency of a .tflite model (host or device)",
                        description="Time an LCE model: on this host with the LCE interpreter "
                                    "(both bconv kernels, interleaved), or on a device with "
                                    "lce_benchmark_model over ssh or adb.")
@@ -268,7 +278,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     b.set_defaults(fn=_bench)
 
-    f = sub.add_parser("firmware", help="C runtime for Cortex-M: build, run (QEMU), size, flash",
+    f = sub.add_parser("firmware", parents=[debug],
+                       help="C runtime for Cortex-M: build, run (QEMU), size, flash",
                        description="build: export a .keras model (plain or masked) as C model "
                                    "data with test vectors and build it for a board; run: run "
                                    "the test vectors on the host build or under QEMU; size: "
@@ -294,11 +305,26 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; an error is one line on stderr and exit code 2 (``--debug``: the
+    full traceback too)."""
     args = parser().parse_args(argv)
+    if not args.debug:
+        import logging
+
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         args.fn(args)
-    except BnnpruneError as e:
-        print(f"bnnprune: error: {e}", file=sys.stderr)
+    except (BnnpruneError, OSError) as e:
+        if isinstance(e, OSError):
+            if e.errno not in files.WRITE_FAILURES:
+                raise
+            e = files.write_error(e, e.filename or ".")
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        message = " ".join(line.strip() for line in str(e).splitlines())
+        print(f"bnnprune: error: {message}", file=sys.stderr)
         return 2
     return 0
 

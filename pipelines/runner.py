@@ -7,11 +7,14 @@ Layout of a run directory (default ``runs/<recipe name>``)::
     train/                  a stage's work directory (e.g. training backup, history)
     model.keras ...         artifacts, named in the manifests' "outputs"
 
-A stage is skipped when its manifest exists and was made from the same recipe
-settings (a fingerprint of everything the stage depends on: the data, model and
-training sections, the seed, and the stage list up to and including it). Once
-one stage runs, every later stage runs too. An interrupted training resumes
-from its last finished epoch (see :func:`bnnprune_tf.training.fit`).
+A stage is skipped when its manifest exists, was made from the same inputs (a
+fingerprint of the data, model and training sections, the seed, the stage list
+up to and including it, the content of the data files, and the previous
+stage's manifest with its output hashes) and every output it lists still has
+the sha256 it recorded. Otherwise it reruns, and every later stage too. An
+interrupted training resumes from its last finished epoch (see
+:func:`bnnprune_tf.training.fit`), a method from its last finished round or
+layer (``prune/``). One run at a time per directory: ``.lock`` (see :func:`lock`).
 
 Example::
 
@@ -22,6 +25,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -34,16 +40,92 @@ import tensorflow as tf
 
 from bnnprune_tf import data as data_lib
 from bnnprune_tf import files
+from bnnprune_tf import models as models_lib
 from bnnprune_tf.errors import RecipeError
 from pipelines.recipe import Recipe, check_against_model, load_recipe, stage_params
 
 
-def fingerprint(recipe: Recipe, index: int) -> str:
-    """Hash of everything stage ``index`` of ``recipe`` depends on."""
+def fingerprint(recipe: Recipe, index: int, data_hash: str = "", previous: dict | None = None
+                ) -> str:
+    """Hash of everything stage ``index`` of ``recipe`` depends on: its recipe settings, the
+    content of the data files (``data_hash``) and the ``previous`` stage's manifest (its
+    fingerprint and output hashes, so the chain covers every earlier stage's results)."""
     relevant = recipe.model_dump(exclude={"name", "stages"})
     relevant["stages"] = [s.model_dump() for s in recipe.stages[: index + 1]]
+    relevant["data_hash"] = data_hash
+    if previous is not None:
+        relevant["previous"] = [previous.get("fingerprint"), previous.get("hashes")]
     blob = json.dumps(relevant, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of a file's content (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_hash(recipe: Recipe) -> str:
+    """One hash of the recipe's data source files (name, size and content)."""
+    digest = hashlib.sha256()
+    for path in data_lib.source_files(recipe.data.name, recipe.data.path):
+        if path.is_file():
+            digest.update(f"{path.name}:{path.stat().st_size}:{file_hash(path)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def output_hashes(directory: Path, outputs: dict) -> dict[str, str]:
+    """``{relative path: sha256}`` of a stage's output files."""
+    return {rel: file_hash(directory / rel) for rel in dict.fromkeys(outputs.values())}
+
+
+def changed_outputs(directory: Path, manifest: dict) -> list[str]:
+    """The outputs of ``manifest`` that are missing or not what the stage wrote."""
+    hashes = manifest.get("hashes")
+    if hashes is None:                      # a manifest from before hashes were recorded
+        return list(manifest.get("outputs", {}).values()) or ["<no hashes>"]
+    return [rel for rel, h in hashes.items()
+            if not (directory / rel).is_file() or file_hash(directory / rel) != h]
+
+
+@contextlib.contextmanager
+def lock(directory: Path):
+    """Hold ``directory/.lock`` (an advisory ``flock``, released by the kernel when the
+    process dies, so a stale lock of a killed run is simply taken over); a second
+    holder gets a :class:`RecipeError` naming the process that has it.
+
+    Example::
+
+        with lock(Path("runs/demo")):
+            ...   # only this process runs stages here
+    """
+    path = directory / ".lock"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
+    except OSError as e:
+        raise RecipeError(f"cannot write to the run directory {directory}: {e.strerror}; "
+                          "pass --run-dir with a directory you can write to") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise RecipeError(
+                f"run directory {directory} is in use by process {holder} (another "
+                "`bnnprune run`); wait for it to finish, stop it, or pass --run-dir to use "
+                "another directory") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 class Run:
@@ -69,7 +151,7 @@ class Run:
         if path.exists() and (not stamp.exists() or stamp.read_text() != self.fingerprint):
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(self.fingerprint)
+        files.write_text(stamp, self.fingerprint)
         return path
 
     def latest_output(self, key: str) -> Path:
@@ -87,7 +169,7 @@ class Run:
         return list(dict.fromkeys(paths))
 
     def load_model(self) -> tf.keras.Model:
-        return tf.keras.models.load_model(self.latest_output("model"))
+        return models_lib.load(self.latest_output("model"), compile=True)
 
 
 def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike | None = None,
@@ -106,27 +188,58 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike | 
     params = stage_params(recipe)
     run = Run(recipe, Path(run_dir) if run_dir else Path("runs") / recipe.name)
     check_against_model(recipe, run.dataset, params)
-    directory = run.dir
-    directory.mkdir(parents=True, exist_ok=True)
+    with lock(run.dir):
+        _run_stages(run, params, STAGES, force, log)
+    return run.dir
+
+
+def _run_stages(run: Run, params: list, stages: dict, force: bool, log) -> None:
+    """Skip the stages that are up to date (same fingerprint, outputs intact), run the rest."""
+    directory, recipe = run.dir, run.recipe
     files.write_json(directory / "recipe.json", recipe.model_dump())
+    data = data_hash(recipe)
     stale = force
     for index, spec in enumerate(recipe.stages):
-        stage = STAGES[spec.name]
-        run.fingerprint = fingerprint(recipe, index)
+        stage = stages[spec.name]
+        run.fingerprint = fingerprint(recipe, index, data,
+                                      run.manifests[-1] if run.manifests else None)
         manifest_path = directory / "stages" / f"{index:02d}-{spec.name}.json"
         if not stale and manifest_path.exists():
-            manifest = json.loads(manifest_path.read_text())
+            manifest = _read_manifest(manifest_path)
             if manifest.get("fingerprint") == run.fingerprint:
-                log(f"[{index}] {spec.name}: up to date, skipped")
-                run.manifests.append(manifest)
-                continue
+                changed = changed_outputs(directory, manifest)
+                if not changed:
+                    log(f"[{index}] {spec.name}: up to date, skipped")
+                    run.manifests.append(manifest)
+                    continue
+                log(f"[{index}] {spec.name}: {', '.join(changed)} changed or missing since "
+                    "it ran")
         stale = True
+        manifest_path.unlink(missing_ok=True)    # never a manifest of an unfinished stage
         log(f"[{index}] {spec.name}: running")
         started = time.time()
-        result = stage.fn(run, params[index])
+        try:
+            result = stage.fn(run, params[index])
+        except OSError as e:
+            if e.errno not in files.WRITE_FAILURES:
+                raise
+            raise files.write_error(e, directory) from e
+        except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError) as e:
+            if isinstance(e, tf.errors.ResourceExhaustedError) and "space" not in e.message:
+                raise                           # out of memory, not out of disk
+            error = errno.EACCES if isinstance(e, tf.errors.PermissionDeniedError) else \
+                errno.ENOSPC
+            raise files.write_error(OSError(error, e.message), directory) from e
         manifest = {"stage": spec.name, "index": index, "fingerprint": run.fingerprint,
-                    "seconds": round(time.time() - started, 2), **result}
+                    "seconds": round(time.time() - started, 2), **result,
+                    "hashes": output_hashes(directory, result.get("outputs", {}))}
         files.write_json(manifest_path, manifest)
         run.manifests.append(manifest)
         log(f"[{index}] {spec.name}: done in {manifest['seconds']:.1f} s")
-    return directory
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}                               # unreadable: the stage reruns

@@ -162,4 +162,4 @@ def test_cli_convert_lints_inspects_and_verifies(tmp_path, capsys):
     assert "float-input" in text and "| LceBconv2d | 3 |" in text and "| Keras vs LCE | 16 |" in text
     assert flatbuffer.read(out.read_bytes()).file_bytes == out.stat().st_size
     assert cli.main(["convert", str(tmp_path / "missing.keras")]) == 2
-    assert "cannot load" in capsys.readouterr().err
+    assert "missing.keras not found" in capsys.readouterr().err

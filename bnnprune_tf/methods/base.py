@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, Mapping
+from typing import Annotated, Any, Callable, ClassVar, Literal, Mapping
 
 import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -44,7 +44,7 @@ from bnnprune_tf.models import copy_model
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.reporting import Figure
 
-RoundTo = int | Literal["lce"] | None
+RoundTo = Annotated[int, Field(ge=1)] | Literal["lce"] | None   # a channel multiple
 
 
 class Params(BaseModel):

@@ -39,9 +39,14 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Mapping
 
 import numpy as np
@@ -49,7 +54,7 @@ import tensorflow as tf
 
 from pydantic import Field, model_validator
 
-from bnnprune_tf import layer_facts, masks, profile, select, training
+from bnnprune_tf import files, layer_facts, masks, profile, select, training
 from bnnprune_tf.models import copy_model
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
@@ -147,14 +152,14 @@ def layer_stats(counter: FlipCounter, threshold: float = 0,
     return out
 
 
-def flip_criterion(counter: FlipCounter) -> select.Criterion:
+def flip_criterion(counter: FlipCounter | Mapping[str, np.ndarray]) -> select.Criterion:
     """Filter scores for :func:`bnnprune_tf.prune.prune_filters`: fewer flips = more important.
 
     Score = ``-(total flips of the filter) + mean|latent| / 2``; as flip totals
     are integers and ``|latent| <= 1``, the latent term only breaks ties (the
     smaller mean |latent| goes first). Layers without counts score 0.
     """
-    counts = counter.counts_numpy()
+    counts = counter if isinstance(counter, Mapping) else counter.counts_numpy()
 
     def score(layer) -> np.ndarray:
         if layer.name not in counts:          # not counted (e.g. the float-input first layer):
@@ -404,7 +409,7 @@ def prune_by_flip_frequency(
     finetune_epochs: int | None = None, pretrained: bool = False, learning_rate: float = 1e-2,
     finetune_learning_rate: float | None = None, batch_size: int = 64, round_to=None,
     every: str | int = "epoch", include_float_input: bool = False, weight_decay: float = 0.0,
-    seed: int = 0, verbose: int = 0, log=print,
+    seed: int = 0, verbose: int = 0, log=print, work_dir: str | os.PathLike | None = None,
 ) -> WFFResult:
     """The iterative procedure: train, measure flips, shrink; repeat. ``model`` is not changed.
 
@@ -422,8 +427,11 @@ def prune_by_flip_frequency(
     epochs beside it. Rounds go on until ``max_l p_l`` stops falling
     or after ``max_iterations`` prunings; the result is the cheapest round (fewest
     binary MACs) that lost at most ``accuracy_budget`` of the validation images
-    against the control of the same epochs, counted in whole images.
+    against the control of the same epochs, counted in whole images. With ``work_dir``
+    every finished round is saved there (:class:`RoundStore`) and a rerun resumes after
+    the last finished round, with the same result as an uninterrupted run.
     """
+    settings = {k: v for k, v in locals().items() if k not in ("model", "dataset", "log")}
     if follow_up not in ("finetune", "scratch"):
         raise ModelError(f"follow_up must be 'finetune' or 'scratch', got {follow_up!r}")
     finetune_epochs = finetune_epochs or epochs
@@ -437,6 +445,7 @@ def prune_by_flip_frequency(
         return m
 
     current, rounds, models_by_round = decayed(copy_model(model)), [], []
+    store = RoundStore(work_dir, (model, dataset, settings)) if work_dir is not None else None
     control = None
     n_val = len(dataset.split("val")[1])
     stop_reason = "max_iterations reached"
@@ -448,24 +457,34 @@ def prune_by_flip_frequency(
             n_epochs = epochs if follow_up == "scratch" else finetune_epochs
             lr = learning_rate if follow_up == "scratch" else (finetune_learning_rate
                                                                  or learning_rate / 10)
-        tracker = FlipTracker(last_epochs=interval, every=every, threshold=threshold,
-                              include_float_input=include_float_input)
-        training.train(current, dataset, n_epochs, lr, batch_size=batch_size, seed=seed + index,
-                       callbacks=[tracker], verbose=verbose)
-        if index == 1 or (index > 1 and follow_up == "finetune"):
-            training.train(control, dataset, n_epochs, lr, batch_size=batch_size,
-                           seed=seed + index, verbose=verbose)
-        correct = training.count_correct(current, dataset, "val")
-        control_correct = correct if control is None else \
-            training.count_correct(control, dataset, "val")
-        stats = tracker.stats()
-        prunable = widths_from_flips(current, stats, include_float_input=include_float_input)
-        rounds.append(Iteration(index, correct, control_correct, n_val,
-                                profile.profile(current).binary_macs, kept_widths(current),
-                                stats, tuple(prunable)))
+        saved = store.load(index, decayed) if store else None
+        if saved is not None:
+            current, control, iteration, counts = saved
+        else:
+            tracker = FlipTracker(last_epochs=interval, every=every, threshold=threshold,
+                                  include_float_input=include_float_input)
+            training.train(current, dataset, n_epochs, lr, batch_size=batch_size,
+                           seed=seed + index, callbacks=[tracker], verbose=verbose)
+            if index == 1 or (index > 1 and follow_up == "finetune"):
+                training.train(control, dataset, n_epochs, lr, batch_size=batch_size,
+                               seed=seed + index, verbose=verbose)
+            correct = training.count_correct(current, dataset, "val")
+            control_correct = correct if control is None else \
+                training.count_correct(control, dataset, "val")
+            stats = tracker.stats()
+            prunable = widths_from_flips(current, stats, include_float_input=include_float_input)
+            iteration = Iteration(index, correct, control_correct, n_val,
+                                  profile.profile(current).binary_macs, kept_widths(current),
+                                  stats, tuple(prunable))
+            counts = tracker.counter.counts_numpy()
+            if store:
+                store.save(iteration, current, control, counts)
+        prunable = widths_from_flips(current, iteration.stats,
+                                     include_float_input=include_float_input)
+        rounds.append(iteration)
         models_by_round.append(current)
-        log(f"[wff] round {index}: {correct}/{n_val} validation images (control "
-            f"{control_correct}), binary MACs {rounds[-1].binary_macs:,}, "
+        log(f"[wff] round {index}: {iteration.val_correct}/{n_val} validation images (control "
+            f"{iteration.control_correct}), binary MACs {rounds[-1].binary_macs:,}, "
             f"max p_l {rounds[-1].max_p:.3f}")
         if index > 0 and rounds[-1].max_p >= rounds[-2].max_p:
             stop_reason = "max p_l stopped falling"
@@ -477,7 +496,7 @@ def prune_by_flip_frequency(
         elif control is None:                 # scratch: the control trains from scratch too
             tf.keras.utils.set_random_seed(seed + 1)
             control = decayed(tf.keras.models.clone_model(current))
-        masked = prune_filters(current, flip_criterion(tracker.counter),
+        masked = prune_filters(current, flip_criterion(counts),
                                widths=round_widths(current, prunable, round_to))
         current = shrink(masked)
         if follow_up == "scratch":
@@ -486,6 +505,67 @@ def prune_by_flip_frequency(
         current = decayed(current)
     chosen = choose_round(rounds, accuracy_budget)
     return WFFResult(models_by_round[chosen.index], chosen.index, rounds, stop_reason)
+
+
+class RoundStore:
+    """Finished rounds of :func:`prune_by_flip_frequency` on disk, one directory each
+    (``round<i>/``: the trained model, the control, the flip counts and the round's
+    numbers), written atomically and ``done`` last, so a killed run resumes after its
+    last finished round.
+
+    ``inputs`` (the model, the dataset and the settings) are hashed into ``key``: rounds
+    saved from other inputs are removed, never resumed from.
+
+    Example::
+
+        store = RoundStore("runs/demo/prune", (model, ds, {"epochs": 4}))
+        saved = store.load(0, lambda m: m)     # None until round 0 finished
+    """
+
+    def __init__(self, directory: str | os.PathLike, inputs: tuple):
+        self.dir = Path(directory)
+        model, dataset, settings = inputs
+        digest = hashlib.sha256(repr(sorted(settings.items())).encode())
+        for array in [*model.get_weights(), *(dataset.split(s)[0] for s in ("train", "val"))]:
+            digest.update(np.ascontiguousarray(array).tobytes())
+        key = digest.hexdigest()[:16]
+        stamp = self.dir / "rounds.key"
+        if not stamp.exists() or stamp.read_text() != key:
+            for old in self.dir.glob("round[0-9]*"):
+                shutil.rmtree(old)
+            files.write_text(stamp, key)
+
+    def save(self, iteration: Iteration, current, control, counts: Mapping[str, np.ndarray]):
+        path = self.dir / f"round{iteration.index}"
+        (path / "done").unlink(missing_ok=True)
+        files.save_model(current, path / "model.keras")
+        if control is not None:
+            files.save_model(control, path / "control.keras")
+        buffer = io.BytesIO()
+        np.savez(buffer, **{f"counts/{n}": c for n, c in counts.items()},
+                 **{f"mean/{n}": s.filter_mean for n, s in iteration.stats.items()})
+        files.write_bytes(path / "flips.npz", buffer.getvalue())
+        files.write_json(path / "round.json", {**iteration.to_dict(), "pruned": iteration.pruned,
+                                               "control": control is not None})
+        files.write_text(path / "done", "")
+
+    def load(self, index: int, decayed):
+        """``(model, control, Iteration, counts)`` of finished round ``index``, or None.
+        ``decayed`` re-attaches the loss term a saved model does not keep."""
+        path = self.dir / f"round{index}"
+        if not (path / "done").exists():
+            return None
+        info = json.loads((path / "round.json").read_text())
+        arrays = np.load(path / "flips.npz")
+        counts = {k.split("/", 1)[1]: arrays[k] for k in arrays.files if k.startswith("counts/")}
+        stats = {n: LayerFlips(n, info["p"][n], info["histograms"][n], arrays[f"mean/{n}"])
+                 for n in info["p"]}
+        iteration = Iteration(index, info["val_correct"], info["control_correct"],
+                              info["val_samples"], info["binary_macs"], info["widths"], stats,
+                              tuple(info["pruned"]))
+        load = tf.keras.models.load_model
+        control = decayed(load(path / "control.keras")) if info["control"] else None
+        return load(path / "model.keras"), control, iteration, counts
 
 
 def choose_round(rounds: list[Iteration], accuracy_budget: float) -> Iteration:
@@ -588,7 +668,8 @@ class FlipFrequency(Method):
             finetune_epochs=p.epochs, pretrained=True, finetune_learning_rate=p.learning_rate,
             learning_rate=context.learning_rate, batch_size=context.batch_size,
             round_to=p.round_to, every=p.every, include_float_input=p.include_float_input,
-            weight_decay=p.weight_decay, seed=context.seed, log=context.log)
+            weight_decay=p.weight_decay, seed=context.seed, log=context.log,
+            work_dir=context.work_dir)
         first = wff.iterations[0]
         result = Result(wff.model, wff.model, metrics=wff.to_dict())
         result.tables[f"Rounds (chosen: the cheapest within budget of the dense control "

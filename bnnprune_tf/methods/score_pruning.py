@@ -114,6 +114,13 @@ class PruneOnSchedule(tf.keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         masks.require_masks(self.model, type(self).__name__)
+        step = self._step()
+        if step > 0 and not self.events:
+            # a fit resumed from a backup: the masks were restored with the weights; note
+            # the prunings the interrupted fit made instead of pruning again
+            self.events = [(0, 1.0)] if self.schedule is None else [
+                (s, min(1.0, float(sparsity) / self._final)) for s in range(step)
+                for should, sparsity in [self.schedule(s)] if bool(should)]
         if self.schedule is None and not self.events:
             self._apply(1.0)
 
@@ -158,6 +165,7 @@ class ScorePruning(Method):
         self._callback: PruneOnSchedule | None = None
         self._validation = None
         self.before: dict = {}
+        self.checkpoint = None      # a JSON file: the sensitivity scan resumes from it
 
     # ------------------------------------------------------------ scores
     def filter_scores(self, layer) -> np.ndarray:
@@ -195,7 +203,8 @@ class ScorePruning(Method):
                                      "calibration_data=x_train to prepare")
                 calibration = calibration_data[:p.recalibrate_bn]
             self.analysis = sensitivity.analyze(prepared, self.level(), x, y, p.grid, p.layers,
-                                                progress=False, calibration=calibration)
+                                                progress=False, calibration=calibration,
+                                                checkpoint=self.checkpoint)
             self.ratios = (self.analysis.ratios_for_budget(p.budget) if p.budget is not None
                            else self.analysis.ratios_within(p.epsilon))
         elif p.ratios is not None:
@@ -270,6 +279,8 @@ class ScorePruning(Method):
             self.steps = self.params.epochs * training.steps_per_epoch(context.dataset,
                                                                        context.batch_size)
         n = self.params.recalibrate_bn
+        if context.work_dir is not None:
+            self.checkpoint = context.work_dir / "sensitivity.json"
         prepared = self.prepare(model, context.dataset.arrays("val"),
                                 calibration_data=context.dataset.arrays("train", n)[0] if n
                                 else None)
