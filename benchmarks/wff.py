@@ -5,10 +5,10 @@ Per seed, on the protocol's split (Fashion-MNIST 20k / 6k / 10k) and model (``vg
 width 1/4), from ONE dense checkpoint trained ``--epochs`` E (Adam, cosine, lr ``--lr``):
 
 - ``wff``: the method's rounds (``methods.get("wff").run``): flips counted over ``--interval``
-  I epochs at lr/10 (signs sampled every ``--every`` steps), filters with the highest flip
-  frequency removed (widths ``(1 - p_l) C_l`` rounded to 8), fine-tuned ``--finetune`` F
-  epochs at lr/10, ``--iterations`` rounds; the cheapest round within ``--budget`` of its
-  own dense control, judged on validation images;
+  I epochs at ``--measure-lr`` (signs sampled every ``--every`` steps), filters with the
+  highest flip frequency removed (widths ``(1 - p_l) C_l`` rounded to 8), fine-tuned
+  ``--finetune`` F epochs at lr/10, ``--iterations`` rounds; the cheapest round within
+  ``--budget`` of its own dense control, judged on validation images;
 - ``random``, ``l1``: the same checkpoint pruned to exactly WFF's widths;
 - ``uniform``: one L1 ratio for every layer WFF prunes, chosen so the binary MACs come
   closest to WFF's;
@@ -16,8 +16,8 @@ width 1/4), from ONE dense checkpoint trained ``--epochs`` E (Adam, cosine, lr `
   operations (the method's own per-layer allocation);
 - ``dense``: the control, fine-tuned like every pruned arm.
 
-Every arm trains K = I + F x (WFF's chosen round) epochs after the checkpoint, at lr/10,
-cosine: ``epochs_total = E + K`` for all. Test accuracy is measured once per final model;
+Every arm trains K = I + F x (WFF's chosen round) epochs after the checkpoint (the others
+at lr/10, cosine): ``epochs_total = E + K`` for all. Test accuracy is measured once per final model;
 paired differences to the dense control of the same seed, McNemar on pooled test predictions
 (``benchmarks/protocol.py``). Cells are cached in ``benchmarks/cache/`` (rerun resumes).
 
@@ -47,8 +47,9 @@ BASELINES = ("random", "l1", "uniform", "latent_channel")
 
 
 def _context(ds, seed, args):
+    """WFF's ``run`` measures flips at a tenth of the context's learning rate."""
     return Context(ds, batch_size=protocol.SETUP["batch_size"], seed=seed, epochs=args.epochs,
-                   learning_rate=args.lr, log=lambda *_: None)
+                   learning_rate=10 * args.measure_lr, log=lambda *_: None)
 
 
 def _row(method, arm, config, seed, args, epochs_after, model, ds, **extra):
@@ -61,7 +62,8 @@ def _common(args) -> dict:
 
 
 def wff_cell(ds, base, seed, args) -> dict:
-    config = {"interval": args.interval, "every": args.every, "finetune": args.finetune,
+    config = {"interval": args.interval, "every": args.every, "measure_lr": args.measure_lr,
+              "finetune": args.finetune,
               "iterations": args.iterations, "accuracy_budget": args.budget,
               "weight_decay": args.weight_decay, "round_to": ROUND_TO}
 
@@ -137,7 +139,7 @@ def baseline_cells(ds, base, seed, args, wff_row) -> list[dict]:
 
 def flip_check(ds, base, seed, args, epochs: int = 3) -> dict:
     """The method's own checks on the checkpoint (methods.md section 1.5), ``epochs`` of
-    counting at lr/10 with WFF's decay: ``p_l`` after each epoch of a growing interval, and
+    counting at WFF's measuring rate and decay: ``p_l`` after each epoch of a growing interval, and
     the validation images lost by flipping the signs of the weights that flipped vs. of as
     many that did not (random, per layer)."""
     def compute():
@@ -147,7 +149,7 @@ def flip_check(ds, base, seed, args, epochs: int = 3) -> dict:
         curve = []
         record = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs=None: curve.append(
             {n: s.p for n, s in tracker.stats().items()}))
-        protocol.train(model, ds, epochs, args.lr / 10, seed, callbacks=[tracker, record])
+        protocol.train(model, ds, epochs, args.measure_lr, seed, callbacks=[tracker, record])
         flipped = {n: c > 0 for n, c in tracker.counter.counts_numpy().items()}
         lost_flipped, lost_other = sign_flip_cost(model, ds, flipped, np.random.default_rng(seed))
         return {"p_by_interval_epochs": curve,
@@ -156,7 +158,8 @@ def flip_check(ds, base, seed, args, epochs: int = 3) -> dict:
                 "val_images_lost_flipping_as_many_unflipped": lost_other}
 
     return protocol.cell({"bench": "wff", "what": "flip_check", **_common(args), "seed": seed,
-                          "every": args.every, "weight_decay": args.weight_decay,
+                          "every": args.every, "measure_lr": args.measure_lr,
+                          "weight_decay": args.weight_decay,
                           "epochs_counted": epochs}, compute)
 
 
@@ -165,17 +168,17 @@ def interval_figure(check: dict) -> Figure:
     return Figure("p_l against the length of the flip interval (seed 0)", "line",
                   {"p_l": {"x": list(range(1, len(curve) + 1)),
                            "series": {n: [c[n] for c in curve] for n in curve[0]}}},
-                  xlabel="interval (epochs at lr/10)", ylabel="p_l")
+                  xlabel="interval (epochs)", ylabel="p_l")
 
 
 def markdown(rows, summaries, args) -> str:
     lines = [f"{protocol.preamble(args.epochs, args.lr)} WFF: interval {args.interval} "
-             f"epoch(s) at lr/10 (signs sampled every {args.every} steps), fine-tune "
-             f"{args.finetune} epoch(s) per round, {args.iterations} round(s), budget "
-             f"{args.budget:.1%} of the validation images, coupled L2 decay "
+             f"epoch(s) at lr {args.measure_lr} (signs sampled every {args.every} steps), "
+             f"fine-tune {args.finetune} epoch(s) at lr/10 per round, {args.iterations} "
+             f"round(s), budget {args.budget:.1%} of the validation images, coupled L2 decay "
              f"{args.weight_decay} on latent weights, widths rounded to {ROUND_TO}. Every "
-             "other arm fine-tunes from the same checkpoint for as many epochs as WFF's chosen "
-             f"round had (`epochs`). {protocol.STATISTICS}", "",
+             "other arm fine-tunes at lr/10 from the same checkpoint for as many epochs as WFF's "
+             f"chosen round had (`epochs`). {protocol.STATISTICS}", "",
              protocol.summary_table(summaries), "", "Per seed:", "",
              protocol.per_seed_table(rows, {"widths": lambda r: "/".join(
                  str(w) for w in r.get("widths", {}).values())}),
@@ -201,6 +204,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--interval", type=int, default=1)
+    parser.add_argument("--measure-lr", type=float, default=1e-3,
+                        help="learning rate while WFF counts flips (round 0)")
     parser.add_argument("--every", type=lambda v: v if v == "epoch" else int(v), default=25,
                         help="sample the signs every N training steps, or once per 'epoch'")
     parser.add_argument("--finetune", type=int, default=1)
@@ -221,7 +226,8 @@ def main(argv=None):
     files.write_bytes(RESULTS / "wff_interval.png", render_png(interval_figure(check)))
     command = ("python -m benchmarks.wff --seeds " + " ".join(map(str, args.seeds))
                + f" --epochs {args.epochs} --lr {args.lr} --interval {args.interval} "
-               f"--every {args.every} --finetune {args.finetune} --iterations {args.iterations} "
+               f"--every {args.every} --measure-lr {args.measure_lr} --finetune {args.finetune} "
+               f"--iterations {args.iterations} "
                f"--budget {args.budget} --weight-decay {args.weight_decay}")
     write_results("wff", {"protocol": {**protocol.SETUP, "epochs": args.epochs, "lr": args.lr},
                           "args": vars(args), "rows": rows, "summary": summaries,
