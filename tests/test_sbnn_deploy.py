@@ -1,0 +1,86 @@
+"""Deploying SBNN ({alpha, beta} weights): LCE exact with the conv kept binary, the C
+runtime bit-exact under QEMU with work and weight bytes following the connections, TFLM
+refused clearly."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bnnprune_tf import layer_facts, models, sbnn
+from bnnprune_tf.errors import ConversionError
+from converters import c_export, firmware, fold, lce, tflm
+from converters import sbnn as deploy
+from test_fold import randomize_batchnorm
+from conftest import require_tools
+
+
+def sbnn_model(share: float, seed: int = 0, width: float = 0.25):
+    """mnist_bnn with conv2, conv3 in the domain: random tau, phi, BatchNorm, and about
+    ``share`` of connections."""
+    model = sbnn.to_sbnn(models.build("mnist_bnn", (28, 28, 1), 10, width=width, seed=seed))
+    rng = np.random.RandomState(seed)
+    for layer in sbnn.sbnn_layers(model):
+        layer.tau.assign(rng.uniform(0.3, 1.5))
+        layer.phi.assign(rng.uniform(-0.6, 0.6))
+        latent = layer_facts.latent_kernel(layer)
+        latent.assign(np.where(rng.rand(*latent.shape) < share, 0.5, -0.5))
+    randomize_batchnorm(model, seed)
+    return model
+
+
+@pytest.fixture(scope="module")
+def images(mnist_small):
+    return mnist_small.arrays("test", limit=64)
+
+
+def test_lce_keeps_the_conv_binary_and_matches_keras(images):
+    x, y = images
+    model = sbnn_model(0.3)
+    flatbuffer = lce.convert(model)
+    info = lce.inspect(flatbuffer)
+    assert info.ops["LceBconv2d"] == 3 and info.ops["CONV_2D"] == 1     # only the first conv
+    assert [c["channels_out"] for c in info.binary_convs][:2] == [17, 33]  # + the all-ones filter
+    check = lce.verify(model, flatbuffer, x, y, atol=1e-3)
+    assert check.argmax_agreement == 1.0
+
+
+def test_folded_integer_model_equals_keras(images):
+    x, _ = images
+    model = sbnn_model(0.1, seed=1)
+    folded = fold.fold(model)
+    assert [type(l).__name__ for l in folded.layers].count("AffineConv") == 2
+    np.testing.assert_allclose(folded.logits(folded.quantize_input(x)),
+                               fold.keras_logits(model, x), atol=1e-3)
+
+
+def test_c_runtime_bit_exact_on_m4_with_work_and_bytes_following_connections(images, tmp_path):
+    require_tools("arm-none-eabi-gcc", "qemu-system-arm", "make", "gcc")
+    x, y = images
+    counts, weight_bytes = {}, {}
+    for share in (0.5, 0.05):
+        directory = tmp_path / f"share{share}"
+        info = c_export.write(sbnn_model(share, seed=2, width=0.5), directory, samples=x[:3],
+                              labels=y[:3])
+        if share == 0.05:                 # the sums of the last conv, bit for bit
+            result = firmware.run(directory, "mps2-an386")
+            assert result["passed"] == 3 and result["failed"] == 0
+        prof = firmware.profile(directory, "mps2-an386", tmp_path / f"build{share}")
+        counts[share] = sum(l["instructions"] for l in prof["layers"] if l["op"] == "affine")
+        weight_bytes[share] = info["weight_bytes"]
+    assert counts[0.05] < 0.5 * counts[0.5]
+    assert weight_bytes[0.05] < 0.5 * weight_bytes[0.5]
+
+
+def test_connection_lists_store_one_byte_per_connection():
+    model = sbnn_model(0.2, seed=3)
+    conv = next(l for l in fold.fold(model).layers if isinstance(l, deploy.AffineConv))
+    lists = deploy.connection_lists(conv, 16)
+    assert lists["offsets"].size == int(conv.weights.sum())
+    o, kh, kw, c = conv.weights.shape
+    assert lists["chunks"].size == o * kh * lists["chunks_per_row"]
+    assert lists["chunks_per_row"] == -(-kw * c // 255)
+
+
+def test_tflm_refuses_sbnn_layers_saying_why():
+    with pytest.raises(ConversionError, match="conv2, conv3 have SBNN weights.*C runtime"):
+        tflm.to_tflm(sbnn_model(0.3))
