@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 import tensorflow as tf
 from pydantic import Field, field_validator, model_validator
 
