@@ -28,7 +28,7 @@ checked bit for bit), the LCE flatbuffer (verified against Keras; its bytes) and
 TFLM refuses. The EC 0.05 arm and the dense BNN also run on M7 and M55. Significance of
 the headline arm: McNemar's exact test on the pooled test predictions of the 3 seeds.
 
-Run: ``python -m benchmarks.sbnn [--epochs 2] [--pretrained]`` (about an hour on 2 busy CPU
+Run: ``python -m benchmarks.sbnn [--epochs 1] [--pretrained]`` (about an hour on 2 busy CPU
 cores).
 """
 
@@ -43,6 +43,7 @@ from pathlib import Path
 
 import bnnprune_tf  # noqa: F401
 import numpy as np
+import tensorflow as tf
 
 from benchmarks.common import RESULTS, write_results
 from bnnprune_tf import data, files, methods, models, reporting, training
@@ -135,6 +136,17 @@ def deploy(model, ds, directory: Path, boards) -> dict:
     return out
 
 
+def deployed(model, ds, directory: Path, arm: str, ec) -> dict:
+    """Row fields of :func:`deploy`: M4 always, M7 and M55 for the dense and headline arms."""
+    from converters import firmware as fw
+
+    boards = ["mps2-an386"] + (["mps2-an500", "mps3-an547"]
+                               if arm == "dense" or (arm, ec) == ("sbnn", HEADLINE) else [])
+    d = deploy(model, ds, directory, [b for b in boards if b in fw.QEMU_BOARDS])
+    return dict(weight_bytes=d["weight_bytes"], model_bytes=d["lce"]["bytes"],
+                m4_instructions=d["mps2-an386"]["instructions"], deployment=d)
+
+
 def mcnemar(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sided exact McNemar p-value of paired correctness vectors."""
     from scipy.stats import binomtest
@@ -164,22 +176,25 @@ def figure(rows) -> reporting.Figure:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--work", default="/tmp/bnnprune-sbnn",
                         help="finished arms are kept there; a rerun resumes from them")
+    parser.add_argument("--redeploy", action="store_true",
+                        help="measure the deployment of resumed arms again (saved models)")
+    parser.add_argument("--max-minutes", type=float, default=float("inf"),
+                        help="start no new arm after this long; summarize the finished ones")
     parser.add_argument("--pretrained", action="store_true",
                         help="add the arm started from the dense BNN trained half the epochs")
     args = parser.parse_args(argv)
     started, work, epochs = time.time(), Path(args.work), args.epochs
     work.mkdir(parents=True, exist_ok=True)
-    from converters import firmware as fw
-
     plan = [("dense", None, 0), ("sbnn", HEADLINE, 0)]
-    plan += [("sbnn", ec, 0) for ec in ECS if ec != HEADLINE] + [("sbnn_plain_init", HEADLINE, 0)]
+    plan += [("sbnn", ec, 0) for ec in ECS if ec != HEADLINE]
     plan += [arm for s in SEEDS[1:] for arm in (("dense", None, s), ("sbnn", HEADLINE, s))]
+    plan += [("sbnn_plain_init", HEADLINE, 0)]
     if args.pretrained:
         plan.append(("sbnn_pretrained", HEADLINE, 0))
-    rows, hits, dense_rows = [], {}, {}
+    rows, hits = [], {}
     done = json.loads((work / "rows.json").read_text()) if (work / "rows.json").exists() else []
     for arm, ec, seed in plan:
         old = next((r for r in done if (r["arm"], r["config"].get("ec"), r["seed"])
@@ -187,9 +202,11 @@ def main(argv=None):
         if old is not None:           # resumed: an earlier run of this script finished it
             rows.append(old)
             hits[(arm, ec, seed)] = np.load(work / f"hits_{arm}_{ec}_{seed}.npy")
-            if arm == "dense":
-                dense_rows[seed] = old
             continue
+        if time.time() - started > 60 * args.max_minutes:
+            print(f"stopping after {args.max_minutes} minutes: {arm} ec={ec} seed={seed} and "
+                  "the arms after it are left out", flush=True)
+            break
         ds = dataset(seed)
         t0 = time.time()
         metrics = {}
@@ -213,31 +230,34 @@ def main(argv=None):
             row.update(p_hat=metrics["p_hat"], reached=metrics["reached"],
                        p_hat_per_epoch=[r["p_hat"] for r in metrics["epochs"]],
                        layers=metrics["layers"])
-        if seed == 0:
-            boards = ["mps2-an386"] + (["mps2-an500", "mps3-an547"]
-                                       if arm == "dense" or (arm, ec) == ("sbnn", HEADLINE)
-                                       else [])
-            boards = [b for b in boards if b in fw.QEMU_BOARDS]
-            d = deploy(model, ds, work / f"{arm}_{ec}", boards)
-            row.update(weight_bytes=d["weight_bytes"], model_bytes=d["lce"]["bytes"],
-                       m4_instructions=d["mps2-an386"]["instructions"], deployment=d)
-        if arm == "dense":
-            dense_rows[seed] = row
-        else:
-            base = dense_rows[seed]
-            row.update(test_accuracy_dense=base["test_accuracy"],
-                       binary_macs_dense=base["binary_macs"],
-                       binary_params_dense=base["binary_params"],
-                       test_loss_points=100 * (base["test_accuracy"] - row["test_accuracy"]))
-            if seed == 0:
-                row.update(m4_instructions_ratio=base["m4_instructions"] / row["m4_instructions"],
-                           weight_bytes_ratio=base["weight_bytes"] / row["weight_bytes"])
+        files.save_model(model, work / f"{arm}_{ec}_{seed}.keras")
         rows.append(row)
         np.save(work / f"hits_{arm}_{ec}_{seed}.npy", test_hits)
         files.write_json(work / "rows.json", rows)
         print(f"[{arm} ec={ec} seed={seed}] test {row['test_accuracy']:.4f} "
-              f"p_hat {row.get('p_hat', 0.5):.4f} {row['train_minutes']} min "
-              f"M4 {row.get('m4_instructions')}", flush=True)
+              f"p_hat {row.get('p_hat', 0.5):.4f} {row['train_minutes']} min", flush=True)
+    # deployment of the seed-0 models, after all training (so --redeploy can measure a
+    # changed C runtime on the same models)
+    for row in rows:
+        if row["seed"] == 0 and ("m4_instructions" not in row or args.redeploy):
+            ec = row["config"].get("ec")
+            model = tf.keras.models.load_model(work / f"{row['arm']}_{ec}_0.keras")
+            row.update(deployed(model, dataset(0), work / f"{row['arm']}_{ec}", row["arm"], ec))
+            files.write_json(work / "rows.json", rows)
+            print(f"[{row['arm']} ec={ec}] M4 {row['m4_instructions']:,} instructions, "
+                  f"{row['weight_bytes']:,} weight bytes", flush=True)
+    dense_rows = {r["seed"]: r for r in rows if r["arm"] == "dense"}
+    for row in rows:
+        if row["arm"] == "dense":
+            continue
+        base = dense_rows[row["seed"]]
+        row.update(test_accuracy_dense=base["test_accuracy"],
+                   binary_macs_dense=base["binary_macs"],
+                   binary_params_dense=base["binary_params"],
+                   test_loss_points=100 * (base["test_accuracy"] - row["test_accuracy"]))
+        if row["seed"] == 0:
+            row.update(m4_instructions_ratio=base["m4_instructions"] / row["m4_instructions"],
+                       weight_bytes_ratio=base["weight_bytes"] / row["weight_bytes"])
     summary = []
     for arm, ec in dict.fromkeys((r["arm"], r["config"].get("ec")) for r in rows if r["arm"] != "dense"):
         group = [r for r in rows if r["arm"] == arm and r["config"].get("ec") == ec]
@@ -269,6 +289,8 @@ def main(argv=None):
                                       "other ec": [0]},
                             "scale": f"{epochs} epochs per arm (the paper: 500 on CIFAR-10)"},
                "rows": rows, "summary": summary, "figure": fig.to_dict(),
+               "arms_left_out": [list(p) for p in plan if not any(
+                   (r["arm"], r["config"].get("ec"), r["seed"]) == p for r in rows)],
                "minutes": round((time.time() - started) / 60, 1)}
     write_results("sbnn", payload, markdown(rows, summary, epochs),
                   f"python -m benchmarks.sbnn --epochs {epochs}")

@@ -262,16 +262,19 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
         if kind == "affine":     # SBNN: connection lists (converters.sbnn)
             hp = (ho - 1) * step["strides"][0] + step["kernel"][0]
             wp = (wo - 1) * step["strides"][1] + step["kernel"][1]
-            lists = sbnn.connection_lists(layer, wp)
-            body += (_array("uint8_t", f"w{i}", lists["offsets"])
-                     + _array("uint8_t", f"k{i}", lists["chunks"])
+            if step["kernel"][0] * c * wp >= 65536:
+                raise ConversionError(f"layer {layer.name!r}: its input map is too wide for "
+                                      "the C runtime's 16-bit connection offsets")
+            lists = sbnn.connection_stream(layer)
+            body += (_array("uint8_t", f"w{i}", lists["gaps"])
+                     + _array("uint16_t", f"c{i}", lists["counts"])
                      + _array("int8_t", f"g{i}", layer.signs)
                      + _array("int64_t", f"t{i}", layer.thresholds))
-            fields.update(weights=f"w{i}", chunks=f"k{i}", signs=f"g{i}",
-                          thresholds64=f"t{i}", ratio=f"{layer.ratio}LL",
-                          chunks_per_row=lists["chunks_per_row"])
-            weight_bytes += lists["offsets"].size + lists["chunks"].size + 9 * cout
-            scratch = max(scratch, (hp * wp * c + 7) // 4 + hp * wp)
+            fields.update(weights=f"w{i}", counts=f"c{i}", signs=f"g{i}",
+                          thresholds64=f"t{i}", ratio=f"{layer.ratio}LL")
+            weight_bytes += lists["gaps"].size + 2 * cout + 9 * cout
+            offsets = -(-2 * int(lists["counts"].sum()) // 4)
+            scratch = max(scratch, -(-(hp * c * wp + 4) // 4) + hp * wp + offsets)
         if kind in ("first", "binary"):
             body += _array("int32_t", f"t{i}", layer.thresholds)
             fields["thresholds"] = f"t{i}"

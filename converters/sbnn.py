@@ -179,33 +179,28 @@ def fold_affine(name: str, fields: dict, scale: np.ndarray, offset: np.ndarray,
                       thresholds=t)
 
 
-def connection_lists(conv: AffineConv, padded_width: int) -> dict[str, np.ndarray]:
-    """The C runtime's connection lists of ``conv`` (``firmware/src/sbconv.c``).
-
-    The input is unpacked to int8 ``+-1`` over a padded map ``padded_width`` pixels wide;
-    a connection (ky, kx, c) is read at ``ky * padded_width * C + kx * C + c`` from the
-    window's corner. Each filter, each kernel row, each chunk of 255 positions of the
-    row (``kx * C + c``) stores a count (``chunks``, uint8) and its offsets within the
-    chunk (``offsets``, uint8): one byte per connection.
+def connection_stream(conv: AffineConv) -> dict[str, np.ndarray]:
+    """The C runtime's connection lists of ``conv`` (``firmware/src/sbconv.c``): per filter
+    its number of connections (``counts``, uint16) and one byte per connection
+    (``gaps``): the distance to the previous one in the patch order (ky, c, kx), starting
+    from -1; a 0 byte moves 255 on without a connection (for gaps over 255).
 
     Example::
 
-        lists = connection_lists(conv, 30)
-        lists["offsets"].size == conv.weights.sum()
+        s = connection_stream(conv)
+        s["counts"].sum() == conv.weights.sum()
     """
     o, kh, kw, c = conv.weights.shape
-    row = kw * c
-    per_row = -(-row // 255)
-    counts, offsets = [], []
+    order = conv.weights.transpose(0, 1, 3, 2).reshape(o, -1)      # OHWI -> (ky, c, kx)
+    counts, gaps = [], []
     for f in range(o):
-        for ky in range(kh):
-            where = np.flatnonzero(conv.weights[f, ky].reshape(-1))
-            for j in range(per_row):
-                mine = where[(where >= 255 * j) & (where < 255 * (j + 1))] - 255 * j
-                counts.append(len(mine))
-                offsets += list(mine)
-    return {"chunks": np.asarray(counts, np.uint8), "offsets": np.asarray(offsets, np.uint8),
-            "chunks_per_row": per_row}
+        where = np.flatnonzero(order[f])
+        counts.append(len(where))
+        for gap in np.diff(np.concatenate([[-1], where])):
+            gaps += [0] * int((gap - 1) // 255) + [int(gap - 255 * ((gap - 1) // 255))]
+    if np.max(counts, initial=0) > 65535:
+        raise ConversionError(f"layer {conv.name!r}: a filter with more than 65535 connections")
+    return {"counts": np.asarray(counts, np.uint16), "gaps": np.asarray(gaps, np.uint8)}
 
 
 def check_tflm(model: tf.keras.Model) -> None:

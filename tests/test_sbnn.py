@@ -173,3 +173,24 @@ def test_method_in_a_users_fit_drives_p_hat_to_ec_clamps_and_logs(mnist_small, t
         for event in tf.compat.v1.train.summary_iterator(path):
             tags |= {v.tag for v in event.summary.value}
     assert {"epoch_p_hat", "epoch_sbnn_lambda"} <= tags
+
+
+def test_sbnn_in_a_recipe_end_to_end(tmp_path):
+    import json
+
+    from pipelines.recipe import parse_recipe
+    from pipelines.runner import run_recipe
+
+    recipe = parse_recipe({
+        "name": "sbnn", "seed": 0, "data": {"name": "mnist5k", "limit": 300},
+        "model": {"name": "mnist_bnn", "width": 0.25}, "training": {"epochs": 1},
+        "stages": ["train", {"prune": {"method": "sbnn", "ec": 0.1, "start": "closed_form",
+                                       "epochs": 1}},
+                   {"convert": {"split": "val"}}, "report"]})
+    run_dir = run_recipe(recipe, tmp_path, log=lambda m: None)
+    pruned = json.loads((run_dir / "stages" / "01-prune.json").read_text())["metrics"]
+    assert pruned["p_hat"] <= 0.11 and pruned["check"]["argmax_agreement"] == 1.0
+    converted = json.loads((run_dir / "stages" / "02-convert.json").read_text())["metrics"]
+    assert converted["binary_convs"]["LceBconv2d"] == converted["binary_convs"]["expected"] == 3
+    assert converted["verify"]["argmax_agreement"] == 1.0
+    assert "connections per layer" in (run_dir / "report.md").read_text()

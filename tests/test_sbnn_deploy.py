@@ -71,14 +71,15 @@ def test_c_runtime_bit_exact_on_m4_with_work_and_bytes_following_connections(ima
     assert weight_bytes[0.05] < 0.5 * weight_bytes[0.5]
 
 
-def test_connection_lists_store_one_byte_per_connection():
-    model = sbnn_model(0.2, seed=3)
-    conv = next(l for l in fold.fold(model).layers if isinstance(l, deploy.AffineConv))
-    lists = deploy.connection_lists(conv, 16)
-    assert lists["offsets"].size == int(conv.weights.sum())
-    o, kh, kw, c = conv.weights.shape
-    assert lists["chunks"].size == o * kh * lists["chunks_per_row"]
-    assert lists["chunks_per_row"] == -(-kw * c // 255)
+def test_connection_stream_stores_one_byte_per_connection():
+    weights = np.zeros((2, 3, 3, 40), np.int8)
+    weights[0, 0, 0, 0] = weights[0, 0, 1, 5] = weights[0, 2, 2, 39] = 1   # gaps 1, 16, 343
+    conv = deploy.AffineConv("c", weights, (1, 1), "same", 1, 1.0, 0, np.ones(2, np.int8),
+                             np.zeros(2, np.int64))
+    stream = deploy.connection_stream(conv)
+    np.testing.assert_array_equal(stream["counts"], [3, 0])     # the second filter: none
+    # patch order (ky, c, kx): 0, 5 * 3 + 1 = 16, (2 * 40 + 39) * 3 + 2 = 359
+    np.testing.assert_array_equal(stream["gaps"], [1, 16, 0, 343 - 255])
 
 
 def test_tflm_refuses_sbnn_layers_saying_why():

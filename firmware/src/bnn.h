@@ -50,14 +50,12 @@ typedef struct {
   const int32_t *nonzeros;
   const int32_t *thresholds;  /* output +1 iff S >= threshold */
   const float *scale, *offset;
-  /* BNN_SBCONV (sbconv.c): weights = one byte per connection; chunks = a count per
-   * filter, kernel row and chunk of 255 positions; output +1 iff
+  /* BNN_SBCONV (sbconv.c): weights = one byte per connection (gaps in the patch order
+   * ky, c, kx), counts = connections per filter; output +1 iff
    * signs * (S_B * 2^32 + ratio * S_1) >= thresholds64 */
-  const uint8_t *chunks;
   const int8_t *signs;
   const int64_t *thresholds64;
   int64_t ratio;
-  uint8_t chunks_per_row;
 } bnn_layer;
 
 typedef struct {
@@ -86,7 +84,8 @@ void bnn_conv_first(const bnn_layer *l, const int8_t *in, uint32_t *out, void *p
 void bnn_bconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, int32_t *sums,
                  uint32_t *patch);
 void bnn_maxpool(const bnn_layer *l, const uint32_t *in, uint32_t *out);
-/* scratch: the int8 map of the padded input and its channel sums (c_export sizes it) */
+/* scratch: the byte map of the padded input, its channel sums and the decoded connection
+ * offsets (c_export sizes it) */
 void bnn_sbconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, uint32_t *scratch);
 
 /* The input pixel (iy * in_w + ix) under tap (ky, kx) of output pixel (oy, ox) in

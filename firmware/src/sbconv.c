@@ -3,32 +3,33 @@
  * only, S_1 (the sum of the whole window) is shared by all filters. BatchNorm and the
  * sign are folded into s * (S_B * 2^32 + ratio * S_1) >= t per channel (int64).
  *
- * The packed input is first unpacked into an int8 map of +-1 (the padding value around
- * it), one row of pixels after the other, with each pixel's channel sum; then every
- * filter walks its connection list: per kernel row and chunk of 255 positions (kx * C
- * + c) a count and one byte per connection. The work and the weight bytes follow the
- * connections; a filter without any costs its chunk counts only.
- * Example: 3x3 kernel, 128 channels, 5 % connections: 58 byte loads per filter and
- * output pixel instead of 36 words of XOR-popcount. */
+ * Flash holds, per filter, its connection count and one byte per connection: the gap to
+ * the previous one in the patch order (ky, c, kx) (0 = 255 further, no connection). At the
+ * start of the layer the lists are decoded into 16-bit offsets in the input map, which
+ * is unpacked as one byte per value, e = 1 - x (0 for +1, 2 for -1, 1 for zero padding),
+ * laid out [row][channel][column] so that four neighbouring output pixels read one
+ * 32-bit word per connection: S_B = n - sum(e), four pixels per add. The work and the
+ * weight bytes follow the connections.
+ * Example: 3x3 kernel, 128 channels, 5 % connections: per filter and four output pixels,
+ * 58 loads and adds instead of 4 x 36 words of XOR-popcount. */
 #include <string.h>
 
 #include "bnn.h"
 #include "bnn_popcount.h"
 
-/* 4 bits (1 = -1) -> 4 int8 values, little-endian */
-static const uint32_t kNibble[16] = {
-    0x01010101u, 0x010101ffu, 0x0101ff01u, 0x0101ffffu, 0x01ff0101u, 0x01ff01ffu,
-    0x01ffff01u, 0x01ffffffu, 0xff010101u, 0xff0101ffu, 0xff01ff01u, 0xff01ffffu,
-    0xffff0101u, 0xffff01ffu, 0xffffff01u, 0xffffffffu};
-
-static void unpack(const bnn_layer *l, const uint32_t *in, int hp, int wp, int8_t *map,
+/* e = 1 - x of every input value, [py][c][px] over the padded map, and each map pixel's
+ * channel sum of x in csum[py * wp + px] */
+static void unpack(const bnn_layer *l, const uint32_t *in, int hp, int wp, uint8_t *map,
                    int32_t *csum) {
   const int c = l->in_c, words = BNN_WORDS(c);
+  const uint8_t pad = l->pad_value ? 0 : 1;            /* +1 padding, or zero padding */
   for (int py = 0; py < hp; ++py) {
-    for (int px = 0; px < wp; ++px, map += c, ++csum) {
+    uint8_t *row = map + py * c * wp;
+    for (int px = 0; px < wp; ++px, ++csum) {
       const int iy = py - l->pad_top, ix = px - l->pad_left;
+      uint8_t *m = row + px;
       if (iy < 0 || iy >= l->in_h || ix < 0 || ix >= l->in_w) {
-        memset(map, l->pad_value, (size_t)c);
+        for (int k = 0; k < c; ++k, m += wp) *m = pad;
         *csum = l->pad_value * c;
         continue;
       }
@@ -37,60 +38,102 @@ static void unpack(const bnn_layer *l, const uint32_t *in, int hp, int wp, int8_
       for (int k = 0; k < c; k += 32) {
         uint32_t bits = w[k >> 5];
         neg += bnn_popcount(bits);
-        for (int j = k; j < c && j < k + 32; j += 4, bits >>= 4) {
-          memcpy(map + j, &kNibble[bits & 15u], 4);   /* may spill into the next pixel */
-        }
+        for (int j = k; j < c && j < k + 32; ++j, bits >>= 1, m += wp) *m = (uint8_t)((bits & 1u) << 1);
       }
       *csum = c - 2 * neg;
     }
   }
 }
 
-static inline int32_t listed_sum(const int8_t *seg, const uint8_t *off, int n) {
-  int32_t a = 0, b = 0;
-  for (; n >= 4; n -= 4, off += 4) {
-    a += seg[off[0]];
-    b += seg[off[1]];
-    a += seg[off[2]];
-    b += seg[off[3]];
+/* the connection lists as offsets (ky * c + ch) * wp + kx from a window's corner */
+static void decode(const bnn_layer *l, int wp, uint16_t *offsets) {
+  const uint8_t *gap = (const uint8_t *)l->weights;
+  const uint32_t kw = l->k_w;
+  for (int oc = 0; oc < l->out_c; ++oc) {
+    uint32_t k = (uint32_t)-1;
+    for (int n = l->counts[oc]; n > 0;) {
+      const uint32_t g = *gap++;
+      if (!g) {
+        k += 255;
+        continue;
+      }
+      k += g;
+      const uint32_t r = k / kw;
+      *offsets++ = (uint16_t)(r * (uint32_t)wp + (k - r * kw));
+      --n;
+    }
   }
-  for (; n > 0; --n) a += seg[*off++];
-  return a + b;
+}
+
+/* Output bit of one channel for one pixel: 1 (= -1) unless s * (S_B * 2^32 + shared) >= t. */
+static inline uint32_t decide(int32_t sb, int64_t shared, int8_t sign, int64_t t) {
+  const int64_t u = (int64_t)((uint64_t)(uint32_t)sb << 32) + shared;
+  const int64_t v = sign > 0 ? u : sign < 0 ? -u : 0;
+  return v < t;
 }
 
 void bnn_sbconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, uint32_t *scratch) {
-  const int c = l->in_c, kh = l->k_h, kw = l->k_w, per_row = l->chunks_per_row;
+  const int c = l->in_c, kh = l->k_h, kw = l->k_w;
   const int hp = (l->out_h - 1) * l->stride_h + kh, wp = (l->out_w - 1) * l->stride_w + kw;
-  int8_t *map = (int8_t *)scratch;
-  int32_t *csum = (int32_t *)(scratch + (hp * wp * c + 7) / 4);
+  const int words = BNN_WORDS(l->out_c), group = l->stride_w == 1 ? 4 : 1;
+  uint8_t *map = (uint8_t *)scratch;
+  int32_t *csum = (int32_t *)(scratch + (hp * c * wp + 4 + 3) / 4);   /* + 4 bytes slack */
+  uint16_t *offsets = (uint16_t *)(csum + hp * wp);
   unpack(l, in, hp, wp, map, csum);
+  decode(l, wp, offsets);
   for (int oy = 0; oy < l->out_h; ++oy) {
-    for (int ox = 0; ox < l->out_w; ++ox) {
-      const int py = oy * l->stride_h, px = ox * l->stride_w;
-      int32_t s1 = 0;
-      for (int ky = 0; ky < kh; ++ky) {
-        for (int kx = 0; kx < kw; ++kx) s1 += csum[(py + ky) * wp + px + kx];
-      }
-      const int64_t shared = l->ratio * (int64_t)s1;
-      const int8_t *base = map + (py * wp + px) * c;
-      const uint8_t *count = l->chunks, *off = (const uint8_t *)l->weights;
-      uint32_t word = 0;
-      for (int oc = 0; oc < l->out_c; ++oc) {
-        int32_t sb = 0;
+    const int py = oy * l->stride_h;
+    for (int ox0 = 0; ox0 < l->out_w; ox0 += group) {
+      const int np = l->out_w - ox0 < group ? l->out_w - ox0 : group;
+      int64_t shared[4] = {0, 0, 0, 0};
+      for (int q = 0; q < np; ++q) {
+        const int px = (ox0 + q) * l->stride_w;
+        int32_t s1 = 0;
         for (int ky = 0; ky < kh; ++ky) {
-          const int8_t *seg = base + ky * wp * c;
-          for (int j = 0; j < per_row; ++j, seg += 255) {
-            const int n = *count++;
-            sb += listed_sum(seg, off, n);
-            off += n;
-          }
+          for (int kx = 0; kx < kw; ++kx) s1 += csum[(py + ky) * wp + px + kx];
         }
-        int64_t u = (int64_t)sb * 4294967296LL + shared;
-        u = l->signs[oc] > 0 ? u : l->signs[oc] < 0 ? -u : 0;
-        word |= (uint32_t)(u < l->thresholds64[oc]) << (oc & 31);   /* 1 = -1 */
-        if ((oc & 31) == 31 || oc + 1 == l->out_c) {
-          *out++ = word;
-          word = 0;
+        shared[q] = l->ratio * (int64_t)s1;
+      }
+      const uint8_t *base = map + py * c * wp + ox0 * l->stride_w;
+      const uint16_t *o = offsets;
+      uint32_t *dst = out + (oy * l->out_w + ox0) * words;
+      uint32_t w0 = 0, w1 = 0, w2 = 0, w3 = 0;
+      for (int oc = 0; oc < l->out_c; ++oc) {
+        const int32_t n = l->counts[oc];
+        int32_t e0 = 0, e1 = 0, e2 = 0, e3 = 0;
+        for (int left = n; left > 0;) {
+          const int m = left < 127 ? left : 127;         /* byte lanes hold up to 254 */
+          uint32_t acc = 0, v0, v1;
+          const uint16_t *end = o + m;
+          for (; o + 2 <= end; o += 2) {                  /* four pixels' e per load */
+            memcpy(&v0, base + o[0], 4);
+            memcpy(&v1, base + o[1], 4);
+            acc += v0 + v1;
+          }
+          if (o < end) {
+            memcpy(&v0, base + *o++, 4);
+            acc += v0;
+          }
+          left -= m;
+          e0 += acc & 255u;
+          e1 += (acc >> 8) & 255u;
+          e2 += (acc >> 16) & 255u;
+          e3 += acc >> 24;
+        }
+        const int bit = oc & 31;
+        const int8_t sign = l->signs[oc];
+        const int64_t t = l->thresholds64[oc];
+        w0 |= decide(n - e0, shared[0], sign, t) << bit;
+        w1 |= decide(n - e1, shared[1], sign, t) << bit;
+        w2 |= decide(n - e2, shared[2], sign, t) << bit;
+        w3 |= decide(n - e3, shared[3], sign, t) << bit;
+        if (bit == 31 || oc + 1 == l->out_c) {
+          const int k = oc >> 5;
+          dst[k] = w0;
+          if (np > 1) dst[words + k] = w1;
+          if (np > 2) dst[2 * words + k] = w2;
+          if (np > 3) dst[3 * words + k] = w3;
+          w0 = w1 = w2 = w3 = 0;
         }
       }
     }
