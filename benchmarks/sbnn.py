@@ -180,9 +180,11 @@ def main(argv=None):
     parser.add_argument("--work", default="/tmp/bnnprune-sbnn",
                         help="finished arms are kept there; a rerun resumes from them")
     parser.add_argument("--redeploy", action="store_true",
-                        help="measure the deployment of resumed arms again (saved models)")
+                        help="measure the deployment of the saved models again (C runtime "
+                             "changed); otherwise earlier measurements in --work are kept")
     parser.add_argument("--max-minutes", type=float, default=float("inf"),
-                        help="start no new arm after this long; summarize the finished ones")
+                        help="start no new arm after this long; deploy and summarize the "
+                             "finished ones (0: only that)")
     parser.add_argument("--pretrained", action="store_true",
                         help="add the arm started from the dense BNN trained half the epochs")
     args = parser.parse_args(argv)
@@ -239,13 +241,19 @@ def main(argv=None):
     # deployment of the seed-0 models, after all training (so --redeploy can measure a
     # changed C runtime on the same models)
     for row in rows:
-        if row["seed"] == 0 and ("m4_instructions" not in row or args.redeploy):
-            ec = row["config"].get("ec")
-            model = tf.keras.models.load_model(work / f"{row['arm']}_{ec}_0.keras")
-            row.update(deployed(model, dataset(0), work / f"{row['arm']}_{ec}", row["arm"], ec))
-            files.write_json(work / "rows.json", rows)
-            print(f"[{row['arm']} ec={ec}] M4 {row['m4_instructions']:,} instructions, "
-                  f"{row['weight_bytes']:,} weight bytes", flush=True)
+        if row["seed"] != 0:
+            continue
+        ec = row["config"].get("ec")
+        cache = work / f"deploy_{row['arm']}_{ec}.json"
+        if cache.exists() and not args.redeploy:
+            row.update(json.loads(cache.read_text()))
+            continue
+        model = tf.keras.models.load_model(work / f"{row['arm']}_{ec}_0.keras")
+        fields = deployed(model, dataset(0), work / f"{row['arm']}_{ec}", row["arm"], ec)
+        files.write_json(cache, fields)
+        row.update(fields)
+        print(f"[{row['arm']} ec={ec}] M4 {row['m4_instructions']:,} instructions, "
+              f"{row['weight_bytes']:,} weight bytes", flush=True)
     dense_rows = {r["seed"]: r for r in rows if r["arm"] == "dense"}
     for row in rows:
         if row["arm"] == "dense":

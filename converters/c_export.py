@@ -266,13 +266,13 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
                 raise ConversionError(f"layer {layer.name!r}: its input map is too wide for "
                                       "the C runtime's 16-bit connection offsets")
             lists = sbnn.connection_stream(layer)
-            body += (_array("uint8_t", f"w{i}", lists["gaps"])
+            body += (_array("uint32_t", f"w{i}", lists["words"])
                      + _array("uint16_t", f"c{i}", lists["counts"])
                      + _array("int8_t", f"g{i}", layer.signs)
                      + _array("int64_t", f"t{i}", layer.thresholds))
             fields.update(weights=f"w{i}", counts=f"c{i}", signs=f"g{i}",
-                          thresholds64=f"t{i}", ratio=f"{layer.ratio}LL")
-            weight_bytes += lists["gaps"].size + 2 * cout + 9 * cout
+                          thresholds64=f"t{i}", ratio=f"{layer.ratio}LL", rice_k=lists["k"])
+            weight_bytes += 4 * lists["words"].size + 2 * cout + 9 * cout
             offsets = -(-2 * int(lists["counts"].sum()) // 4)
             scratch = max(scratch, -(-(hp * c * wp + 4) // 4) + hp * wp + offsets)
         if kind in ("first", "binary"):

@@ -179,11 +179,19 @@ def fold_affine(name: str, fields: dict, scale: np.ndarray, offset: np.ndarray,
                       thresholds=t)
 
 
-def connection_stream(conv: AffineConv) -> dict[str, np.ndarray]:
+def rice_bits(values: np.ndarray, k: int) -> int:
+    """Bits of ``values`` (>= 0) in a Rice code of parameter ``k``."""
+    return int(((np.asarray(values, np.int64) >> k) + 1 + k).sum())
+
+
+def connection_stream(conv: AffineConv) -> dict:
     """The C runtime's connection lists of ``conv`` (``firmware/src/sbconv.c``): per filter
-    its number of connections (``counts``, uint16) and one byte per connection
-    (``gaps``): the distance to the previous one in the patch order (ky, c, kx), starting
-    from -1; a 0 byte moves 255 on without a connection (for gaps over 255).
+    its number of connections (``counts``, uint16), and every connection's gap to the
+    previous one in the patch order (ky, c, kx) (from -1), minus 1, in a Rice code of
+    parameter ``k`` (the one giving the fewest bits for the layer): ``v >> k`` ones, a
+    zero, the low ``k`` bits; a bit stream in uint32 ``words``, LSB first, plus one zero
+    word (the decoder reads one word ahead). About ``log2(1 / share) + 1.5`` bits per
+    connection: 5.8 at 5 %.
 
     Example::
 
@@ -196,11 +204,19 @@ def connection_stream(conv: AffineConv) -> dict[str, np.ndarray]:
     for f in range(o):
         where = np.flatnonzero(order[f])
         counts.append(len(where))
-        for gap in np.diff(np.concatenate([[-1], where])):
-            gaps += [0] * int((gap - 1) // 255) + [int(gap - 255 * ((gap - 1) // 255))]
-    if np.max(counts, initial=0) > 65535:
+        gaps.append(np.diff(np.concatenate([[-1], where])) - 1)
+    if max(counts, default=0) > 65535:
         raise ConversionError(f"layer {conv.name!r}: a filter with more than 65535 connections")
-    return {"counts": np.asarray(counts, np.uint16), "gaps": np.asarray(gaps, np.uint8)}
+    values = np.concatenate(gaps) if gaps else np.zeros(0, np.int64)
+    k = min(range(16), key=lambda k: rice_bits(values, k))
+    bits = []
+    for v in values.astype(np.int64):
+        bits += [1] * int(v >> k) + [0] + [(int(v) >> i) & 1 for i in range(k)]
+    padded = np.zeros(-(-len(bits) // 32) * 32 + 32, np.uint64)
+    padded[:len(bits)] = bits
+    words = (padded.reshape(-1, 32) << np.arange(32, dtype=np.uint64)).sum(axis=1)
+    return {"counts": np.asarray(counts, np.uint16), "words": words.astype(np.uint32),
+            "k": k, "bits": len(bits)}
 
 
 def check_tflm(model: tf.keras.Model) -> None:

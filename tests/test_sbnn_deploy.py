@@ -78,8 +78,12 @@ def test_connection_stream_stores_one_byte_per_connection():
                              np.zeros(2, np.int64))
     stream = deploy.connection_stream(conv)
     np.testing.assert_array_equal(stream["counts"], [3, 0])     # the second filter: none
-    # patch order (ky, c, kx): 0, 5 * 3 + 1 = 16, (2 * 40 + 39) * 3 + 2 = 359
-    np.testing.assert_array_equal(stream["gaps"], [1, 16, 0, 343 - 255])
+    # patch order (ky, c, kx): 0, 5 * 3 + 1 = 16, (2 * 40 + 39) * 3 + 2 = 359: gaps - 1 =
+    # 0, 15, 342; the fewest bits with Rice parameter 6: 7 + 7 + (5 ones, 0, 6 bits) = 26
+    assert (stream["k"], stream["bits"]) == (6, 26)
+    word = int(stream["words"][0])
+    code = "0" + "000000" + "0" + "111100" + "11111" + "0" + "011010"   # bit i = character i
+    assert word == int(code[::-1], 2) and stream["words"][-1] == 0
 
 
 def test_tflm_refuses_sbnn_layers_saying_why():

@@ -50,12 +50,13 @@ typedef struct {
   const int32_t *nonzeros;
   const int32_t *thresholds;  /* output +1 iff S >= threshold */
   const float *scale, *offset;
-  /* BNN_SBCONV (sbconv.c): weights = one byte per connection (gaps in the patch order
-   * ky, c, kx), counts = connections per filter; output +1 iff
-   * signs * (S_B * 2^32 + ratio * S_1) >= thresholds64 */
+  /* BNN_SBCONV (sbconv.c): weights = the gaps between connections (patch order ky, c,
+   * kx) in a Rice code of parameter rice_k, counts = connections per filter; output +1
+   * iff signs * (S_B * 2^32 + ratio * S_1) >= thresholds64 */
   const int8_t *signs;
   const int64_t *thresholds64;
   int64_t ratio;
+  uint8_t rice_k;
 } bnn_layer;
 
 typedef struct {

@@ -3,9 +3,9 @@
  * only, S_1 (the sum of the whole window) is shared by all filters. BatchNorm and the
  * sign are folded into s * (S_B * 2^32 + ratio * S_1) >= t per channel (int64).
  *
- * Flash holds, per filter, its connection count and one byte per connection: the gap to
- * the previous one in the patch order (ky, c, kx) (0 = 255 further, no connection). At the
- * start of the layer the lists are decoded into 16-bit offsets in the input map, which
+ * Flash holds, per filter, its connection count, and the gaps between connections in the
+ * patch order (ky, c, kx), Rice-coded (about 6 bits each at 5 %). At the start of the
+ * layer the lists are decoded into 16-bit offsets in the input map, which
  * is unpacked as one byte per value, e = 1 - x (0 for +1, 2 for -1, 1 for zero padding),
  * laid out [row][channel][column] so that four neighbouring output pixels read one
  * 32-bit word per connection: S_B = n - sum(e), four pixels per add. The work and the
@@ -45,22 +45,52 @@ static void unpack(const bnn_layer *l, const uint32_t *in, int hp, int wp, uint8
   }
 }
 
-/* the connection lists as offsets (ky * c + ch) * wp + kx from a window's corner */
+/* the connection lists as offsets (ky * c + ch) * wp + kx from a window's corner, from
+ * the Rice-coded gaps (LSB first: gap - 1 >> k ones, a zero, the low k bits) */
 static void decode(const bnn_layer *l, int wp, uint16_t *offsets) {
-  const uint8_t *gap = (const uint8_t *)l->weights;
-  const uint32_t kw = l->k_w;
+  const uint32_t *src = (const uint32_t *)l->weights;
+  const uint32_t kw = l->k_w, k = l->rice_k, low = (1u << k) - 1u;
+  uint64_t buf = *src++;
+  int have = 32;
   for (int oc = 0; oc < l->out_c; ++oc) {
-    uint32_t k = (uint32_t)-1;
-    for (int n = l->counts[oc]; n > 0;) {
-      const uint32_t g = *gap++;
-      if (!g) {
-        k += 255;
-        continue;
+    uint32_t at = (uint32_t)-1;
+    for (int n = l->counts[oc]; n > 0; --n) {
+      if (have < 32) {                                  /* at least 32 bits in buf */
+        buf |= (uint64_t)*src++ << have;
+        have += 32;
       }
-      k += g;
-      const uint32_t r = k / kw;
-      *offsets++ = (uint16_t)(r * (uint32_t)wp + (k - r * kw));
-      --n;
+      const uint32_t word = (uint32_t)buf, ones = ~word;
+      const int t = ones ? __builtin_ctz(ones) : 32;
+      uint32_t v;
+      if (t + 1 + (int)k <= 32) {                       /* the whole code in one word */
+        v = ((uint32_t)t << k) | ((word >> (t + 1)) & low);
+        buf >>= t + 1 + (int)k;
+        have -= t + 1 + (int)k;
+      } else {                                          /* a long run of ones */
+        uint32_t q = 0;
+        for (;;) {
+          if (have < 32) {
+            buf |= (uint64_t)*src++ << have;
+            have += 32;
+          }
+          const uint32_t o = ~(uint32_t)buf;
+          const int r = o ? __builtin_ctz(o) : 32;
+          q += (uint32_t)r;
+          buf >>= r == 32 ? 32 : r + 1;
+          have -= r == 32 ? 32 : r + 1;
+          if (r < 32) break;
+        }
+        if (have < 32) {
+          buf |= (uint64_t)*src++ << have;
+          have += 32;
+        }
+        v = (q << k) | ((uint32_t)buf & low);
+        buf >>= k;
+        have -= (int)k;
+      }
+      at += v + 1u;
+      const uint32_t r = at / kw;
+      *offsets++ = (uint16_t)(r * (uint32_t)wp + (at - r * kw));
     }
   }
 }
