@@ -2,6 +2,8 @@
 runtime bit-exact under QEMU with work and weight bytes following the connections, TFLM
 refused clearly."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -68,7 +70,7 @@ def test_c_runtime_bit_exact_on_m4_with_work_and_bytes_following_connections(ima
         counts[share] = sum(l["instructions"] for l in prof["layers"] if l["op"] == "affine")
         weight_bytes[share] = info["weight_bytes"]
     assert counts[0.05] < 0.5 * counts[0.5]
-    assert weight_bytes[0.05] < 0.5 * weight_bytes[0.5]
+    assert weight_bytes[0.05] < 0.7 * weight_bytes[0.5]      # + per-channel thresholds
 
 
 def test_connection_stream_stores_one_byte_per_connection():
@@ -84,6 +86,10 @@ def test_connection_stream_stores_one_byte_per_connection():
     word = int(stream["words"][0])
     code = "0" + "000000" + "0" + "111100" + "11111" + "0" + "011010"   # bit i = character i
     assert word == int(code[::-1], 2) and stream["words"][-1] == 0
+    rng = np.random.RandomState(5)                 # 5 % random connections: near the entropy
+    weights = (rng.rand(64, 3, 3, 64) < 0.05).astype(np.int8)     # (5.7 bits a connection)
+    conv = dataclasses.replace(conv, weights=weights)
+    assert deploy.connection_stream(conv)["bits"] / weights.sum() < 6.3
 
 
 def test_tflm_refuses_sbnn_layers_saying_why():
