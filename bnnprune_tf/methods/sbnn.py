@@ -123,8 +123,10 @@ def counted_share(layers) -> float:
 class SBNNParams(Params):
     """``ec``: target share of connections in (0, 0.5] (0.5 = the dense BNN); ``gamma`` in
     [0, 1), default the paper's value for ``ec`` (:data:`GAMMA_TABLE`); ``start``: ``plain``
-    (tau 1, phi 0, the reference) or ``closed_form`` (least squares on trained weights, at
-    ``ec`` connections); ``layers``: the binary convs to convert (default all but the
+    (tau 1, phi 0, the reference) or ``closed_form`` (least squares on the given model's
+    latent weights at ``ec`` connections: a trained BNN's, or a fresh model's initial ones,
+    so that ``p_hat`` starts at ``ec``; :func:`bnnprune_tf.sbnn.to_sbnn`);
+    ``layers``: the binary convs to convert (default all but the
     classifier); ``log_dir``: also log to TensorBoard there."""
 
     ec: float = Field(0.05, gt=0, le=0.5)
