@@ -107,6 +107,16 @@ class SBNNConv2D(lq.layers.QuantConv2D):
         self.kernel_quantizer.bind(self.tau, self.phi)
         super().build(input_shape)
 
+    def convolution_op(self, inputs, kernel):
+        """``tau * conv(x, S) + phi * conv(x, 1)``: the same function as ``conv(x, tau * S +
+        phi)`` (``kernel``), computed as the converted model runs it (exact integer sums,
+        then two products and a sum), so that Keras and LCE round alike."""
+        signs = lq.quantizers.ste_sign(layer_facts.latent_kernel(self), clip_value=self.clip_value)
+        ones = tf.ones(tuple(signs.shape[:-1]) + (1,), signs.dtype)
+        sums = super().convolution_op(inputs, signs)
+        window = super().convolution_op(inputs, ones)
+        return tf.cast(self.tau, sums.dtype) * sums + tf.cast(self.phi, sums.dtype) * window
+
     def get_config(self) -> dict:
         config = super().get_config()
         config.pop("kernel_quantizer", None)

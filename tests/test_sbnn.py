@@ -161,7 +161,7 @@ def test_method_in_a_users_fit_drives_p_hat_to_ec_clamps_and_logs(mnist_small, t
         latent = np.asarray(layer_facts.latent_kernel(layer))
         assert np.abs(latent).max() <= 1.5
         np.testing.assert_array_equal(layer.kernel_constraint(tf.constant([3.0, -2.0, 0.4])),
-                                      [1.5, -1.5, 0.4])     # applied after every step
+                                      np.float32([1.5, -1.5, 0.4]))   # after every step
     result = method.finalize(prepared)
     assert result.metrics["reached"] and result.metrics["p_hat"] == pytest.approx(p[-1])
     assert set(result.tables["connections per layer"]) == {"conv2", "conv3"}
