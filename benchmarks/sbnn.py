@@ -297,7 +297,8 @@ def main(argv=None):
                "rows": rows, "summary": summary, "figure": fig.to_dict(),
                "arms_left_out": [list(p) for p in plan if not any(
                    (r["arm"], r["config"].get("ec"), r["seed"]) == p for r in rows)],
-               "minutes": round((time.time() - started) / 60, 1)}
+               "train_minutes_total": round(sum(r["train_minutes"] for r in rows), 1),
+               "minutes_this_run": round((time.time() - started) / 60, 1)}
     write_results("sbnn", payload, markdown(rows, summary, epochs, payload["arms_left_out"]),
                   f"python -m benchmarks.sbnn --epochs {epochs}")
 
