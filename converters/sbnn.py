@@ -78,7 +78,6 @@ def lce_form(model: tf.keras.Model) -> tf.keras.Model:
     sparse = {layer.name for layer in sbnn_lib.sbnn_layers(model)}
     if not sparse:
         return model
-    replaced = {}
 
     def clone(layer):
         config = layer.get_config()
@@ -90,7 +89,6 @@ def lce_form(model: tf.keras.Model) -> tf.keras.Model:
             "kernel_quantizer": "ste_sign", "use_bias": False})
         tau, phi = float(layer.tau), float(layer.phi)
         combine = SharedTerm(tau, phi, name=layer.name)
-        replaced[layer.name] = conv
         return _Chain([conv, combine], layer)
 
     copy = tf.keras.models.clone_model(model, clone_function=clone)

@@ -6,7 +6,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from bnnprune_tf import layer_facts, models, sbnn
 from bnnprune_tf.errors import ConversionError
