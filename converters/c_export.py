@@ -44,9 +44,10 @@ import numpy as np
 from bnnprune_tf import files, prune
 from bnnprune_tf.errors import ConversionError
 from converters import fold as fold_lib
+from converters import sbnn
 
 OPS = {"first": "BNN_CONV_FIRST", "binary": "BNN_BCONV", "pool": "BNN_MAXPOOL",
-       "output": "BNN_OUTPUT_CONV"}
+       "output": "BNN_OUTPUT_CONV", "affine": "BNN_SBCONV"}
 
 
 def words(channels: int) -> int:
@@ -192,6 +193,8 @@ def plan(folded: fold_lib.Folded) -> list[dict]:
                 raise ConversionError(f"layer {layer.name!r}: the C runtime needs at least one "
                                       "binary layer before the last conv")
             kind, cout = "output", layer.weights.shape[0]
+        elif isinstance(layer, sbnn.AffineConv):
+            kind, cout = "affine", layer.weights.shape[0]
         else:
             kind, cout = ("first" if layer.input_scale != 1.0 else "binary"), layer.weights.shape[0]
         out.append(dict(layer=layer, kind=kind, in_shape=(h, w, c), out_shape=(ho, wo, cout),
@@ -256,6 +259,22 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
             body += _array("uint32_t", f"w{i}", bits)
             fields["weights"] = f"w{i}"
             weight_bytes += 4 * bits.size
+        if kind == "affine":     # SBNN: connection lists (converters.sbnn)
+            hp = (ho - 1) * step["strides"][0] + step["kernel"][0]
+            wp = (wo - 1) * step["strides"][1] + step["kernel"][1]
+            if step["kernel"][0] * c * wp >= 65536:
+                raise ConversionError(f"layer {layer.name!r}: its input map is too wide for "
+                                      "the C runtime's 16-bit connection offsets")
+            lists = sbnn.connection_stream(layer)
+            body += (_array("uint32_t", f"w{i}", lists["words"])
+                     + _array("uint16_t", f"c{i}", lists["counts"])
+                     + _array("int8_t", f"g{i}", layer.signs)
+                     + _array("int64_t", f"t{i}", layer.thresholds))
+            fields.update(weights=f"w{i}", counts=f"c{i}", signs=f"g{i}",
+                          thresholds64=f"t{i}", ratio=f"{layer.ratio}LL", rice_k=lists["k"])
+            weight_bytes += 4 * lists["words"].size + 2 * cout + 9 * cout
+            offsets = -(-2 * int(lists["counts"].sum()) // 4)
+            scratch = max(scratch, -(-(hp * c * wp + 4) // 4) + hp * wp + offsets)
         if kind in ("first", "binary"):
             body += _array("int32_t", f"t{i}", layer.thresholds)
             fields["thresholds"] = f"t{i}"

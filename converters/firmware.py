@@ -282,7 +282,7 @@ _DESCRIPTOR = re.compile(r"^  \{\.op = (BNN_\w+), (.*)\},$", re.M)
 
 def layers(model_dir) -> list[dict]:
     """The layer descriptors of a model directory's ``model_data.c``: ``op`` (``first``,
-    ``binary``, ``pool``, ``output``), the shapes, and ``macs``: multiply-accumulates of
+    ``binary``, ``pool``, ``output``, ``affine``: SBNN), the shapes, and ``macs``: multiply-accumulates of
     a conv (binary ones for binary convs, int8 x {-1, 0, 1} for the first; zero weights
     of ternary layers included), 0 for pools.
 
@@ -291,7 +291,7 @@ def layers(model_dir) -> list[dict]:
         [l["op"] for l in layers("build/model")]   # -> ['first', 'pool', 'binary', ...]
     """
     names = {"BNN_CONV_FIRST": "first", "BNN_BCONV": "binary", "BNN_MAXPOOL": "pool",
-             "BNN_OUTPUT_CONV": "output"}
+             "BNN_OUTPUT_CONV": "output", "BNN_SBCONV": "affine"}
     out = []
     for op, fields in _DESCRIPTOR.findall((Path(model_dir) / "model_data.c").read_text()):
         values = dict(re.findall(r"\.(\w+) = (-?\d+)", fields))

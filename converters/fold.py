@@ -302,13 +302,20 @@ def _conv_fields(layer, first: bool) -> dict:
     pad_values = float(getattr(layer, "pad_values", 0.0))
     if pad_values not in (0.0, 1.0):
         raise ConversionError(f"{name}: pad_values={pad_values}; only 0 and 1 can be exported")
-    signs, alpha = _kernel_signs(layer)
+    extra = {}
+    if layer_facts.weight_domain(layer) is layer_facts.WeightDomain.AFFINE:   # SBNN
+        from converters import sbnn
+
+        signs, eta, xi = sbnn.affine_fields(layer)
+        alpha, extra["ratio"] = np.full(len(signs), eta), xi / eta
+    else:
+        signs, alpha = _kernel_signs(layer)
     bias = np.asarray(layer.bias, np.float64) if layer.use_bias else np.zeros(len(signs))
     if masks.is_masked(layer):
         bias = bias * np.asarray(layer.channel_mask, np.float64)
     fields = dict(weights=signs, strides=tuple(int(s) for s in layer.strides),
                   padding=layer.padding, pad_value=int(pad_values), input_scale=1.0,
-                  alpha=alpha, bias=bias)
+                  alpha=alpha, bias=bias, **extra)
     if layer.input_quantizer is None:
         if layer.padding == "same" and pad_values == 0.0:
             raise ConversionError(
@@ -386,6 +393,13 @@ def fold(model: tf.keras.Model) -> Folded:
         fields = pending["fields"]
         scale = pending["scale"] * fields.pop("alpha") * fields["input_scale"]
         offset = pending["scale"] * fields.pop("bias") + pending["offset"]
+        if "ratio" in fields:             # SBNN weights {alpha, beta}: converters.sbnn
+            from converters import sbnn
+
+            if output:
+                raise ConversionError(f"layer {pending['name']!r}: the last conv has SBNN "
+                                      "weights; the exports need it binary (real logits)")
+            return sbnn.fold_affine(pending["name"], fields, scale, offset, fields.pop("ratio"))
         if output:
             return OutputConv(pending["name"], **fields, scale=scale, offset=offset)
         kmax = int(np.prod(fields["weights"].shape[1:])) * (128 if fields["input_scale"] != 1 else 1)

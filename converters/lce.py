@@ -32,6 +32,7 @@ from bnnprune_tf import prune
 from bnnprune_tf.errors import ConversionError
 from bnnprune_tf.reporting import markdown_table
 from converters import flatbuffer as fb_lib
+from converters import sbnn
 
 TARGETS = ("arm", "xcore")
 KERNELS = ("default", "indirect_bgemm")
@@ -66,7 +67,7 @@ def convert(model: tf.keras.Model, target: str = "arm") -> bytes:
             raise ConversionError(
                 f"input {tensor.name} has shape {tuple(tensor.shape)}: LCE needs every dimension "
                 "but the batch fixed; rebuild the model with a full input_shape")
-    model = prune.strip_pruning(model)
+    model = sbnn.lce_form(prune.strip_pruning(model))   # SBNN {alpha, beta}: binary + shared term
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -190,7 +190,9 @@ def _conv_findings(layer, graph: _Graph) -> list[Finding]:
             "so LCE cannot bit-pack the input and runs a float CONV_2D",
             "use a sign quantizer: ste_sign, approx_sign, swish_sign or SteSign(clip_value)"))
         return found
-    problem = binary_filter_problem(layer_facts.quantized_kernel(layer))
+    affine = layer_facts.weight_domain(layer) is layer_facts.WeightDomain.AFFINE
+    # SBNN {alpha, beta}: converters.sbnn.lce_form runs it as a binary conv + a shared term
+    problem = None if affine else binary_filter_problem(layer_facts.quantized_kernel(layer))
     if problem and "are 0" in problem:
         found.append(Finding(
             name, "zero-weights", "float",

@@ -49,6 +49,7 @@ from larq_compute_engine.mlir.python import tflite_schema as fb
 
 from bnnprune_tf.errors import ConversionError
 from converters import fold as fold_lib
+from converters import sbnn
 
 #: int8 magnitude of the last conv's weights: the bias is quantized in steps of
 #: 1/127 of one weight, so the logits' offsets lose almost nothing.
@@ -300,6 +301,7 @@ def to_tflm(model, output: str = "float", calibration=None) -> bytes:
     """
     if output not in ("float", "int8"):
         raise ConversionError(f"output={output!r}: use 'float' (dequantized logits) or 'int8'")
+    sbnn.check_tflm(model)
     folded = fold_lib.fold(model)
     return _write(folded, output_quantization(folded, calibration), output)
 

@@ -25,7 +25,8 @@ typedef enum {
   BNN_CONV_FIRST = 0,  /* int8 input (pixel - 128), int16 weights in {-1,0,1}, threshold -> bits */
   BNN_BCONV = 1,       /* packed input, XNOR-popcount, threshold -> packed output */
   BNN_MAXPOOL = 2,     /* max of +-1 = AND of the packed "-1" bits */
-  BNN_OUTPUT_CONV = 3  /* packed input -> int32 sums S; logit = scale * S + offset */
+  BNN_OUTPUT_CONV = 3, /* packed input -> int32 sums S; logit = scale * S + offset */
+  BNN_SBCONV = 4       /* SBNN weights {alpha, beta}: connection lists, sbconv.c */
 } bnn_op;
 
 typedef struct {
@@ -49,6 +50,13 @@ typedef struct {
   const int32_t *nonzeros;
   const int32_t *thresholds;  /* output +1 iff S >= threshold */
   const float *scale, *offset;
+  /* BNN_SBCONV (sbconv.c): weights = the gaps between connections (patch order ky, c,
+   * kx) in a Rice code of parameter rice_k, counts = connections per filter; output +1
+   * iff signs * (S_B * 2^32 + ratio * S_1) >= thresholds64 */
+  const int8_t *signs;
+  const int64_t *thresholds64;
+  int64_t ratio;
+  uint8_t rice_k;
 } bnn_layer;
 
 typedef struct {
@@ -77,6 +85,9 @@ void bnn_conv_first(const bnn_layer *l, const int8_t *in, uint32_t *out, void *p
 void bnn_bconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, int32_t *sums,
                  uint32_t *patch);
 void bnn_maxpool(const bnn_layer *l, const uint32_t *in, uint32_t *out);
+/* scratch: the byte map of the padded input, its channel sums and the decoded connection
+ * offsets (c_export sizes it) */
+void bnn_sbconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, uint32_t *scratch);
 
 /* The input pixel (iy * in_w + ix) under tap (ky, kx) of output pixel (oy, ox) in
  * *pixel; returns 0 if the tap lies in the padding. Example: bconv2d_ref.c. */

@@ -14,7 +14,6 @@ int bnn_run(const bnn_model *model, const int8_t *input, uint32_t *arena, int32_
     const bnn_layer *l = &model->layers[i];
     int32_t *layer_sums = l->op == BNN_OUTPUT_CONV ? sums : 0;
 #ifdef BNN_REFERENCE
-    (void)patch;
     if (l->op == BNN_CONV_FIRST) bnn_conv_first_ref(l, input, half[cur]);
     if (l->op == BNN_BCONV || l->op == BNN_OUTPUT_CONV) {
       bnn_bconv2d_ref(l, src, half[cur], layer_sums);
@@ -26,6 +25,7 @@ int bnn_run(const bnn_model *model, const int8_t *input, uint32_t *arena, int32_
     }
 #endif
     if (l->op == BNN_MAXPOOL) bnn_maxpool(l, src, half[cur]);
+    if (l->op == BNN_SBCONV) bnn_sbconv2d(l, src, half[cur], patch);   /* both builds */
 #ifdef BNN_PROFILE
     bnn_mark();
 #endif
