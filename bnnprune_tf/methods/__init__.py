@@ -8,13 +8,15 @@ the class (:mod:`~bnnprune_tf.methods.registry`). The interface, with a complete
 - ``l1``, ``random``: baseline criteria (:mod:`~bnnprune_tf.methods.score_pruning`);
 - ``wff``: weight flipping frequency (Li & Ren, ISQED 2020; :mod:`~bnnprune_tf.methods.flip_frequency`);
 - ``latent``: latent-weight magnitude with layer sensitivity (ASPDAC 2023;
-  :mod:`~bnnprune_tf.methods.latent_weight`).
+  :mod:`~bnnprune_tf.methods.latent_weight`);
+- ``etb``: evolution from ternary to binary with a pruning-ratio controller (J. Jilin
+  Univ. 2024; a reconstruction, :mod:`~bnnprune_tf.methods.ternary_to_binary`).
 
 Example::
 
     from bnnprune_tf import methods
 
-    print(methods.names())                       # ['l1', 'latent', 'random', 'wff']
+    print(methods.names())                       # ['etb', 'l1', 'latent', 'random', 'wff']
     method = methods.get("wff")(interval=2, round_to=8)
     masked = method.prepare(model)
     masked.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
@@ -25,6 +27,7 @@ Example::
 from __future__ import annotations
 
 from bnnprune_tf.methods import flip_frequency, latent_weight, score_pruning  # noqa: F401
+from bnnprune_tf.methods import ternary_to_binary  # noqa: F401
 from bnnprune_tf.methods.base import Context, Method, Params, Result
 from bnnprune_tf.methods.registry import get, names, register
 from bnnprune_tf.methods.score_pruning import ScoreParams, ScorePruning
