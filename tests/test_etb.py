@@ -1,6 +1,8 @@
 """ETB (evolution from ternary to binary): quantizers, controller, lossless removal, residual
 groups, deployment, bad input."""
 
+import dataclasses
+
 import larq as lq
 import numpy as np
 import pytest
@@ -59,6 +61,10 @@ def test_quantizers_are_larq_quantizers_with_state():
 
 
 # ------------------------------------------------------------------ training
+def _subset(ds, n):
+    return dataclasses.replace(ds, x_train=ds.x_train[:n], y_train=ds.y_train[:n])
+
+
 def _etb_fit(model, data, epochs=4, **params):
     """ETB in a user's own compile/fit (no bnnprune training helper)."""
     method = methods.get("etb")(**{"control_every": 2, **params})
@@ -122,7 +128,7 @@ def test_removal_is_lossless_and_deploys(trained, mnist_small):
 def test_residual_channels_are_decided_together(mnist_small):
     model = models.build("resnet18", mnist_small.input_shape, 10, width=0.125,
                          stages=(1, 1, 1, 1))
-    small_data = mnist_small
+    small_data = _subset(mnist_small, 256)
     method, evolving, result = _etb_fit(model, small_data, epochs=2, ratio=0.3)
     graph = ChannelGraph(evolving)
     keep = graph.keep_from_masks(result.masked)
@@ -158,9 +164,18 @@ def test_nothing_prunable_is_an_error_before_training():
 def test_run_trains_with_the_context(mnist_small):
     """The method on the interface (what the recipe stage calls)."""
     model = models.build("mnist_bnn", mnist_small.input_shape, 10, width=0.25)
+    small_data = _subset(mnist_small, 256)
     result = methods.get("etb")(ratio=0.2, epochs=2, control_every=2).run(
-        model, methods.Context(mnist_small, batch_size=64))
+        model, methods.Context(small_data, batch_size=64))
     assert len(result.metrics["history"]) == 2
     assert abs(result.metrics["binary_params_reduction"] - 0.2) <= 0.02
-    assert training.count_correct(result.model, mnist_small, "val") == \
-        training.count_correct(result.masked, mnist_small, "val")
+    assert training.count_correct(result.model, small_data, "val") == \
+        training.count_correct(result.masked, small_data, "val")
+
+
+def test_recipe_validates():
+    from pipelines.recipe import load_recipe
+
+    r = load_recipe("pipelines/fashion_mnist_etb.yaml")
+    prune_stage = next(s for s in r.stages if s.name == "prune")
+    assert prune_stage.params["method"] == "etb" and prune_stage.params["ratio"] == 0.46
