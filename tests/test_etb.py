@@ -78,13 +78,16 @@ def _etb_fit(model, data, epochs=4, **params):
 
 
 @pytest.fixture(scope="module")
-def trained(mnist_small):
+def trained(mnist_small, tmp_path_factory):
     model = models.build("mnist_bnn", mnist_small.input_shape, 10, width=0.5)
-    return (model, *_etb_fit(model, mnist_small, ratio=0.3, log_dir=None))
+    log_dir = tmp_path_factory.mktemp("tensorboard")
+    return (model, *_etb_fit(model, mnist_small, ratio=0.3, log_dir=str(log_dir)), log_dir)
 
 
 def test_controller_reaches_the_target_ratio(trained):
-    model, method, evolving, result = trained
+    from bnnprune_tf.reporting import render_png
+
+    model, method, evolving, result, log_dir = trained
     m = result.metrics
     assert abs(m["binary_params_reduction"] - 0.3) <= 0.02, m["binary_params_reduction"]
     assert m["binary_params_dense"] == 9 * (16 * 32 + 32 * 64 + 64 * 10)
@@ -97,14 +100,17 @@ def test_controller_reaches_the_target_ratio(trained):
     # the histogram per epoch (and its figure) ends bimodal: every filter all 0 or all 1
     last = m["zero_fraction_histograms"][-1]
     assert sum(last[1:-1]) == 0 and last[0] > 0 and last[-1] > 0
-    assert "etb_zero_fraction" in result.figures and "etb_controller" in result.figures
+    assert len(m["zero_fraction_histograms"]) == 4            # one per epoch
+    assert render_png(result.figures["etb_zero_fraction"]).startswith(b"\x89PNG")
+    assert render_png(result.figures["etb_controller"]).startswith(b"\x89PNG")
+    assert any("events" in p.name for p in log_dir.iterdir())  # TensorBoard histograms
     assert len(model.layers[1].get_weights()) == 1          # the caller's model untouched
 
 
 def test_removal_is_lossless_and_deploys(trained, mnist_small):
     from converters import lce, tflm
 
-    _, method, evolving, result = trained
+    _, method, evolving, result, _ = trained
     x = mnist_small.arrays("test", limit=64)[0]
     want = evolving.predict(x, verbose=0)
     got = result.model.predict(x, verbose=0)

@@ -91,18 +91,16 @@ class ETBParams(Params):
     log_dir: str | None = None                      # TensorBoard: histograms and controller
 
 
-def _sign_kernel(layer) -> bool:
-    return (masks.is_masked(layer) and isinstance(layer, lq.layers.QuantConv2D)
-            and layer_facts.is_sign(layer_facts.kernel_quantizer(layer)))
+def _sign_conv(layer) -> bool:
+    """A Larq conv whose kernel quantizer is Larq's sign (what a TernaryWeight replaces)."""
+    return isinstance(layer, lq.layers.QuantConv2D) and \
+        layer_facts.is_sign(layer_facts.kernel_quantizer(layer))
 
 
 def evolvable_groups(graph: ChannelGraph) -> list[ChannelGroup]:
     """Prunable channel groups with at least one binary (sign) conv among their producers."""
-    model = graph.model
     return [g for g in graph.prunable_groups()
-            if any(isinstance(model.get_layer(p), lq.layers.QuantConv2D) and
-                   layer_facts.is_sign(layer_facts.kernel_quantizer(model.get_layer(p)))
-                   for p in g.producers)]
+            if any(_sign_conv(graph.model.get_layer(p)) for p in g.producers)]
 
 
 def _copy_state(old, new) -> None:
@@ -199,7 +197,7 @@ class ETB(Method):
         graph = ChannelGraph(masked)
         groups = evolvable_groups(graph)
         producers = {p for g in groups for p in g.producers}
-        weight_layers = [l.name for l in masked.layers if l.name in producers and _sign_kernel(l)]
+        weight_layers = [l.name for l in masked.layers if l.name in producers and _sign_conv(l)]
         activation_layers = [l.name for l in masked.layers if masks.is_masked(l)
                              and isinstance(l, lq.layers.QuantConv2D)
                              and layer_facts.is_binary_input(l)]
