@@ -147,8 +147,9 @@ class TernaryWeight(_Ternary):
 
     def soft_zero_fraction(self, kernel) -> tf.Tensor:
         """Per filter, the smooth share of zero weights ``mean sigmoid((t - |w|) / T)``:
-        differentiable in both the kernel and the thresholds."""
-        kernel = tf.convert_to_tensor(kernel)
+        differentiable in the thresholds only (the kernel is a constant here, so a term
+        built on it moves the thresholds, never the latent weights)."""
+        kernel = tf.stop_gradient(tf.convert_to_tensor(kernel))
         soft = tf.sigmoid((self.effective_threshold() - tf.abs(kernel) / self.unit(kernel))
                           / self.temperature)
         return tf.reduce_mean(soft, axis=list(range(len(kernel.shape) - 1)))

@@ -14,7 +14,9 @@ choices made here:
    ``init_threshold``, so training starts ternary); every binary-input conv gets
    :class:`~bnnprune_tf.ternary.TernaryActivation` (one per input channel, starting at
    ``activation_threshold``, pulled to 0 by an L1 term ``activation_decay``).
-2. Polarisation: ``4 z (1 - z)`` of each channel's smooth zero fraction ``z`` (mean
+2. The terms below act on the thresholds only (no gradient to the latent weights,
+   which the task loss alone trains).
+   Polarisation: ``4 z (1 - z)`` of each channel's smooth zero fraction ``z`` (mean
    over the producers of a channel group), weighted by the binary parameters the
    channel carries; its weight rises linearly from 0 to ``polarization``.
 3. Sparsity pressure ``lambda * sum_c w_c (1 - z_c)``, the binary parameters still
@@ -82,7 +84,7 @@ class ETBParams(Params):
     gain: float = Field(5.0, gt=0)                  # controller: lambda change per unit error
     control_every: int = Field(10, ge=1)            # controller period, in training steps
     ramp: float = Field(0.5, gt=0, le=1)            # share of the evolution the setpoint rises
-    settle: float = Field(0.15, gt=0, lt=1)         # share of training after the decision
+    settle: float = Field(0.3, gt=0, lt=1)          # share of training after the decision
     init_threshold: float = Field(0.5, ge=0)        # initial filter threshold / mean |w|
     activation_threshold: float = Field(0.05, ge=0)
     activation_decay: float = Field(1e-3, ge=0)
