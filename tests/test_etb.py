@@ -167,16 +167,25 @@ def test_nothing_prunable_is_an_error_before_training():
         method.prepare(tf.keras.Model(inputs, outputs))
 
 
-def test_run_trains_with_the_context(mnist_small):
-    """The method on the interface (what the recipe stage calls)."""
-    model = models.build("mnist_bnn", mnist_small.input_shape, 10, width=0.25)
-    small_data = _subset(mnist_small, 256)
-    result = methods.get("etb")(ratio=0.2, epochs=2, control_every=2).run(
-        model, methods.Context(small_data, batch_size=64))
-    assert len(result.metrics["history"]) == 2
-    assert abs(result.metrics["binary_params_reduction"] - 0.2) <= 0.02
-    assert training.count_correct(result.model, small_data, "val") == \
-        training.count_correct(result.masked, small_data, "val")
+def test_recipe_prune_stage_runs_etb(tmp_path):
+    """The method on the interface, from a recipe (``Method.run`` inside the prune stage)."""
+    import json
+
+    from pipelines.recipe import parse_recipe
+    from pipelines.runner import run_recipe
+
+    recipe = parse_recipe({
+        "name": "etb", "seed": 0, "data": {"name": "mnist5k", "limit": 300, "batch_size": 64},
+        "model": {"name": "mnist_bnn", "width": 0.25}, "training": {"epochs": 1},
+        "stages": ["train", {"prune": {"method": "etb", "ratio": 0.2, "epochs": 2,
+                                       "control_every": 2}}, "report"]})
+    run_dir = run_recipe(recipe, tmp_path, log=lambda m: None)
+    m = json.loads((run_dir / "stages" / "01-prune.json").read_text())["metrics"]
+    assert len(m["history"]) == 2
+    assert abs(m["binary_params_reduction"] - 0.2) <= 0.02
+    assert m["check"]["argmax_agreement"] == 1.0 and m["check"]["max_abs_diff"] < 1e-5
+    assert (run_dir / "etb_zero_fraction.png").exists()
+    assert "ETB: filter zero fraction per epoch" in (run_dir / "report.md").read_text()
 
 
 def test_recipe_validates():
