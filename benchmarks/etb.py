@@ -93,9 +93,12 @@ def row(arm, config, seed, epochs, model, dense, ds, log) -> dict:
 
 def run_seed(seed: int, ratios, epochs: int, log) -> list[dict]:
     ds = dataset(seed)
-    build = lambda: models.build("vgg_small", ds.input_shape, ds.num_classes, WIDTH, seed=seed)  # noqa: E731
+
+    def build():
+        return models.build("vgg_small", ds.input_shape, ds.num_classes, WIDTH, seed=seed)
+
     dense = build()
-    snapshot = {}
+    snapshot = {}          # the dense weights after E - K epochs, for the baselines
     keep = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs=None: snapshot.setdefault(
         "model", copy_model(dense)) if e + 1 == epochs - FINETUNE else None)
     training.train(dense, ds, epochs, LR, batch_size=BATCH, seed=seed, callbacks=[keep])

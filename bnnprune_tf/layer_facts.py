@@ -208,8 +208,9 @@ def is_elementwise(quantizer, rank: int = 4) -> bool:
     """True when each quantized weight depends on its own latent weight only, so
     quantizing part of a kernel gives that part of the quantized kernel (``ste_sign``,
     ``ste_tern``, or a quantizer declaring ``elementwise = True`` such as
-    :class:`bnnprune_tf.ternary.TernaryWeight`); False for quantizers that scale by statistics of the kernel
-    (``magnitude_aware_sign``, ``xnor_weight_scale``, DoReFa weights, TWN ``ste_tern``).
+    :class:`bnnprune_tf.ternary.TernaryWeight`); False for quantizers that scale by
+    statistics of the kernel (``magnitude_aware_sign``, ``xnor_weight_scale``, DoReFa
+    weights, TWN ``ste_tern``).
 
     Example::
 

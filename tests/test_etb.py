@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnnprune_tf import layer_facts, methods, models, training
+from bnnprune_tf import layer_facts, methods, models
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
 from bnnprune_tf.layer_facts import WeightDomain
