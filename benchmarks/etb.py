@@ -10,7 +10,7 @@ epochs in total:
 
 - dense: ``E`` epochs; its weights after ``E - K`` epochs are kept for the baselines;
 - etb at ratio r: ``E`` epochs from scratch with the ETB method (evolution, decision
-  after 85 % of the steps, settle), then the zero filters removed, no fine-tuning;
+  after 70 % of the steps, settle), then the zero filters removed, no fine-tuning;
 - l1 / random (at 0.46 only, for time): the dense weights after ``E - K`` epochs pruned
   to exactly the widths ETB kept (so equal binary parameters), then ``K`` epochs (cosine
   from the dense schedule's learning rate at that point).
@@ -25,7 +25,7 @@ instructions per inference of the bnnprune C runtime, dense vs ETB at 0.46 (seed
 The time box forces few epochs (``--epochs``, default 2, ``K`` = 1): the numbers say how
 the methods compare at that budget, not at the papers' hundreds of epochs.
 
-Run: ``python -m benchmarks.etb [--epochs 2] [--seeds 0 1 2]`` (about 60 minutes on 2
+Run: ``python -m benchmarks.etb [--epochs 2] [--seeds 0 1 2]`` (46 minutes on 2
 shared CPU cores).
 """
 
