@@ -207,8 +207,10 @@ def quantizer_domain(quantizer, rank: int = 4) -> WeightDomain:
 def is_elementwise(quantizer, rank: int = 4) -> bool:
     """True when each quantized weight depends on its own latent weight only, so
     quantizing part of a kernel gives that part of the quantized kernel (``ste_sign``,
-    ``ste_tern``); False for quantizers that scale by statistics of the kernel
-    (``magnitude_aware_sign``, ``xnor_weight_scale``, DoReFa weights, TWN ``ste_tern``).
+    ``ste_tern``, or a quantizer declaring ``elementwise = True`` such as
+    :class:`bnnprune_tf.ternary.TernaryWeight`); False for quantizers that scale by
+    statistics of the kernel (``magnitude_aware_sign``, ``xnor_weight_scale``, DoReFa
+    weights, TWN ``ste_tern``).
 
     Example::
 
@@ -217,6 +219,9 @@ def is_elementwise(quantizer, rank: int = 4) -> bool:
     """
     if quantizer is None:
         return True
+    declared = getattr(quantizer, "elementwise", None)   # e.g. a per-filter threshold
+    if declared is not None:
+        return bool(declared)
     whole = _probe(quantizer, rank)
     part = _probe(quantizer, rank, part=True)   # the first channel's weights within [-1, 1]
     return whole is not None and part is not None and np.array_equal(

@@ -10,13 +10,15 @@ the class (:mod:`~bnnprune_tf.methods.registry`). The interface, with a complete
 - ``latent``: latent-weight magnitude with layer sensitivity (ASPDAC 2023;
   :mod:`~bnnprune_tf.methods.latent_weight`);
 - ``sbnn``: {alpha, beta} weights with an expected-connections target (ECML PKDD 2023;
-  :mod:`~bnnprune_tf.methods.sbnn`).
+  :mod:`~bnnprune_tf.methods.sbnn`);
+- ``etb``: evolution from ternary to binary with a pruning-ratio controller (J. Jilin
+  Univ. 2024; a reconstruction, :mod:`~bnnprune_tf.methods.ternary_to_binary`).
 
 Example::
 
     from bnnprune_tf import methods
 
-    print(methods.names())                       # ['l1', 'latent', 'random', 'sbnn', 'wff']
+    print(methods.names())               # ['etb', 'l1', 'latent', 'random', 'sbnn', 'wff']
     method = methods.get("wff")(interval=2, round_to=8)
     masked = method.prepare(model)
     masked.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
@@ -26,7 +28,8 @@ Example::
 
 from __future__ import annotations
 
-from bnnprune_tf.methods import flip_frequency, latent_weight, sbnn, score_pruning  # noqa: F401
+from bnnprune_tf.methods import (flip_frequency, latent_weight, sbnn,  # noqa: F401
+                                 score_pruning, ternary_to_binary)
 from bnnprune_tf.methods.base import Context, Method, Params, Result
 from bnnprune_tf.methods.registry import get, names, register
 from bnnprune_tf.methods.score_pruning import ScoreParams, ScorePruning
