@@ -193,7 +193,7 @@ def plan(folded: fold_lib.Folded) -> list[dict]:
                 raise ConversionError(f"layer {layer.name!r}: the C runtime needs at least one "
                                       "binary layer before the last conv")
             kind, cout = "output", layer.weights.shape[0]
-        elif isinstance(layer, sbnn.AffineConv):
+        elif isinstance(layer, fold_lib.AffineConv):
             kind, cout = "affine", layer.weights.shape[0]
         else:
             kind, cout = ("first" if layer.input_scale != 1.0 else "binary"), layer.weights.shape[0]

@@ -45,7 +45,7 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from bnnprune_tf import layer_facts, masks
+from bnnprune_tf import layer_facts, masks, sbnn
 from bnnprune_tf.errors import ConversionError
 
 layers = tf.keras.layers
@@ -304,9 +304,7 @@ def _conv_fields(layer, first: bool) -> dict:
         raise ConversionError(f"{name}: pad_values={pad_values}; only 0 and 1 can be exported")
     extra = {}
     if layer_facts.weight_domain(layer) is layer_facts.WeightDomain.AFFINE:   # SBNN
-        from converters import sbnn
-
-        signs, eta, xi = sbnn.affine_fields(layer)
+        signs, eta, xi = affine_fields(layer)
         alpha, extra["ratio"] = np.full(len(signs), eta), xi / eta
     else:
         signs, alpha = _kernel_signs(layer)
@@ -394,12 +392,11 @@ def fold(model: tf.keras.Model) -> Folded:
         scale = pending["scale"] * fields.pop("alpha") * fields["input_scale"]
         offset = pending["scale"] * fields.pop("bias") + pending["offset"]
         if "ratio" in fields:             # SBNN weights {alpha, beta}: converters.sbnn
-            from converters import sbnn
 
             if output:
                 raise ConversionError(f"layer {pending['name']!r}: the last conv has SBNN "
                                       "weights; the exports need it binary (real logits)")
-            return sbnn.fold_affine(pending["name"], fields, scale, offset, fields.pop("ratio"))
+            return fold_affine(pending["name"], fields, scale, offset, fields.pop("ratio"))
         if output:
             return OutputConv(pending["name"], **fields, scale=scale, offset=offset)
         kmax = int(np.prod(fields["weights"].shape[1:])) * (128 if fields["input_scale"] != 1 else 1)
@@ -457,3 +454,70 @@ def fold(model: tf.keras.Model) -> Folded:
     # exports flatten to [N, classes] themselves.
     result = result[:pending_index] + [close(pending, output=True)]
     return Folded(model.name, input_shape, INPUT_SCALE, result, dropped)
+
+
+# ---------------------------------------------------------------- SBNN {alpha, beta} convs
+#: fixed-point shift of an SBNN decision (converters.sbnn explains the int64 comparison)
+SHIFT = 32
+_LIMIT = 2 ** 62
+
+
+@dataclass(frozen=True)
+class AffineConv(Conv):
+    """A folded SBNN conv + BatchNorm + sign: ``weights`` are the connections ``B`` (int8
+    OHWI in {0, 1}); output ``+1`` where ``signs * (S_B * 2**32 + ratio * S_1) >=
+    thresholds`` (int64; see the module docstring), else ``-1``."""
+
+    ratio: int = 0
+    signs: np.ndarray = None
+    thresholds: np.ndarray = None
+
+    def window_sums(self, x: np.ndarray) -> np.ndarray:
+        """``S_1``: the sum of each window (``conv(x, 1)``), int64 ``[N, H, W, 1]``."""
+        ones = np.ones((1, *self.weights.shape[1:]), np.int8)
+        return conv_sums(x, ones, self.strides, self.padding, self.pad_value)
+
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        """``signs * (S_B * 2**32 + ratio * S_1)`` as Python-exact int64."""
+        u = (self.sums(x) << SHIFT) + np.int64(self.ratio) * self.window_sums(x)
+        return u * self.signs.astype(np.int64)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.where(self.decision(x) >= self.thresholds, 1, -1).astype(np.int8)
+
+
+def affine_fields(layer) -> tuple[np.ndarray, float, float]:
+    """``(B as OHWI int8, eta, xi)`` of an SBNN layer, with ``eta > 0`` (a negative
+    ``tau`` swaps the roles of the two values: ``B -> 1 - B``)."""
+    if not layer_facts.is_binary_input(layer):
+        raise ConversionError(f"layer {layer.name!r}: an SBNN conv needs a sign input "
+                              "quantizer ('ste_sign') to be exported")
+    b = sbnn.connections(layer).transpose(3, 0, 1, 2)
+    tau, phi = float(layer.tau), float(layer.phi)
+    eta, xi = 2.0 * tau, phi - tau
+    if eta == 0:
+        raise ConversionError(f"layer {layer.name!r}: tau = 0, both weight values are equal "
+                              "(phi): the layer does not depend on its weights")
+    if eta < 0:
+        b, eta, xi = 1 - b, -eta, xi + eta
+    return b.astype(np.int8), eta, xi
+
+
+def fold_affine(name: str, fields: dict, scale: np.ndarray, offset: np.ndarray,
+                ratio: float) -> AffineConv:
+    """The :class:`AffineConv` deciding ``scale * (S_B + ratio * S_1) + offset >= 0``
+    (``scale``: ``eta`` times the affine map's scale after the conv, per channel;
+    ``ratio = xi / eta``)."""
+    if abs(ratio) >= 2 ** 20:
+        raise ConversionError(f"layer {name!r}: |xi / eta| = {abs(ratio):.3g} (phi far from "
+                              "tau): the C runtime's 64-bit comparison has no room for it")
+    g = np.asarray(scale, np.float64)
+    s = np.sign(g).astype(np.int8)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(s != 0, -np.asarray(offset, np.float64) * 2.0 ** SHIFT / np.abs(g), 0.0)
+    t = np.ceil(np.clip(t, -_LIMIT, _LIMIT))
+    t = np.where(s == 0, np.where(np.asarray(offset) >= 0, 0, 1), t).astype(np.int64)
+    return AffineConv(name, weights=fields["weights"], strides=fields["strides"],
+                      padding=fields["padding"], pad_value=fields["pad_value"],
+                      input_scale=1.0, ratio=int(round(ratio * 2 ** SHIFT)), signs=s,
+                      thresholds=t)
