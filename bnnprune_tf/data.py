@@ -31,7 +31,7 @@ import csv
 import gzip
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -62,6 +62,16 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    raw: bool = False
+
+    def pixels(self) -> "Dataset":
+        """The same splits, served as raw pixel values (float32 0..255) instead of
+        [-1, 1]: for models that take raw pixels (a :class:`bnnprune_tf.bitslice.BitSlice`
+        input)."""
+        return replace(self, raw=True)
+
+    def _prepare(self, x):
+        return tf.cast(x, tf.float32) if self.raw else normalize(x)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -81,10 +91,11 @@ class Dataset:
         return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
 
     def arrays(self, split: str, limit: int | None = None):
-        """``(float32 images in [-1, 1], int32 labels)`` of ``split`` as numpy."""
+        """``(float32 images in [-1, 1] (raw pixels 0..255 after :meth:`pixels`), int32
+        labels)`` of ``split`` as numpy."""
         x, y = self.split(split)
         x, y = x[:limit], y[:limit]
-        return normalize(x).numpy(), y
+        return self._prepare(x).numpy(), y
 
     def batches(
         self,
@@ -116,19 +127,21 @@ class Dataset:
         if shuffle:
             ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size)
-        transform = _augmenter(tuple(augment), self.input_shape, seed)
-        ds = ds.map(lambda xb, yb: (transform(normalize(xb)), yb))
+        transform = _augmenter(tuple(augment), self.input_shape, seed, self.raw)
+        ds = ds.map(lambda xb, yb: (transform(self._prepare(xb)), yb))
         return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _augmenter(augment: tuple[str, ...], shape, seed: int) -> Callable:
+def _augmenter(augment: tuple[str, ...], shape, seed: int, raw: bool = False) -> Callable:
+    """Raw pixels are shifted by whole pixels with black fill, so they stay integers."""
     if not augment:
         return lambda x: x
     layers = []
     if "shift" in augment:
         layers.append(
             tf.keras.layers.RandomTranslation(
-                0.125, 0.125, fill_mode="constant", fill_value=-1.0, seed=seed
+                0.125, 0.125, fill_mode="constant", fill_value=0.0 if raw else -1.0, seed=seed,
+                interpolation="nearest" if raw else "bilinear"
             )
         )
     if "flip" in augment:
