@@ -24,7 +24,7 @@ Example::
 
 from __future__ import annotations
 
-from bnnprune_tf.methods import flip_frequency, latent_weight, score_pruning  # noqa: F401
+from bnnprune_tf.methods import cbnn, flip_frequency, latent_weight, score_pruning  # noqa: F401
 from bnnprune_tf.methods.base import Context, Method, Params, Result
 from bnnprune_tf.methods.registry import get, names, register
 from bnnprune_tf.methods.score_pruning import ScoreParams, ScorePruning
