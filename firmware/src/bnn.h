@@ -25,7 +25,8 @@ typedef enum {
   BNN_CONV_FIRST = 0,  /* int8 input (pixel - 128), int16 weights in {-1,0,1}, threshold -> bits */
   BNN_BCONV = 1,       /* packed input, XNOR-popcount, threshold -> packed output */
   BNN_MAXPOOL = 2,     /* max of +-1 = AND of the packed "-1" bits */
-  BNN_OUTPUT_CONV = 3  /* packed input -> int32 sums S; logit = scale * S + offset */
+  BNN_OUTPUT_CONV = 3, /* packed input -> int32 sums S; logit = scale * S + offset */
+  BNN_INPUT_SLICES = 4 /* int8 input (pixel - 128) -> packed bit slices; weights: kept bits */
 } bnn_op;
 
 typedef struct {
@@ -77,6 +78,9 @@ void bnn_conv_first(const bnn_layer *l, const int8_t *in, uint32_t *out, void *p
 void bnn_bconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, int32_t *sums,
                  uint32_t *patch);
 void bnn_maxpool(const bnn_layer *l, const uint32_t *in, uint32_t *out);
+/* CBNN input: the kept bits (uint8 bit numbers in l->weights, out_c / in_c per channel)
+ * of every pixel byte, packed in (channel, bit) order; a 0 bit is -1, so packed bit 1. */
+void bnn_input_slices(const bnn_layer *l, const int8_t *in, uint32_t *out);
 
 /* The input pixel (iy * in_w + ix) under tap (ky, kx) of output pixel (oy, ox) in
  * *pixel; returns 0 if the tap lies in the padding. Example: bconv2d_ref.c. */
