@@ -75,10 +75,19 @@ def _profile(args):
     print(json.dumps(cost.to_dict(), indent=2) if args.json else cost.to_markdown())
 
 
+def _data_for(model, args):
+    """``--data`` as ``model`` reads it: raw pixels for a bit-sliced (CBNN) model."""
+    from bnnprune_tf import data
+    from bnnprune_tf.methods.cbnn import bit_slice_layer
+
+    ds = data.load(args.data, seed=args.seed)
+    return ds.pixels() if bit_slice_layer(model) is not None else ds
+
+
 def _convert(args):
     import tensorflow as tf
 
-    from bnnprune_tf import data, files
+    from bnnprune_tf import files
     from bnnprune_tf.errors import ConversionError
 
     try:
@@ -92,7 +101,7 @@ def _convert(args):
 
     x = y = None
     if args.data:
-        x, y = data.load(args.data, seed=args.seed).arrays(args.split, limit=args.limit)
+        x, y = _data_for(model, args).arrays(args.split, limit=args.limit)
     flatbuffer, _, blocks = convert_lce(model, args.target, x, y)
     files.write_bytes(args.out, flatbuffer)
     print(report.render(blocks))
@@ -103,13 +112,13 @@ def _convert_tflm(model, args):
     """``--to tflm``: exact int8 .tflite for stock TFLM; ``tflm-c``: plus model_data.h/.cc."""
     from pathlib import Path
 
-    from bnnprune_tf import data, files
+    from bnnprune_tf import files
     from bnnprune_tf.errors import ConversionError
     from converters import tflm
 
     samples = None
     if args.data:
-        samples, _ = data.load(args.data, seed=args.seed).arrays(args.split, limit=args.limit or 200)
+        samples, _ = _data_for(model, args).arrays(args.split, limit=args.limit or 200)
     if args.to == "tflm-c":
         if samples is None:
             raise ConversionError("--to tflm-c needs --data (e.g. mnist5k): its samples set the "
@@ -162,7 +171,6 @@ def _firmware(args):
     if args.action == "build":
         import tensorflow as tf
 
-        from bnnprune_tf import data
         from bnnprune_tf.errors import ConversionError
 
         try:
@@ -171,7 +179,7 @@ def _firmware(args):
             raise ConversionError(f"cannot load {args.target}: {e}. Pass a .keras/.h5 file") from e
         x = y = None
         if args.data:
-            x, y = data.load(args.data, seed=args.seed).arrays(args.split, limit=args.limit)
+            x, y = _data_for(model, args).arrays(args.split, limit=args.limit)
         info = c_export.write(model, args.out, samples=x, labels=y)
         fw.make("all", args.out, args.board)
         print(json.dumps(info, indent=2))

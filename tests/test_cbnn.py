@@ -104,3 +104,28 @@ def test_cbnn_method_end_to_end(sliced_trained, digits):
 def test_bad_parameters(params, match):
     with pytest.raises(ModelError, match=match):
         methods.get("cbnn")(**params)
+
+
+def test_recipe_validates_and_a_tiny_cbnn_pipeline_deploys(tmp_path):
+    import json
+
+    from pipelines.recipe import load_recipe, parse_recipe
+    from pipelines.runner import run_recipe
+
+    shipped = load_recipe("pipelines/mnist_cbnn.yaml")
+    prune = next(s for s in shipped.stages if s.name == "prune")
+    assert prune.params["method"] == "cbnn"
+    recipe = parse_recipe({
+        "name": "cbnn_small", "seed": 0, "data": {"name": "fashion_mnist", "limit": 500},
+        "model": {"name": "mnist_bnn", "width": 0.25}, "training": {"epochs": 1},
+        "stages": ["train", {"prune": {"method": "cbnn", "widths": [0.5], "epochs": 1,
+                                       "budget": 0.9}},
+                   {"evaluate": {"splits": ["test"]}}, {"convert": {"split": "test"}},
+                   "report"]})
+    run_dir = run_recipe(recipe, tmp_path, log=lambda *a: None)
+    convert = json.loads((run_dir / "stages" / "03-convert.json").read_text())
+    assert convert["metrics"]["verify"]["argmax_agreement"] == 1.0
+    assert "CONV_2D" not in convert["metrics"]["inspect"]["ops"]
+    report = (run_dir / "report.md").read_text()
+    assert "Pruning: `cbnn`" in report and "raw pixel values 0..255" in report
+    assert (run_dir / "bit_sensitivity.png").read_bytes()[:4] == b"\x89PNG"

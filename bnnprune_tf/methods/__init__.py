@@ -8,13 +8,15 @@ the class (:mod:`~bnnprune_tf.methods.registry`). The interface, with a complete
 - ``l1``, ``random``: baseline criteria (:mod:`~bnnprune_tf.methods.score_pruning`);
 - ``wff``: weight flipping frequency (Li & Ren, ISQED 2020; :mod:`~bnnprune_tf.methods.flip_frequency`);
 - ``latent``: latent-weight magnitude with layer sensitivity (ASPDAC 2023;
-  :mod:`~bnnprune_tf.methods.latent_weight`).
+  :mod:`~bnnprune_tf.methods.latent_weight`);
+- ``cbnn``: input bit-slice pruning + width shrinking + retraining, binary from the first
+  layer (Neurocomputing 2020; :mod:`~bnnprune_tf.methods.cbnn`).
 
 Example::
 
     from bnnprune_tf import methods
 
-    print(methods.names())                       # ['l1', 'latent', 'random', 'wff']
+    print(methods.names())                       # ['cbnn', 'l1', 'latent', 'random', 'wff']
     method = methods.get("wff")(interval=2, round_to=8)
     masked = method.prepare(model)
     masked.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
