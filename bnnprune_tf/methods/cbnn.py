@@ -301,7 +301,8 @@ class CBNN(Method):
             "input": "pixels", "slices": list(kept), "width": factor, "selector": p.selector,
             "retrain": p.retrain, "val_correct": count, "reference_val_correct": reference,
             "val_samples": len(y_val), "binary_params": binary_params(final),
-            "sensitivity": analysis.to_dict(), "history": history},
+            "sensitivity": analysis.to_dict(), "history": history[f"width {factor}"],
+            "histories": history},
             tables={"bit-level sensitivity (validation)": analysis.rows(),
                     "candidates (validation)": rows},
             figures={"bit_sensitivity": analysis.figure(p.delta)})
