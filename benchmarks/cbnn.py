@@ -177,8 +177,8 @@ def main(argv=None):
         f"(0 = LSB), width factor {width}.", "",
         f"Summary vs the baseline BNN (float first layer): binary params "
         f"{100 * s['binary_params_reduction']:.1f} % fewer; C runtime weight bytes "
-        f"{s['weight_bytes_ratio_c']:.2f}x fewer; LCE flatbuffer {s['model_bytes_ratio']:.2f}x "
-        f"smaller; test loss {s['test_loss_points']:+.2f} pt (sd {s['test_loss_points_sd']:.2f}); "
+        f"{s['weight_bytes_ratio_c']:.2f}x fewer; LCE flatbuffer bytes baseline / cbnn {s['model_bytes_ratio']:.2f} "
+        f"(> 1: smaller); test loss {s['test_loss_points']:+.2f} pt (sd {s['test_loss_points_sd']:.2f}); "
         f"LCE host time ratio {lce_ratio:.3f}; M4 instructions ratio "
         f"{s['m4_instructions_ratio']:.3f}; float CONV_2D in the CBNN flatbuffers: "
         f"{s['float_conv2d']}.", "",

@@ -111,8 +111,11 @@ def bit_slices(images, slices: Sequence[int] = ALL, check: bool = True) -> tf.Te
     x = tf.cast(x, tf.float32)
     if check and not tf.executing_eagerly():
         x = _graph_check(x)
-    powers = tf.constant([2.0 ** k for k in kept], tf.float32)
-    bits = tf.math.floormod(tf.floor(x[..., None] / powers), 2.0)     # [..., C, K]
+    scales = tf.constant([0.5 ** k for k in kept], tf.float32)       # exact powers of two
+    # 4-D [N, pixels, C, 1] * [K]: TFLite broadcasts it; a 5-D product made the converter
+    # store the constant at full size (25 KB for 28x28x8)
+    flat = tf.reshape(x, [-1, int(np.prod(x.shape[1:-1])), x.shape[-1], 1])
+    bits = tf.math.floormod(tf.floor(flat * scales), 2.0)               # [N, pixels, C, K]
     shape = tf.concat([tf.shape(x)[:-1], [x.shape[-1] * len(kept)]], 0)
     out = tf.reshape(2.0 * bits - 1.0, shape)
     out.set_shape([*x.shape[:-1], x.shape[-1] * len(kept)])
