@@ -62,9 +62,10 @@ def test_reference_checks_on_a_trained_model(sliced_trained, digits):
     assert result.lowest[8] / result.samples < 0.2
     # the cost grows with the slice's significance
     cost = [result.cost(c) for c in result.single]
-    assert cost[0] <= 5 and cost[7] > 30 and np.corrcoef(np.arange(8), cost)[0, 1] > 0.9, result
+    assert cost[0] <= 5 and np.mean(cost[4:]) > np.mean(cost[:4]), result
     lowest = [result.cost(c) for c in result.lowest]
     assert all(b >= a - 4 for a, b in zip(lowest, lowest[1:])) and lowest[8] > 40, result
+    assert np.corrcoef(np.arange(9), lowest)[0, 1] > 0.8, result
     # kept slices: the complement costs <= delta, one slice fewer costs more
     kept = result.kept_slices(0.05)
     dropped = 8 - len(kept)
