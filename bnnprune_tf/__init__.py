@@ -18,5 +18,6 @@ from bnnprune_tf import tf_setup as _tf_setup
 _tf_setup.configure()
 
 from bnnprune_tf import masks as _masks  # noqa: E402,F401  (registers masked layers for load_model)
+from bnnprune_tf import bitslice as _bitslice  # noqa: E402,F401  (registers BitSlice for load_model)
 
 __version__ = "0.1.0"

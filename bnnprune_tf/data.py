@@ -32,7 +32,7 @@ import gzip
 import os
 import pickle
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -64,6 +64,16 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    raw: bool = False
+
+    def pixels(self) -> "Dataset":
+        """The same splits, served as raw pixel values (float32 0..255) instead of
+        [-1, 1]: for models that take raw pixels (a :class:`bnnprune_tf.bitslice.BitSlice`
+        input)."""
+        return replace(self, raw=True)
+
+    def _prepare(self, x):
+        return tf.cast(x, tf.float32) if self.raw else normalize(x)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -83,10 +93,11 @@ class Dataset:
         return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
 
     def arrays(self, split: str, limit: int | None = None):
-        """``(float32 images in [-1, 1], int32 labels)`` of ``split`` as numpy."""
+        """``(float32 images in [-1, 1] (raw pixels 0..255 after :meth:`pixels`), int32
+        labels)`` of ``split`` as numpy."""
         x, y = self.split(split)
         x, y = x[:limit], y[:limit]
-        return normalize(x).numpy(), y
+        return self._prepare(x).numpy(), y
 
     def batches(
         self,
@@ -141,7 +152,7 @@ class Dataset:
                 order = tf.random.experimental.stateless_shuffle(order, seed=key)
             batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
             return batches.map(lambda b, i: (
-                _augment(normalize(tf.gather(images, i)), augment,
+                _augment(self._prepare(tf.gather(images, i)), augment, self.raw,
                          tf.stack([key[0] * 1_000_003 + key[1], b])),
                 tf.gather(labels, i)))
 
@@ -150,8 +161,9 @@ class Dataset:
             tf.data.AUTOTUNE)
 
 
-def _augment(x: tf.Tensor, augment: tuple[str, ...], key: tf.Tensor) -> tf.Tensor:
-    """Stateless augmentation of a batch ``x`` (NHWC, in [-1, 1]) seeded by ``key``."""
+def _augment(x: tf.Tensor, augment: tuple[str, ...], raw: bool, key: tf.Tensor) -> tf.Tensor:
+    """Stateless augmentation of a batch ``x`` (NHWC, in [-1, 1]; ``raw``: pixel values, shifted
+    by whole pixels with black fill so they stay integers) seeded by ``key``."""
     if "shift" in augment:
         size = tf.cast(tf.shape(x)[1:3], tf.float32)
         shifts = tf.random.stateless_uniform([tf.shape(x)[0], 2], key, -0.125, 0.125) * size
@@ -160,7 +172,8 @@ def _augment(x: tf.Tensor, augment: tuple[str, ...], key: tf.Tensor) -> tf.Tenso
         transforms = tf.concat([one, zero, -dx, zero, one, -dy, zero, zero], axis=1)
         x = tf.raw_ops.ImageProjectiveTransformV3(
             images=x, transforms=transforms, output_shape=tf.shape(x)[1:3],
-            fill_value=-1.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+            fill_value=0.0 if raw else -1.0, interpolation="NEAREST" if raw else "BILINEAR",
+            fill_mode="CONSTANT")
     if "flip" in augment:
         x = tf.image.stateless_random_flip_left_right(x, key + 1)
     return x

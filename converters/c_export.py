@@ -47,7 +47,7 @@ from converters import fold as fold_lib
 from converters import sbnn
 
 OPS = {"first": "BNN_CONV_FIRST", "binary": "BNN_BCONV", "pool": "BNN_MAXPOOL",
-       "output": "BNN_OUTPUT_CONV", "affine": "BNN_SBCONV"}
+       "output": "BNN_OUTPUT_CONV", "affine": "BNN_SBCONV", "slices": "BNN_INPUT_SLICES"}
 
 
 def words(channels: int) -> int:
@@ -176,6 +176,12 @@ def plan(folded: fold_lib.Folded) -> list[dict]:
         if len(shape) != 3:
             shape = (1, 1, int(np.prod(shape)))
         h, w, c = shape
+        if isinstance(layer, fold_lib.BitSlices):
+            out.append(dict(layer=layer, kind="slices", in_shape=(h, w, c),
+                            out_shape=(h, w, c * len(layer.slices)), kernel=(1, 1),
+                            strides=(1, 1), pad=(0, 0), pad_value=0))
+            shape = out[-1]["out_shape"]
+            continue
         if isinstance(layer, fold_lib.MaxPool):
             (kh, kw), (sh, sw) = layer.pool_size, layer.strides
         else:
@@ -201,7 +207,7 @@ def plan(folded: fold_lib.Folded) -> list[dict]:
                         kernel=(kh, kw), strides=(sh, sw), pad=(top, left),
                         pad_value=getattr(layer, "pad_value", 0)))
         shape = (ho, wo, cout)
-    if out[0]["kind"] != "first" or out[-1]["kind"] != "output":
+    if out[0]["kind"] not in ("first", "slices") or out[-1]["kind"] != "output":
         raise ConversionError("the C runtime runs models that start with a conv on the real "
                               "input and end in a conv with real outputs")
     return out
@@ -241,7 +247,10 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
             packed |= c % 32 != 0
         elif kind == "first":
             scratch = max(scratch, taps * c // 2 + 1)               # int16 values
-        if kind == "first":
+        if kind == "slices":
+            body += _array("uint8_t", f"b{i}", layer.slices)
+            fields["weights"] = f"b{i}"
+        elif kind == "first":
             pairs = int16_pairs(layer.weights)
             first = step["kernel"] == (3, 3) and c == 1
             body += _array("uint32_t", f"w{i}", pairs)

@@ -46,6 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from bnnprune_tf import layer_facts, masks, sbnn
+from bnnprune_tf.bitslice import BitSlice
 from bnnprune_tf.errors import ConversionError
 
 layers = tf.keras.layers
@@ -147,6 +148,22 @@ class Reshape:
 
 
 @dataclass(frozen=True)
+class BitSlices:
+    """The model input's bit slices (:class:`bnnprune_tf.bitslice.BitSlice`): int8 codes
+    ``v = pixel - 128`` -> ``+-1`` per kept bit of each channel, ``(channel, bit)`` order.
+    The conv after it is binary: on a microcontroller its packed input is the pixel
+    bytes, inverted (LCE packs -1 as bit 1) and masked to the kept bits."""
+
+    name: str
+    slices: tuple[int, ...]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        pixels = np.asarray(x).astype(np.int64) + 128
+        bits = (pixels[..., None] >> np.asarray(self.slices)) & 1       # [..., C, K]
+        return (2 * bits - 1).reshape(*pixels.shape[:-1], -1).astype(np.int8)
+
+
+@dataclass(frozen=True)
 class Folded:
     """The integer form of a BNN: ``layers`` in order, the last one an :class:`OutputConv`
     (a Flatten after it is implied: :meth:`logits` are ``[N, classes]``)."""
@@ -181,6 +198,11 @@ class Folded:
         if x.shape[1:] != tuple(self.input_shape):
             raise ConversionError(f"inputs of shape {x.shape[1:]} do not fit the model input "
                                   f"{tuple(self.input_shape)}: pass a batch [N, *input_shape]")
+        if isinstance(self.layers[0], BitSlices):       # raw pixels 0..255 -> pixel - 128
+            if x.size and (x.min() < 0 or x.max() > 255 or not np.array_equal(x, np.floor(x))):
+                raise ConversionError("this model reads raw pixels (a BitSlice input): pass "
+                                      "integers 0..255 (Dataset.pixels()), not normalized images")
+            return (x - 128).astype(np.int8)
         return np.clip(np.round(x / self.input_scale - INPUT_OFFSET), -128, 127).astype(np.int8)
 
     def hidden(self, x_int8: np.ndarray) -> np.ndarray:
@@ -405,11 +427,19 @@ def fold(model: tf.keras.Model) -> Folded:
         return BinaryConv(pending["name"], **fields, thresholds=t.astype(np.int32))
 
     for i, layer in enumerate(chain):
-        if isinstance(layer, lq.layers.QuantConv2D):
-            if not seen_conv and layer.input_quantizer is not None:
+        if i == 0 and isinstance(layer, BitSlice):
+            result.append(BitSlices(layer.name, tuple(layer.slices)))
+        elif isinstance(layer, lq.layers.QuantConv2D):
+            sliced = bool(result) and isinstance(result[0], BitSlices)
+            if not seen_conv and layer.input_quantizer is not None and not sliced:
                 raise ConversionError(
                     f"layer {layer.name!r}: the first conv binarizes the model input; the exports "
                     "need the first conv to read the real input (input_quantizer=None)")
+            if not seen_conv and sliced and layer.input_quantizer is None:
+                raise ConversionError(
+                    f"layer {layer.name!r} reads bit slices with a real-valued input; give it "
+                    "input_quantizer='ste_sign' (bnnprune_tf.methods.cbnn.keep_slices(..., "
+                    "first='binary')) so it runs as XNOR-popcount")
             fields = _conv_fields(layer, first=not seen_conv)
             if pending is not None:
                 result[pending_index] = close(pending, output=False)

@@ -303,6 +303,12 @@ def to_tflm(model, output: str = "float", calibration=None) -> bytes:
         raise ConversionError(f"output={output!r}: use 'float' (dequantized logits) or 'int8'")
     sbnn.check_tflm(model)
     folded = fold_lib.fold(model)
+    if isinstance(folded.layers[0], fold_lib.BitSlices):
+        raise ConversionError(
+            f"model {model.name!r} reads bit slices of raw pixels (a BitSlice input): stock "
+            "TFLite Micro has no exact int8 op that extracts bits, so the int8 export refuses "
+            "it. Deploy it with LCE (converters.lce, first layer LceBconv2d) or the bnnprune C "
+            "runtime (converters.c_export: the packed input is the pixel bytes)")
     return _write(folded, output_quantization(folded, calibration), output)
 
 

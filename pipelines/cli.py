@@ -82,8 +82,17 @@ def _profile(args):
     print(json.dumps(cost.to_dict(), indent=2) if args.json else cost.to_markdown())
 
 
+def _data_for(model, args):
+    """``--data`` as ``model`` reads it: raw pixels for a bit-sliced (CBNN) model."""
+    from bnnprune_tf import data
+    from bnnprune_tf.methods.cbnn import bit_slice_layer
+
+    ds = data.load(args.data, seed=args.seed)
+    return ds.pixels() if bit_slice_layer(model) is not None else ds
+
+
 def _convert(args):
-    from bnnprune_tf import data, models
+    from bnnprune_tf import models
 
     files.check_writable(args.out)
     model = models.load(args.model)
@@ -94,7 +103,7 @@ def _convert(args):
 
     x = y = None
     if args.data:
-        x, y = data.load(args.data, seed=args.seed).arrays(args.split, limit=args.limit)
+        x, y = _data_for(model, args).arrays(args.split, limit=args.limit)
     flatbuffer, _, blocks = convert_lce(model, args.target, x, y)
     files.write_bytes(args.out, flatbuffer)
     print(report.render(blocks))
@@ -105,13 +114,12 @@ def _convert_tflm(model, args):
     """``--to tflm``: exact int8 .tflite for stock TFLM; ``tflm-c``: plus model_data.h/.cc."""
     from pathlib import Path
 
-    from bnnprune_tf import data
     from bnnprune_tf.errors import ConversionError
     from converters import tflm
 
     samples = None
     if args.data:
-        samples, _ = data.load(args.data, seed=args.seed).arrays(args.split, limit=args.limit or 200)
+        samples, _ = _data_for(model, args).arrays(args.split, limit=args.limit or 200)
     if args.to == "tflm-c":
         if samples is None:
             raise ConversionError("--to tflm-c needs --data (e.g. mnist5k): its samples set the "
@@ -162,13 +170,13 @@ def _firmware(args):
     from converters import firmware as fw
 
     if args.action == "build":
-        from bnnprune_tf import data, models
+        from bnnprune_tf import models
 
         files.check_writable(os.path.join(args.out, "model_data.c"))
         model = models.load(args.target)
         x = y = None
         if args.data:
-            x, y = data.load(args.data, seed=args.seed).arrays(args.split, limit=args.limit)
+            x, y = _data_for(model, args).arrays(args.split, limit=args.limit)
         info = c_export.write(model, args.out, samples=x, labels=y)
         fw.check_fits(info, args.board)
         fw.make("all", args.out, args.board)

@@ -137,8 +137,17 @@ class Run:
         self.manifests: list[dict] = []
         self.fingerprint = ""
 
-    @cached_property
+    @property
     def dataset(self) -> data_lib.Dataset:
+        """The recipe's data as the latest model reads it: raw pixels after a stage whose
+        model takes them (metrics ``input: pixels``, e.g. ``prune: {method: cbnn}``)."""
+        latest = next((m for m in reversed(self.manifests) if "model" in m.get("outputs", {})),
+                      {})
+        pixels = latest.get("metrics", {}).get("input") == "pixels"
+        return self.data.pixels() if pixels else self.data
+
+    @cached_property
+    def data(self) -> data_lib.Dataset:
         d = self.recipe.data
         return data_lib.load(d.name, path=d.path, seed=self.recipe.seed,
                              val_fraction=d.val_fraction, test_fraction=d.test_fraction,

@@ -12,13 +12,15 @@ the class (:mod:`~bnnprune_tf.methods.registry`). The interface, with a complete
 - ``sbnn``: {alpha, beta} weights with an expected-connections target (ECML PKDD 2023;
   :mod:`~bnnprune_tf.methods.sbnn`);
 - ``etb``: evolution from ternary to binary with a pruning-ratio controller (J. Jilin
-  Univ. 2024; a reconstruction, :mod:`~bnnprune_tf.methods.ternary_to_binary`).
+  Univ. 2024; a reconstruction, :mod:`~bnnprune_tf.methods.ternary_to_binary`);
+- ``cbnn``: input bit-slice pruning + width shrinking + retraining, binary from the first
+  layer (Neurocomputing 2020; :mod:`~bnnprune_tf.methods.cbnn`).
 
 Example::
 
     from bnnprune_tf import methods
 
-    print(methods.names())               # ['etb', 'l1', 'latent', 'random', 'sbnn', 'wff']
+    print(methods.names())       # ['cbnn', 'etb', 'l1', 'latent', 'random', 'sbnn', 'wff']
     method = methods.get("wff")(interval=2, round_to=8)
     masked = method.prepare(model)
     masked.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
@@ -28,7 +30,7 @@ Example::
 
 from __future__ import annotations
 
-from bnnprune_tf.methods import (flip_frequency, latent_weight, sbnn,  # noqa: F401
+from bnnprune_tf.methods import (cbnn, flip_frequency, latent_weight, sbnn,  # noqa: F401
                                  score_pruning, ternary_to_binary)
 from bnnprune_tf.methods.base import Context, Method, Params, Result
 from bnnprune_tf.methods.registry import get, names, register

@@ -26,7 +26,8 @@ typedef enum {
   BNN_BCONV = 1,       /* packed input, XNOR-popcount, threshold -> packed output */
   BNN_MAXPOOL = 2,     /* max of +-1 = AND of the packed "-1" bits */
   BNN_OUTPUT_CONV = 3, /* packed input -> int32 sums S; logit = scale * S + offset */
-  BNN_SBCONV = 4       /* SBNN weights {alpha, beta}: connection lists, sbconv.c */
+  BNN_SBCONV = 4,      /* SBNN weights {alpha, beta}: connection lists, sbconv.c */
+  BNN_INPUT_SLICES = 5 /* int8 input (pixel - 128) -> packed bit slices; weights: kept bits */
 } bnn_op;
 
 typedef struct {
@@ -88,6 +89,9 @@ void bnn_maxpool(const bnn_layer *l, const uint32_t *in, uint32_t *out);
 /* scratch: the byte map of the padded input, its channel sums and the decoded connection
  * offsets (c_export sizes it) */
 void bnn_sbconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, uint32_t *scratch);
+/* CBNN input: the kept bits (uint8 bit numbers in l->weights, out_c / in_c per channel)
+ * of every pixel byte, packed in (channel, bit) order; a 0 bit is -1, so packed bit 1. */
+void bnn_input_slices(const bnn_layer *l, const int8_t *in, uint32_t *out);
 
 /* The input pixel (iy * in_w + ix) under tap (ky, kx) of output pixel (oy, ox) in
  * *pixel; returns 0 if the tap lies in the padding. Example: bconv2d_ref.c. */

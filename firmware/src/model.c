@@ -26,6 +26,7 @@ int bnn_run(const bnn_model *model, const int8_t *input, uint32_t *arena, int32_
 #endif
     if (l->op == BNN_MAXPOOL) bnn_maxpool(l, src, half[cur]);
     if (l->op == BNN_SBCONV) bnn_sbconv2d(l, src, half[cur], patch);   /* both builds */
+    if (l->op == BNN_INPUT_SLICES) bnn_input_slices(l, input, half[cur]);
 #ifdef BNN_PROFILE
     bnn_mark();
 #endif

@@ -81,7 +81,8 @@ def prune_stage(run, method: methods.Method):
     result = method.run(before, context)
     name = f"model_{method.name}.keras"
     files.save_model(result.model, run.dir / name)
-    check = exactness(result.masked, result.model, run.dataset.arrays("val", limit=256)[0])
+    view = run.data.pixels() if result.metrics.get("input") == "pixels" else run.dataset
+    check = exactness(result.masked, result.model, view.arrays("val", limit=256)[0])
     costs = {"before": cost(before), "after": cost(result.model)}
     widths, totals = comparison_rows(costs["before"], costs["after"])
     blocks = [report_lib.heading(f"Pruning: `{method.name}`"),

@@ -1,0 +1,132 @@
+"""CBNN: bit-level sensitivity (the reference's checks) and the ``cbnn`` method."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bnnprune_tf import bit_sensitivity, data, methods, models, training
+from bnnprune_tf.bitslice import BitSlice, top
+from bnnprune_tf.errors import DataError, ModelError
+from bnnprune_tf.methods import cbnn
+from bnnprune_tf.reporting import render_png
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """Fashion-MNIST (Debian dataset-fashion-mnist): its many grey levels make the low
+    bits texture noise, as in natural images (MNIST's near-binary pixels repeat the same
+    picture in every slice)."""
+    return data.load("fashion_mnist", seed=0, limit=2000)
+
+
+@pytest.fixture(scope="module")
+def sliced_trained(digits):
+    """mnist_bnn reading all 8 bit slices through a real-valued first conv (CBNN's
+    baseline), trained briefly."""
+    model = cbnn.slice_input(models.build("mnist_bnn", digits.input_shape, width=0.25),
+                             first="float")
+    training.train(model, digits.pixels(), epochs=3, learning_rate=1e-2, seed=0)
+    return model
+
+
+def test_slice_input_and_keep_slices(digits):
+    model = models.build("mnist_bnn", digits.input_shape, width=0.25)
+    sliced = cbnn.slice_input(model)
+    first = sliced.get_layer("conv_first")
+    assert isinstance(sliced.layers[1], BitSlice)
+    assert first.kernel.shape[2] == 8 and first.input_quantizer is not None
+    assert first.kernel_quantizer is not None
+    real = cbnn.slice_input(model, first="float").get_layer("conv_first")
+    assert real.input_quantizer is None and real.kernel_quantizer is None
+    assert model.get_layer("conv_first").input_quantizer is None          # caller's model
+    kept = cbnn.keep_slices(cbnn.slice_input(model, first="float"), (5, 7), first="binary")
+    assert kept.get_layer("conv_first").input_quantizer is not None
+    kept = cbnn.keep_slices(sliced, (5, 7))
+    np.testing.assert_array_equal(kept.get_layer("conv_first").kernel.numpy(),
+                                  first.kernel.numpy()[:, :, [5, 7], :])
+    x = digits.pixels().arrays("val", limit=8)[0]
+    assert kept.predict(x, verbose=0).shape == (8, 10)
+    with pytest.raises(ModelError, match="not read"):
+        cbnn.keep_slices(kept, (4,))
+    with pytest.raises(ModelError, match="functional"):
+        cbnn.slice_input(tf.keras.Sequential([tf.keras.layers.Dense(2, input_shape=(3,))]))
+
+
+def test_reference_checks_on_a_trained_model(sliced_trained, digits):
+    x, y = digits.pixels().arrays("val")
+    result = bit_sensitivity.analyze(sliced_trained, x, y)
+    # randomizing 0 slices reproduces the baseline exactly
+    assert result.lowest[0] == result.baseline
+    assert result.baseline / result.samples > 0.65
+    # all 8 slices randomized: about chance (10 classes)
+    assert result.lowest[8] / result.samples < 0.2
+    # the cost grows with the slice's significance
+    cost = [result.cost(c) for c in result.single]
+    assert cost[0] <= 5 and np.mean(cost[4:]) > np.mean(cost[:4]), result
+    lowest = [result.cost(c) for c in result.lowest]
+    assert all(b >= a - 4 for a, b in zip(lowest, lowest[1:])) and lowest[8] > 40, result
+    assert np.corrcoef(np.arange(9), lowest)[0, 1] > 0.8, result
+    # kept slices: the complement costs <= delta, one slice fewer costs more
+    kept = result.kept_slices(0.05)
+    dropped = 8 - len(kept)
+    assert kept == top(len(kept)) and 1 <= dropped <= 5
+    assert result.baseline - result.lowest[dropped] <= 0.05 * result.samples
+    assert result.baseline - result.lowest[dropped + 1] > 0.05 * result.samples
+    assert set(result.rows()) == {"none", *(f"bit {k}" for k in range(8))}
+    assert render_png(result.figure(0.05))[:4] == b"\x89PNG"
+    with pytest.raises(DataError, match="raw pixels"):
+        bit_sensitivity.analyze(sliced_trained, digits.arrays("val")[0], y)
+
+
+def test_cbnn_method_end_to_end(sliced_trained, digits):
+    before = [w.copy() for w in sliced_trained.get_weights()]
+    method = methods.get("cbnn")(delta=0.05, widths=[0.5], epochs=1, budget=0.5,
+                                 learning_rate=1e-2)
+    result = method.run(sliced_trained, methods.Context(digits, epochs=1, learning_rate=1e-2))
+    m = result.metrics
+    small = result.model
+    assert m["input"] == "pixels" and tuple(m["slices"]) == small.layers[1].slices
+    assert len(m["slices"]) < 8 and m["width"] == 0.5
+    first = small.get_layer("conv_first")
+    assert first.kernel.shape[2] == len(m["slices"]) and first.input_quantizer is not None
+    assert small.get_layer("conv3").filters == sliced_trained.get_layer("conv3").filters // 2
+    assert m["binary_params"] == cbnn.binary_params(small)
+    x, y = digits.pixels().arrays("val")
+    assert bit_sensitivity.correct(small, x, y) == m["val_correct"]
+    assert ("within budget" in result.tables["candidates (validation)"][
+        f"{len(m['slices'])} slices, width {m['width']}"])
+    assert all(np.array_equal(a, b) for a, b in zip(before, sliced_trained.get_weights()))
+    assert "raw pixel values 0..255" in " ".join(result.notes)
+
+
+@pytest.mark.parametrize("params, match", [({"slices": []}, "no bit slice kept"),
+                                           ({"widths": [0.0]}, "widths"),
+                                           ({"retrain": "never"}, "retrain")])
+def test_bad_parameters(params, match):
+    with pytest.raises(ModelError, match=match):
+        methods.get("cbnn")(**params)
+
+
+def test_recipe_validates_and_a_tiny_cbnn_pipeline_deploys(tmp_path):
+    import json
+
+    from pipelines.recipe import load_recipe, parse_recipe
+    from pipelines.runner import run_recipe
+
+    shipped = load_recipe("pipelines/mnist_cbnn.yaml")
+    prune = next(s for s in shipped.stages if s.name == "prune")
+    assert prune.params["method"] == "cbnn"
+    recipe = parse_recipe({
+        "name": "cbnn_small", "seed": 0, "data": {"name": "fashion_mnist", "limit": 500},
+        "model": {"name": "mnist_bnn", "width": 0.25}, "training": {"epochs": 1},
+        "stages": ["train", {"prune": {"method": "cbnn", "widths": [0.5], "epochs": 1,
+                                       "budget": 0.9}},
+                   {"evaluate": {"splits": ["test"]}}, {"convert": {"split": "test"}},
+                   "report"]})
+    run_dir = run_recipe(recipe, tmp_path, log=lambda *a: None)
+    convert = json.loads((run_dir / "stages" / "03-convert.json").read_text())
+    assert convert["metrics"]["verify"]["argmax_agreement"] == 1.0
+    assert "CONV_2D" not in convert["metrics"]["inspect"]["ops"]
+    report = (run_dir / "report.md").read_text()
+    assert "Pruning: `cbnn`" in report and "raw pixel values 0..255" in report
+    assert (run_dir / "bit_sensitivity.png").read_bytes()[:4] == b"\x89PNG"
