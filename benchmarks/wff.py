@@ -104,7 +104,8 @@ def uniform_ratio(base, layers, target_macs: int) -> float:
 
 def baseline_cells(ds, base, seed, args, wff_row) -> list[dict]:
     epochs = wff_row["epochs_total"] - args.epochs
-    widths = {n: w for n, w in wff_row["widths"].items() if w < kept_widths(base)[n]}
+    dense_widths = kept_widths(base)
+    widths = {n: w for n, w in wff_row["widths"].items() if w < dense_widths[n]}
     layers = wff_row["pruned"]
     ops_dense = sensitivity.operations(base)
     wff_ops = wff_row["binary_macs"] + wff_row["ternary_macs"] + wff_row["float_macs"]
