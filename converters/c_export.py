@@ -43,6 +43,7 @@ import numpy as np
 
 from bnnprune_tf import files, prune
 from bnnprune_tf.errors import ConversionError
+from converters import firmware
 from converters import fold as fold_lib
 from converters import sbnn
 
@@ -335,7 +336,7 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
     return header, "\n".join(body) + "\n", info
 
 
-def write(model, out_dir, samples=None, labels=None) -> dict:
+def write(model, out_dir, samples=None, labels=None, boards=()) -> dict:
     """Fold ``model`` and write ``model_data.h``/``model_data.c`` into ``out_dir``.
 
     A masked model (:mod:`bnnprune_tf.masks`) is first stripped
@@ -343,10 +344,13 @@ def write(model, out_dir, samples=None, labels=None) -> dict:
     filters are removed, pruned weights become ternary zeros.
 
     ``samples`` (real inputs, e.g. ``Dataset.arrays("test")[0][:10]``) become test
-    vectors with their exact expected sums; ``labels`` are printed beside them.
+    vectors with their exact expected sums; ``labels`` are printed beside them. The model
+    must fit each of ``boards`` (:func:`converters.firmware.check_fits`), checked before
+    any file is written.
 
     Raises:
         ConversionError: a layer the C runtime cannot run (named in the message).
+        FirmwareError: the model does not fit one of ``boards``.
 
     Example::
 
@@ -359,6 +363,8 @@ def write(model, out_dir, samples=None, labels=None) -> dict:
     folded = fold_lib.fold(prune.strip_pruning(model, keep_weight_masks=True))
     codes = None if samples is None else folded.quantize_input(samples)
     header, source, info = render(folded, codes, labels)
+    for board in boards:
+        firmware.check_fits(info, board)
     out = Path(out_dir)
     files.write_text(out / "model_data.h", header)
     files.write_text(out / "model_data.c", source)

@@ -78,7 +78,7 @@ def check_fits(info: dict, board: str) -> None:
 
     Example::
 
-        check_fits(c_export.write(model, "build/model"), "mps2-an386")
+        check_fits({"arena_bytes": 5 << 20, "weight_bytes": 0}, "mps2-an386")  # RAM error
     """
     regions = memory(board)
     for region, need, what in (("RAM", info.get("arena_bytes", 0), "activation arena"),
@@ -87,6 +87,18 @@ def check_fits(info: dict, board: str) -> None:
             raise FirmwareError(
                 f"the model's {what} needs {need:,} B but {board} has {regions[region]:,} B of "
                 f"{region}: prune or narrow the model (width), or pick a larger board")
+
+
+def check_board(board: str) -> None:
+    """A clear error unless ``board`` is ``host`` or a board of ``boards.tsv``.
+
+    Example::
+
+        check_board("mps2-an386")
+    """
+    if board not in QEMU_BOARDS and board not in REAL_BOARDS and board != "host":
+        raise FirmwareError(f"unknown board {board!r}: use host, {', '.join(QEMU_BOARDS)} "
+                            f"(QEMU) or {', '.join(REAL_BOARDS)}")
 
 
 def make(target: str, model_dir, board: str, build=None, **variables) -> str:
@@ -99,9 +111,7 @@ def make(target: str, model_dir, board: str, build=None, **variables) -> str:
 
         make("size", "build/model", "mps2-an386")
     """
-    if board not in QEMU_BOARDS and board not in REAL_BOARDS and board != "host":
-        raise FirmwareError(f"unknown board {board!r}: use host, {', '.join(QEMU_BOARDS)} "
-                            f"(QEMU) or {', '.join(REAL_BOARDS)}")
+    check_board(board)
     args = ["make", "-s", "-C", str(FIRMWARE), target, f"BOARD={board}",
             f"MODEL={Path(model_dir).resolve()}"]
     args += [f"BUILD={Path(build).resolve()}"] if build else []

@@ -172,13 +172,13 @@ def _firmware(args):
     if args.action == "build":
         from bnnprune_tf import models
 
+        fw.check_board(args.board)
         files.check_writable(os.path.join(args.out, "model_data.c"))
         model = models.load(args.target)
         x = y = None
         if args.data:
             x, y = _data_for(model, args).arrays(args.split, limit=args.limit)
-        info = c_export.write(model, args.out, samples=x, labels=y)
-        fw.check_fits(info, args.board)
+        info = c_export.write(model, args.out, samples=x, labels=y, boards=[args.board])
         fw.make("all", args.out, args.board)
         print(json.dumps(info, indent=2))
         print(f"model data in {args.out}/; built for {args.board}: "

@@ -37,6 +37,8 @@ def make_workspace(root: Path) -> Path:
     flatbuffer = lce.convert(model)
     (root / "model.tflite").write_bytes(flatbuffer)
     (root / "truncated.tflite").write_bytes(flatbuffer[: len(flatbuffer) // 2])
+    files.save_model(models.build("mnist_bnn", (200, 200, 1), 10, width=0.25),
+                     root / "big_input.keras")           # an arena larger than 256 KiB
     (root / "notes.txt").write_text("not a model\n")
     (root / "afile").write_text("a file, not a directory\n")
     (root / "corrupt.csv.gz").write_text("this is not gzip\n")
@@ -158,6 +160,11 @@ CLI_CASES = [
                                          "{ws}/afile/fw"], ["cannot write"]),
     ("firmware-unknown-board", ["firmware", "size", "{ws}", "--board", "stm99"],
      ["unknown board"]),
+    ("firmware-build-unknown-board", ["firmware", "build", "{ws}/model.keras", "--out",
+                                      "{ws}/fw", "--board", "stm99"], ["unknown board"]),
+    ("firmware-build-too-big", ["firmware", "build", "{ws}/big_input.keras", "--out",
+                                "{ws}/fw", "--board", "nrf52840-dk"],
+     ["activation arena", "262,144 B of RAM", "nrf52840-dk"]),
     ("argparse-bad-choice", ["convert", "{ws}/model.keras", "--target", "gpu"],
      ["invalid choice"]),
 ]
@@ -246,6 +253,16 @@ def test_cli_disk_full_is_one_line_and_leaves_no_temp_file(ws, capsys, monkeypat
     err = capsys.readouterr().err
     assert code == 2 and "No space left on device" in err and "free disk space" in err
     assert listing(ws) == before
+
+
+def test_cli_firmware_run_without_test_vectors_is_an_error(ws, tmp_path):
+    out = tmp_path / "fw"
+    assert cli.main(["firmware", "build", str(ws / "model.keras"), "--out", str(out),
+                     "--board", "host"]) == 0
+    code, err, _ = run_cli(ws, "firmware-run-no-vectors",
+                           ["firmware", "run", str(out), "--board", "host"])
+    assert code == 2
+    assert "ran no test vector" in err and "--data" in err, err
 
 
 def test_cli_debug_prints_the_traceback(ws, capsys):

@@ -194,9 +194,7 @@ def build_firmware(model, directory, boards, x=None, y=None, profile: bool = Fal
     from converters import c_export
     from converters import firmware as fw
 
-    info = c_export.write(model, directory / "model", samples=x, labels=y)
-    for board in boards:
-        fw.check_fits(info, board)
+    info = c_export.write(model, directory / "model", samples=x, labels=y, boards=boards)
     rows = {"host": fw.run(directory / "model", "host", directory / "host")}
     for board in boards:
         counts = fw.count_instructions(directory / "model", board, directory / board)
