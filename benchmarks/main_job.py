@@ -6,7 +6,7 @@ accuracy, LCE flatbuffer bytes and LCE time ratio, unpruned vs pruned. The
 claim it checks: at least 20 % fewer binary MACs at no more than 1 point of
 test accuracy (counted in whole test images) for every seed.
 
-    python benchmarks/main_job.py [--seeds 0 1 2] [--run-root runs/main_job]
+    python benchmarks/main_job.py [--seeds 0 1 2] [--run-root runs/main_job] [--recipe R]
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--run-root", default="runs/main_job")
+    parser.add_argument("--recipe", default=RECIPE)
+    parser.add_argument("--name", default="main_job", help="results file name")
     args = parser.parse_args()
     rows = []
     for seed in args.seeds:
-        recipe = load_recipe(RECIPE).model_copy(update={"seed": seed})
+        recipe = load_recipe(args.recipe).model_copy(update={"seed": seed})
         started = time.time()
         run_dir = run_recipe(recipe, Path(args.run_root) / f"seed{seed}", force=True,
                              log=lambda m: print(f"[seed {seed}] {m}", flush=True))
@@ -62,7 +64,7 @@ def main() -> None:
         "LCE time ratio (default / indirect)": " / ".join(
             f"{v:.2f}" for v in (r["lce_time_ratio"] or {}).values()),
         ">= 20 % at <= 1 point": r["meets_claim"]} for r in rows})
-    write_results("main_job", {"recipe": RECIPE, "rows": rows}, table,
+    write_results(args.name, {"recipe": args.recipe, "rows": rows}, table,
                   "python benchmarks/main_job.py " + " ".join(sys.argv[1:]))
     print(table)
 
