@@ -22,6 +22,8 @@ paired differences to the dense control of the same seed, McNemar on pooled test
 (``benchmarks/protocol.py``). Cells are cached in ``benchmarks/cache/`` (rerun resumes).
 
 Run: ``python -m benchmarks.wff [--seeds 0 1 2] [--epochs 4] [--interval 1] [--finetune 1]``
+(``--budget 1`` keeps WFF's last round whatever it costs: the arms then compare at WFF's widths;
+``--name`` names the results files).
 """
 
 from __future__ import annotations
@@ -188,7 +190,7 @@ def markdown(rows, summaries, args) -> str:
     return "\n".join(lines)
 
 
-def check_markdown(check: dict) -> str:
+def check_markdown(check: dict, name: str) -> str:
     last = check["p_by_interval_epochs"][-1]
     return ("\n\nThe method's check (seed 0, " f"{len(check['p_by_interval_epochs'])} epochs "
             f"counted): flipping the signs of the {check['weights_flipped']:,} weights that "
@@ -196,7 +198,7 @@ def check_markdown(check: dict) -> str:
             f"flipping as many that did not costs "
             f"{check['val_images_lost_flipping_as_many_unflipped']}. p_l after the whole "
             "interval: " + ", ".join(f"{n} {p:.3f}" for n, p in last.items())
-            + ". p_l against the interval length: `wff_interval.png`.")
+            + f". p_l against the interval length: `{name}_interval.png`.")
 
 
 def main(argv=None):
@@ -213,6 +215,8 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=1)
     parser.add_argument("--budget", type=float, default=0.005)
     parser.add_argument("--weight-decay", type=float, default=1e-3)
+    parser.add_argument("--name", default="wff",
+                        help="results/NAME.json, .md and NAME_interval.png")
     args = parser.parse_args(argv)
     rows = []
     for seed in args.seeds:
@@ -224,16 +228,17 @@ def main(argv=None):
     ds = protocol.dataset(args.seeds[0])
     check = flip_check(ds, protocol.dense(ds, args.seeds[0], args.epochs, args.lr),
                        args.seeds[0], args)
-    files.write_bytes(RESULTS / "wff_interval.png", render_png(interval_figure(check)))
+    files.write_bytes(RESULTS / f"{args.name}_interval.png", render_png(interval_figure(check)))
     command = ("python -m benchmarks.wff --seeds " + " ".join(map(str, args.seeds))
                + f" --epochs {args.epochs} --lr {args.lr} --interval {args.interval} "
                f"--every {args.every} --measure-lr {args.measure_lr} --finetune {args.finetune} "
                f"--iterations {args.iterations} "
-               f"--budget {args.budget} --weight-decay {args.weight_decay}")
-    write_results("wff", {"protocol": {**protocol.SETUP, "epochs": args.epochs, "lr": args.lr},
+               f"--budget {args.budget} --weight-decay {args.weight_decay}"
+               + (f" --name {args.name}" if args.name != "wff" else ""))
+    write_results(args.name, {"protocol": {**protocol.SETUP, "epochs": args.epochs, "lr": args.lr},
                           "args": vars(args), "rows": rows, "summary": summaries,
                           "flip_check": check},
-                  markdown(rows, summaries, args) + check_markdown(check), command)
+                  markdown(rows, summaries, args) + check_markdown(check, args.name), command)
 
 
 if __name__ == "__main__":
