@@ -24,28 +24,9 @@
   .type bnn_bconv_block_m4, %function
   .thumb_func
 bnn_bconv_block_m4:
-  push {r4-r11, lr}                 @ 36 bytes: count at [sp, #36], bits at [sp, #40]
-  ldr r4, [sp, #36]
-  ldr r5, [sp, #40]                 @ bits
-  ldr lr, [r2]                      @ lr = w
-  add r4, r3, r4, lsl #2            @ t + count
-  movs r6, #0                       @ packed output bits
-  push {r0, r2, r4, r5, r6}         @ [sp]: patch, &w, t + count, bits, output bits
-  mov r8, #0x55555555
-  mov r9, #0x33333333
-  mov r11, #0x0f0f0f0f
+  BLOCK_ENTRY r6                 @ [sp]: patch, &w, t + count, bits, output bits
 1:                                  @ next filter
-  ldr r12, [sp]                     @ p = patch
-  movs r2, #0                       @ byte counts
-2:                                  @ next 3 words
-  ldmia r12!, {r4, r5, r6}
-  ldmia lr!, {r0, r7, r10}
-  eor r4, r4, r0
-  eor r5, r5, r7
-  eor r6, r6, r10
-  COUNT3 r2, r8, r9, r11
-  cmp r12, r1
-  bne 2b
+  FILTER_BYTES
   and r4, r2, #0x00ff00ff           @ bytes -> halfwords -> 2 * popcount = r2 >> 15
   and r2, r2, #0xff00ff00
   add r2, r4, r2, lsr #8

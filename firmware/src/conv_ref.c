@@ -24,11 +24,13 @@ static int first_weight(const bnn_layer *l, int oc, int ky, int kx, int c) {
   return ((const int16_t *)l->weights)[oc * (n + (n & 1)) + (ky * l->k_w + kx) * l->in_c + c];
 }
 
-/* Weight of binary filter oc at tap (ky, kx), input channel c, from the bit stream or
- * the ternary lists (bnn.h). Example: binary_weight(l, 0, 1, 1, 0), the centre tap. */
+/* Weight of binary filter oc at tap (ky, kx), input channel c, from the bit stream,
+ * the pair layout (one word per tap, read from its low half) or the ternary lists
+ * (bnn.h). Example: binary_weight(l, 0, 1, 1, 0), the centre tap. */
 static int binary_weight(const bnn_layer *l, int oc, int ky, int kx, int c) {
-  const int n = BNN_PATCH_WORDS(l);
-  const int b = (ky * l->k_w + kx) * l->in_c + c, k = b >> 5;
+  const int tap = ky * l->k_w + kx, pairs = l->op == BNN_BCONV_PAIRS;
+  const int n = pairs ? (l->k_h * l->k_w + 2) / 3 * 3 : BNN_PATCH_WORDS(l);
+  const int b = tap * (pairs ? 32 : l->in_c) + c, k = b >> 5;
   const uint32_t *w = (const uint32_t *)l->weights;
   if (!l->counts) return bit(w + oc * n, b) ? -1 : 1;
   const uint16_t *index = l->index;
