@@ -283,7 +283,10 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
             sparse |= mask == 2 or bool((layer.weights == 0).any())
             packed |= c % 32 != 0
         elif kind == "first":
-            scratch = max(scratch, taps * c // 2 + 1)               # int16 values
+            # its scratch is the arena's other half: int16 values or the padded image
+            hp = (ho - 1) * step["strides"][0] + step["kernel"][0]
+            wp = (wo - 1) * step["strides"][1] + step["kernel"][1]
+            max_words = max(max_words, taps * c // 2 + 1, -(-hp * wp * c // 4))
         if kind == "slices":
             body += _array("uint8_t", f"b{i}", layer.slices)
             fields["weights"] = f"b{i}"

@@ -27,7 +27,7 @@ int bnn_run(const bnn_model *model, const int8_t *input, uint32_t *arena, int32_
     }
 #else
     if (USES(BNN_CONV_FIRST) && l->op == BNN_CONV_FIRST) {
-      bnn_conv_first(l, input, half[cur], patch);
+      bnn_conv_first(l, input, half[cur], half[cur ^ 1]);   /* the other half is free */
     }
     if (l->op == BNN_BCONV || l->op == BNN_OUTPUT_CONV) {
       bnn_bconv2d(l, src, half[cur], layer_sums, patch);
