@@ -4,12 +4,8 @@
  * each layer's cost. Only the kernels of the ops in BNN_OPS (model_data.h) are
  * called, so the linker leaves the others out of flash (--gc-sections). */
 #include "bnn.h"
-#include "model_data.h"   /* BNN_OPS: bit op set for each op the model uses */
+#include "model_data.h"   /* BNN_USES(op): the model has layers of that op */
 
-#ifndef BNN_OPS
-#define BNN_OPS 0xffffffffu   /* model data written before BNN_OPS: link every kernel */
-#endif
-#define USES(op) ((BNN_OPS >> (op)) & 1u)
 
 int bnn_run(const bnn_model *model, const int8_t *input, uint32_t *arena, int32_t *sums,
             float *logits) {
@@ -21,24 +17,25 @@ int bnn_run(const bnn_model *model, const int8_t *input, uint32_t *arena, int32_
     const bnn_layer *l = &model->layers[i];
     int32_t *layer_sums = l->op == BNN_OUTPUT_CONV ? sums : 0;
 #ifdef BNN_REFERENCE
-    if (USES(BNN_CONV_FIRST) && l->op == BNN_CONV_FIRST) bnn_conv_first_ref(l, input, half[cur]);
-    if (l->op == BNN_BCONV || l->op == BNN_OUTPUT_CONV || l->op == BNN_BCONV_PAIRS) {
+    if (l->op == BNN_CONV_FIRST) bnn_conv_first_ref(l, input, half[cur]);
+    if (l->op == BNN_BCONV || l->op == BNN_OUTPUT_CONV || l->op == BNN_BCONV_PAIRS ||
+        l->op == BNN_BCONV_MASKED) {
       bnn_bconv2d_ref(l, src, half[cur], layer_sums);
     }
 #else
-    if (USES(BNN_CONV_FIRST) && l->op == BNN_CONV_FIRST) {
+    if (BNN_USES(BNN_CONV_FIRST) && l->op == BNN_CONV_FIRST) {
       bnn_conv_first(l, input, half[cur], half[cur ^ 1]);   /* the other half is free */
     }
-    if (l->op == BNN_BCONV || l->op == BNN_OUTPUT_CONV) {
+    if (l->op == BNN_BCONV || l->op == BNN_OUTPUT_CONV || l->op == BNN_BCONV_MASKED) {
       bnn_bconv2d(l, src, half[cur], layer_sums, patch);
     }
-    if (USES(BNN_BCONV_PAIRS) && l->op == BNN_BCONV_PAIRS) {
+    if (BNN_USES(BNN_BCONV_PAIRS) && l->op == BNN_BCONV_PAIRS) {
       bnn_bconv2d_pairs(l, src, half[cur], patch);
     }
 #endif
-    if (USES(BNN_MAXPOOL) && l->op == BNN_MAXPOOL) bnn_maxpool(l, src, half[cur]);
-    if (USES(BNN_SBCONV) && l->op == BNN_SBCONV) bnn_sbconv2d(l, src, half[cur], patch);
-    if (USES(BNN_INPUT_SLICES) && l->op == BNN_INPUT_SLICES) {
+    if (BNN_USES(BNN_MAXPOOL) && l->op == BNN_MAXPOOL) bnn_maxpool(l, src, half[cur]);
+    if (BNN_USES(BNN_SBCONV) && l->op == BNN_SBCONV) bnn_sbconv2d(l, src, half[cur], patch);
+    if (BNN_USES(BNN_INPUT_SLICES) && l->op == BNN_INPUT_SLICES) {
       bnn_input_slices(l, input, half[cur]);
     }
 #ifdef BNN_PROFILE

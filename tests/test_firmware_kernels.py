@@ -1,5 +1,6 @@
-"""The C runtime's pair kernel (BNN_BCONV_PAIRS: 16 input channels, two output pixels per
-pass) bit-exact against Python and the reference kernels, host and Cortex-M4/M55."""
+"""The C runtime's layouts for pruned layers, bit-exact against Python and the reference
+kernels on the host and Cortex-M4/M55: BNN_BCONV_PAIRS (16 input channels, two output
+pixels per pass) and BNN_BCONV_MASKED (ternary, zeros scattered through every word)."""
 
 import re
 import subprocess
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bnnprune_tf import masks
 from converters import c_export, fold
 from conftest import require_tools
 from test_fold import randomize_batchnorm
@@ -17,10 +19,11 @@ from test_fold import randomize_batchnorm
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 
 
-def sixteen_channel_bnn(seed=0):
+def pruned_bnn(seed=0):
     """Binary convs on 16 channels: "+1" padding with 40 filters (two blocks of 32), valid
-    padding with stride 2 and an odd output width (a last pair without pixel B), and zero
-    padding (not paired: the masked kernel)."""
+    padding with stride 2 and an odd output width (a last pair without pixel B), zero
+    padding (not paired); and a ternary conv on 40 channels (taps packed without padding
+    bits) with half its weights zero, scattered."""
     tf.keras.utils.set_random_seed(seed)
     binary = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", use_bias=False)
     layers = tf.keras.layers
@@ -29,6 +32,9 @@ def sixteen_channel_bnn(seed=0):
                               use_bias=False)(inputs)
     x = layers.MaxPool2D(2)(layers.BatchNormalization(scale=True)(x))              # 14x14x16
     x = lq.layers.QuantConv2D(40, 3, padding="same", pad_values=1.0, **binary)(x)
+    x = layers.BatchNormalization(scale=True)(x)
+    x = lq.layers.QuantConv2D(36, 3, padding="same", pad_values=1.0, name="scattered",
+                              **binary)(x)
     x = layers.BatchNormalization(scale=True)(x)
     x = lq.layers.QuantConv2D(16, 3, **binary)(x)                                   # 12x12x16
     x = layers.BatchNormalization(scale=True)(x)
@@ -39,13 +45,17 @@ def sixteen_channel_bnn(seed=0):
     x = lq.layers.QuantConv2D(10, 5, **binary)(x)
     x = layers.Flatten()(layers.BatchNormalization(scale=True)(x))
     model = tf.keras.Model(inputs, layers.Activation("softmax")(x))
-    return randomize_batchnorm(model, seed, dead_channel=False)   # no all-zero filter
+    model = masks.prunable(randomize_batchnorm(model, seed, dead_channel=False))  # no 0 filter
+    layer = model.get_layer("scattered")
+    keep = np.random.default_rng(seed).random(layer.weight_mask.shape) < 0.5
+    layer.set_masks(weights=keep.astype("float32"))
+    return model
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, mnist_small):
     x, y = mnist_small.arrays("test", limit=4)
-    model = sixteen_channel_bnn(seed=2)
+    model = pruned_bnn(seed=2)
     directory = tmp_path_factory.mktemp("pairs")
     c_export.write(model, directory, samples=x, labels=y)
     return model, directory, x
@@ -62,14 +72,26 @@ def test_pair_bits_hold_each_tap_twice():
         c_export.pair_bits(w[..., :8])
 
 
-def test_export_pairs_only_16_channel_layers_with_plus_one_padding(exported):
+def test_masked_stream_interleaves_signs_and_masks():
+    w = np.random.default_rng(1).choice([-1, 0, 1], (2, 3, 3, 40))
+    stream = c_export.masked_stream(w).reshape(2, -1, 2, 3)      # 12 words: 4 steps of 3
+    np.testing.assert_array_equal(stream[:, :, 0].reshape(2, -1), c_export.filter_bits(w))
+    np.testing.assert_array_equal(stream[:, :, 1].reshape(2, -1),
+                                  c_export.filter_bits(np.where(w != 0, -1, 1)))
+    assert c_export.masked_pays(w)                   # every word partial: no list pays
+    blocks = w.copy()
+    blocks[..., :32] = 0                             # most words empty: the lists skip them
+    assert not c_export.masked_pays(blocks)
+
+
+def test_export_picks_pairs_and_masked_layers(exported):
     _, directory, _ = exported
     ops = re.findall(r"\.op = (BNN_\w+), .*?\.in_c = (\d+)", (directory / "model_data.c").read_text())
     assert ops == [("BNN_CONV_FIRST", "1"), ("BNN_MAXPOOL", "16"), ("BNN_BCONV_PAIRS", "16"),
-                   ("BNN_BCONV", "40"), ("BNN_BCONV_PAIRS", "16"), ("BNN_BCONV", "16"),
-                   ("BNN_OUTPUT_CONV", "16")]
+                   ("BNN_BCONV_MASKED", "40"), ("BNN_BCONV", "36"), ("BNN_BCONV_PAIRS", "16"),
+                   ("BNN_BCONV", "16"), ("BNN_OUTPUT_CONV", "16")]
     header = (directory / "model_data.h").read_text()
-    assert "#define BNN_OPS 0x4fu" in header       # first, binary, pool, output, pairs
+    assert "#define BNN_OPS 0xcfu" in header       # first, binary, pool, output, pairs, masked
 
 
 @pytest.mark.parametrize("board,kernel", [("host", "opt"), ("host", "ref"),
