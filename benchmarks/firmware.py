@@ -5,9 +5,11 @@ versions, each fine-tuned 1 epoch:
 
 - shrunk 50%: 50 % of the filters of every prunable group removed by L1 norm;
 - ternary 50%: 50 % of the binary weights masked by smallest latent magnitude
-  (unstructured), kept as zeros (ternary layers: only nonzero words stored and visited);
+  (unstructured), kept as zeros: scattered, they leave no word empty, so the exporter
+  stores each word's signs and nonzero mask (``BNN_BCONV_MASKED``);
 - ternary blocks 50%: 50 % of the words (32 input channels of one tap of one filter)
-  masked by smallest mean latent magnitude: what the ternary format skips.
+  masked by smallest mean latent magnitude: what the word lists skip (only nonzero
+  words stored and visited).
 
 For each model and board: instructions per inference (exact, the project's TCG plugin,
 ``converters.firmware.count_instructions``), instructions per layer
