@@ -6,7 +6,6 @@
 #include "bnn.h"
 #include "model_data.h"   /* BNN_USES(op): the model has layers of that op */
 
-
 int bnn_run(const bnn_model *model, const int8_t *input, uint32_t *arena, int32_t *sums,
             float *logits) {
   uint32_t *half[2] = {arena, arena + model->half_words};
