@@ -20,17 +20,18 @@ FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 
 
 def pruned_bnn(seed=0):
-    """Binary convs on 16 channels: "+1" padding with 40 filters (two blocks of 32), valid
-    padding with stride 2 and an odd output width (a last pair without pixel B), zero
-    padding (not paired); and a ternary conv on 40 channels (taps packed without padding
-    bits) with half its weights zero, scattered."""
+    """A first conv with stride 2 (padded at the bottom and right only); binary convs on
+    16 channels: "+1" padding with 40 filters (two blocks of 32), valid padding with
+    stride 2 and an odd output width (a last pair without pixel B), zero padding (not
+    paired); and a ternary conv on 40 channels (taps packed without padding bits) with
+    half its weights zero, scattered."""
     tf.keras.utils.set_random_seed(seed)
     binary = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", use_bias=False)
     layers = tf.keras.layers
     inputs = tf.keras.Input((28, 28, 1))
-    x = lq.layers.QuantConv2D(16, 3, padding="same", pad_values=1.0, kernel_quantizer="ste_sign",
-                              use_bias=False)(inputs)
-    x = layers.MaxPool2D(2)(layers.BatchNormalization(scale=True)(x))              # 14x14x16
+    x = lq.layers.QuantConv2D(16, 3, strides=2, padding="same", pad_values=1.0,
+                              kernel_quantizer="ste_sign", use_bias=False)(inputs)   # stride 2
+    x = layers.BatchNormalization(scale=True)(x)                                     # 14x14x16
     x = lq.layers.QuantConv2D(40, 3, padding="same", pad_values=1.0, **binary)(x)
     x = layers.BatchNormalization(scale=True)(x)
     x = lq.layers.QuantConv2D(36, 3, padding="same", pad_values=1.0, name="scattered",
@@ -87,15 +88,21 @@ def test_masked_stream_interleaves_signs_and_masks():
 def test_export_picks_pairs_and_masked_layers(exported):
     _, directory, _ = exported
     ops = re.findall(r"\.op = (BNN_\w+), .*?\.in_c = (\d+)", (directory / "model_data.c").read_text())
-    assert ops == [("BNN_CONV_FIRST", "1"), ("BNN_MAXPOOL", "16"), ("BNN_BCONV_PAIRS", "16"),
+    assert ops == [("BNN_CONV_FIRST", "1"), ("BNN_BCONV_PAIRS", "16"),
                    ("BNN_BCONV_MASKED", "40"), ("BNN_BCONV", "36"), ("BNN_BCONV_PAIRS", "16"),
                    ("BNN_BCONV", "16"), ("BNN_OUTPUT_CONV", "16")]
     header = (directory / "model_data.h").read_text()
-    assert "#define BNN_OPS 0xcfu" in header       # first, binary, pool, output, pairs, masked
+    assert "#define BNN_OPS 0xcbu" in header       # first, binary, output, pairs, masked
+
+
+def test_op_numbers_follow_the_c_enum():
+    enum = dict(re.findall(r"^  (BNN_\w+) = (\d+)", (FIRMWARE / "src/bnn.h").read_text(), re.M))
+    assert {c_export.OPS[k]: str(v) for k, v in c_export.OP_NUMBERS.items()} == enum
 
 
 @pytest.mark.parametrize("board,kernel", [("host", "opt"), ("host", "ref"),
-                                          ("mps2-an386", "opt"), ("mps3-an547", "opt")])
+                                          ("mps2-an386", "opt"), ("mps2-an500", "opt"),
+                                          ("mps3-an547", "opt")])
 def test_pairs_are_bit_exact(exported, board, kernel, tmp_path):
     """Every test vector's sums equal Python's exact ones (so the pairs, the reference
     kernel and Keras agree); classes equal Keras's."""
