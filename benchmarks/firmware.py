@@ -5,9 +5,11 @@ versions, each fine-tuned 1 epoch:
 
 - shrunk 50%: 50 % of the filters of every prunable group removed by L1 norm;
 - ternary 50%: 50 % of the binary weights masked by smallest latent magnitude
-  (unstructured), kept as zeros (ternary layers: only nonzero words stored and visited);
+  (unstructured), kept as zeros: scattered, they leave no word empty, so the exporter
+  stores each word's signs and nonzero mask (``BNN_BCONV_MASKED``);
 - ternary blocks 50%: 50 % of the words (32 input channels of one tap of one filter)
-  masked by smallest mean latent magnitude: what the ternary format skips.
+  masked by smallest mean latent magnitude: what the word lists skip (only nonzero
+  words stored and visited).
 
 For each model and board: instructions per inference (exact, the project's TCG plugin,
 ``converters.firmware.count_instructions``), instructions per layer
@@ -56,6 +58,24 @@ def macs(folded) -> dict:
                 first += n
         x = y
     return {"binary": binary, "all": binary + first}
+
+
+def word_kinds(folded) -> dict:
+    """The binary convs' filter words (32 weights of one filter's bit stream) that hold no
+    nonzero weight (``empty``: the word lists skip them), only nonzeros (``full``) or
+    both (``partial``: they need a mask)."""
+    from converters import c_export, fold
+
+    kinds = {"empty": 0, "full": 0, "partial": 0}
+    for layer in folded.layers:
+        if isinstance(layer, fold.Conv) and layer.input_scale == 1.0:
+            t = c_export.ternary_stream(layer.weights)
+            full, partial = int(t["counts"][0::2].sum()), int(t["counts"][1::2].sum())
+            total = layer.weights.shape[0] * c_export.words(int(np.prod(layer.weights.shape[1:])))
+            kinds["full"] += full
+            kinds["partial"] += partial
+            kinds["empty"] += total - full - partial
+    return kinds
 
 
 def weight_masks(model, sparsity: float, blocks: bool):
@@ -156,7 +176,8 @@ def measure(name, model, ds, x, y, directory: Path) -> list[dict]:
     from converters import firmware as fw
 
     info = c_export.write(model, directory, samples=x[:SAMPLES], labels=y[:SAMPLES])
-    count = macs(fold.fold(prune.strip_pruning(model, keep_weight_masks=True)))
+    folded = fold.fold(prune.strip_pruning(model, keep_weight_masks=True))
+    count, words = macs(folded), word_kinds(folded)
     accuracy = training.evaluate(model, ds, "test")["accuracy"]
     rows = []
     for board, core in fw.QEMU_BOARDS.items():
@@ -168,7 +189,7 @@ def measure(name, model, ds, x, y, directory: Path) -> list[dict]:
         rows.append({"model": name, "core": core, "board": board, "instructions": instructions,
                      "binary_macs": count["binary"], "flash_bytes": size["flash"],
                      "ram_bytes": size["ram"], "all_macs": count["all"], "accuracy": accuracy,
-                     "weight_bytes": info["weight_bytes"],
+                     "weight_bytes": info["weight_bytes"], "filter_words": words,
                      "per_binary_mac": instructions / count["binary"],
                      "binary_convs_per_mac": sum(layer["instructions"] for layer in binary)
                      / sum(layer["macs"] for layer in binary),
@@ -207,6 +228,12 @@ def markdown(rows, host) -> str:
         "per MAC; shrunk models have other shapes and are in the JSON):",
         "",
         *layers,
+        "",
+        "Filter words of the binary convs (32 weights each), empty / full / partial (a "
+        "partial word mixes zeros and nonzeros, so it needs a mask; only empty words can be "
+        "skipped): " + "; ".join(
+            f"{r['model']} {r['filter_words']['empty']:,} / {r['filter_words']['full']:,} / "
+            f"{r['filter_words']['partial']:,}" for r in rows if r["core"] == "Cortex-M4") + ".",
         "",
         "Host (x86, gcc -O2, `make lib` via ctypes) vs LCE interpreter, in process, same 100 "
         "test images, time ratio C/LCE (< 1: the C runtime is faster): " +

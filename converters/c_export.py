@@ -9,7 +9,14 @@ From :func:`converters.fold.fold` this writes ``model_data.h``/``model_data.c``:
   is 1 for -1), each filter one bit stream over its patch (:func:`filter_bits`):
   the same as LCE's OHWI words when ``Cin % 32 == 0``, without padding bits
   otherwise;
-- ternary layers (zeros from unstructured pruning) as the nonzero words of each
+- binary layers on 16 input channels (a pruned 32-channel layer, say) with dense
+  weights and "+1" padding in the pair layout (:func:`pair_bits`, op
+  ``BNN_BCONV_PAIRS``): one word per tap holding its 16 channels twice, so the C
+  runtime runs two output pixels per pass with full words;
+- ternary layers whose zeros are scattered through every word in the masked layout
+  (:func:`masked_stream`, op ``BNN_BCONV_MASKED``): each word's signs and nonzero mask,
+  no word lists (:func:`masked_pays` decides);
+- other ternary layers (zeros from unstructured pruning) as the nonzero words of each
   filter's bit stream with their word numbers (:func:`ternary_stream`): an empty
   word costs nothing, a full one its sign word, a partial one a mask word more;
 - per-channel int32 thresholds (output +1 iff ``S >= t``) and, for the last conv,
@@ -48,7 +55,9 @@ from converters import fold as fold_lib
 from converters import sbnn
 
 OPS = {"first": "BNN_CONV_FIRST", "binary": "BNN_BCONV", "pool": "BNN_MAXPOOL",
-       "output": "BNN_OUTPUT_CONV", "affine": "BNN_SBCONV", "slices": "BNN_INPUT_SLICES"}
+       "output": "BNN_OUTPUT_CONV", "affine": "BNN_SBCONV", "slices": "BNN_INPUT_SLICES",
+       "pairs": "BNN_BCONV_PAIRS", "masked": "BNN_BCONV_MASKED"}
+OP_NUMBERS = {name: i for i, name in enumerate(OPS)}     # the order of enum bnn_op (bnn.h)
 
 
 def words(channels: int) -> int:
@@ -94,6 +103,25 @@ def filter_bits(weights: np.ndarray) -> np.ndarray:
     return np.pad(packed, ((0, 0), (0, patch_words(flat.shape[1]) - packed.shape[1])))
 
 
+def pair_bits(weights: np.ndarray) -> np.ndarray:
+    """Filters of an OHWI kernel on 16 input channels (values +-1) in the C runtime's pair
+    layout (``BNN_BCONV_PAIRS``, ``firmware/src/bconv_pair.c``): word ``k`` holds tap
+    ``k``'s 16 channel bits (1 for -1) in its low and again in its high half, the words
+    padded with zeros to a multiple of 3.
+
+    Example::
+
+        pair_bits(-np.ones((1, 3, 3, 16))).shape   # -> (1, 9), every word 0xffffffff
+    """
+    weights = np.asarray(weights)
+    if weights.ndim != 4 or weights.shape[-1] != 16:
+        raise ConversionError(f"the pair layout needs OHWI weights on 16 input channels; got "
+                              f"shape {weights.shape}")
+    taps = pack_bits(weights.reshape(weights.shape[0], -1, 16))[..., 0]       # (O, taps)
+    taps = taps | (taps << np.uint32(16))
+    return np.pad(taps, ((0, 0), (0, -(-taps.shape[1] // 3) * 3 - taps.shape[1])))
+
+
 def ternary_stream(weights: np.ndarray) -> dict[str, np.ndarray]:
     """A ternary OHWI kernel (values -1, 0, +1) in the C runtime's sparse format.
 
@@ -129,6 +157,39 @@ def ternary_stream(weights: np.ndarray) -> dict[str, np.ndarray]:
     return {"stream": np.asarray(stream, np.uint32), "index": np.asarray(index, np.uint16),
             "counts": np.asarray(counts, np.uint16),
             "nonzeros": (weights != 0).reshape(o, -1).sum(1).astype(np.int32)}
+
+
+def masked_stream(weights: np.ndarray) -> np.ndarray:
+    """A ternary OHWI kernel (values -1, 0, +1) in the C runtime's masked layout
+    (``BNN_BCONV_MASKED``, ``firmware/src/bconv_masked.c``): each filter's bit stream
+    (:func:`filter_bits`) in steps of 3 words, the 3 sign words (1 for -1) then 3 mask
+    words (1 where the weight is nonzero). Shape ``(O, 2 * patch words)``.
+
+    Example::
+
+        masked_stream(np.array([[[[1, 0, -1]]]]))   # -> [[4, 0, 0, 5, 0, 0]]
+    """
+    weights = np.asarray(weights)
+    signs = filter_bits(weights).reshape(weights.shape[0], -1, 1, 3)
+    nonzero = filter_bits(np.where(weights != 0, -1, 1)).reshape(weights.shape[0], -1, 1, 3)
+    return np.concatenate([signs, nonzero], axis=2).reshape(weights.shape[0], -1)
+
+
+def masked_pays(weights: np.ndarray) -> bool:
+    """Whether the masked layout runs a ternary OHWI kernel in fewer Cortex-M4
+    instructions than the word lists (:func:`ternary_stream`): 31 per 3 words for every
+    word, against 32 per 3 full words and 37 per 3 partial ones for the stored words
+    only (the assembly kernels' counts). Scattered zeros leave no word empty, so the
+    masked layout wins; zeros in whole words favour the lists, which skip them.
+
+    Example::
+
+        masked_pays(np.random.default_rng(0).choice([-1, 0, 1], (8, 3, 3, 32)))   # -> True
+    """
+    t = ternary_stream(weights)
+    full, partial = int(t["counts"][0::2].sum()), int(t["counts"][1::2].sum())
+    words = filter_bits(weights).size
+    return 31 * words < 32 * full + 37 * partial
 
 
 def int16_pairs(weights: np.ndarray) -> np.ndarray:
@@ -228,6 +289,7 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
     body = ["/* Generated by converters.c_export; do not edit. */", '#include "model_data.h"', ""]
     descriptors, weight_bytes, max_words, scratch = [], 0, 0, 0
     sparse = packed = first = False       # model_data.h flags: which code paths are needed
+    ops = set()
     for i, step in enumerate(steps):
         layer, kind = step["layer"], step["kind"]
         (h, w, c), (ho, wo, cout) = step["in_shape"], step["out_shape"]
@@ -239,15 +301,40 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
         if kind != "output":
             max_words = max(max_words, ho * wo * words(cout))
         taps = step["kernel"][0] * step["kernel"][1]
+        layer_thresholds = getattr(layer, "thresholds", None)
         padded = step["pad"] != (0, 0) or (ho - 1) * step["strides"][0] + step["kernel"][0] > h \
             or (wo - 1) * step["strides"][1] + step["kernel"][1] > w
+        if kind == "binary" and c == 16 and (layer.weights != 0).all() and \
+                not (padded and step["pad_value"] == 0):
+            kind = "pairs"                       # two output pixels per pass (bconv_pair.c)
+            fields["op"] = OPS[kind]
+            scratch = max(scratch, patch_words(32 * taps))
+            bits = pair_bits(layer.weights)
+            body += _array("uint32_t", f"w{i}", bits)
+            fields["weights"] = f"w{i}"
+            weight_bytes += 4 * bits.size
+        elif kind == "binary" and (layer.weights == 0).any() and \
+                not (padded and step["pad_value"] == 0) and masked_pays(layer.weights):
+            kind = "masked"                       # scattered zeros: signs and masks
+            fields["op"] = OPS[kind]
+            stream = masked_stream(layer.weights)
+            body += _array("uint32_t", f"w{i}", stream)
+            fields["weights"] = f"w{i}"
+            weight_bytes += 4 * stream.size
+            layer_thresholds = layer.thresholds - (layer.weights != 0).reshape(cout, -1).sum(1)
+            scratch = max(scratch, patch_words(taps * c))
+            packed |= c % 32 != 0
+        ops.add(kind)
         if kind in ("binary", "output"):
             mask = 2 if padded and step["pad_value"] == 0 else 1     # + zero-padding mask
             scratch = max(scratch, mask * patch_words(taps * c))
             sparse |= mask == 2 or bool((layer.weights == 0).any())
             packed |= c % 32 != 0
         elif kind == "first":
-            scratch = max(scratch, taps * c // 2 + 1)               # int16 values
+            # its scratch is the arena's other half: int16 values or the padded image
+            hp = (ho - 1) * step["strides"][0] + step["kernel"][0]
+            wp = (wo - 1) * step["strides"][1] + step["kernel"][1]
+            max_words = max(max_words, taps * c // 2 + 1, -(-hp * wp * c // 4))
         if kind == "slices":
             body += _array("uint8_t", f"b{i}", layer.slices)
             fields["weights"] = f"b{i}"
@@ -285,8 +372,8 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
             weight_bytes += 4 * lists["words"].size + 2 * cout + 9 * cout
             offsets = -(-2 * int(lists["counts"].sum()) // 4)
             scratch = max(scratch, -(-(hp * c * wp + 4) // 4) + hp * wp + offsets)
-        if kind in ("first", "binary"):
-            body += _array("int32_t", f"t{i}", layer.thresholds)
+        if kind in ("first", "binary", "pairs", "masked"):
+            body += _array("int32_t", f"t{i}", layer_thresholds)
             fields["thresholds"] = f"t{i}"
             weight_bytes += 4 * cout
         if kind == "output":
@@ -325,6 +412,9 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
         f"#define BNN_SPARSE {int(sparse)}   /* ternary layers or zero padding */",
         f"#define BNN_PACKED_TAPS {int(packed)}   /* binary layers with in_c % 32 != 0 */",
         f"#define BNN_FIRST_3X3X1 {int(first)}   /* first conv: 3x3 kernel, one channel */",
+        f"#define BNN_OPS 0x{sum(1 << OP_NUMBERS[k] for k in ops):02x}u   /* bit op: the model "
+        "uses op (enum bnn_op) */",
+        "#define BNN_USES(op) ((BNN_OPS >> (op)) & 1u)   /* 0: its kernel is not linked */",
         "extern const bnn_model bnn_model_data;",
         f"extern const int8_t bnn_test_inputs[][{size}];",
         f"extern const int32_t bnn_test_sums[][{classes}];",

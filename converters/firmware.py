@@ -301,7 +301,8 @@ def layers(model_dir) -> list[dict]:
         [l["op"] for l in layers("build/model")]   # -> ['first', 'pool', 'binary', ...]
     """
     names = {"BNN_CONV_FIRST": "first", "BNN_BCONV": "binary", "BNN_MAXPOOL": "pool",
-             "BNN_OUTPUT_CONV": "output", "BNN_SBCONV": "affine"}
+             "BNN_OUTPUT_CONV": "output", "BNN_SBCONV": "affine", "BNN_BCONV_PAIRS": "binary",
+             "BNN_BCONV_MASKED": "binary"}
     out = []
     for op, fields in _DESCRIPTOR.findall((Path(model_dir) / "model_data.c").read_text()):
         values = dict(re.findall(r"\.(\w+) = (-?\d+)", fields))

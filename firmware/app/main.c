@@ -2,11 +2,11 @@
  * prediction and "N passed, M failed", and returns M (under QEMU semihosting the
  * exit status of the emulator). A test passes when all int32 sums of the last
  * layer equal the ones computed in Python. */
-#include <stdio.h>
 #include <string.h>
 
 #include "bnn.h"
 #include "model_data.h"
+#include "print.h"
 
 static uint32_t arena[BNN_ARENA_WORDS];
 static int32_t sums[BNN_NUM_CLASSES];
@@ -22,14 +22,14 @@ int main(void) {
     const int best = bnn_run(&bnn_model_data, bnn_test_inputs[t], arena, sums, logits);
     bnn_mark();
     const int ok = memcmp(sums, bnn_test_sums[t], sizeof sums) == 0;
-    printf("test %d: class %d (label %d) %s\n", t, best, bnn_test_labels[t],
-           ok ? "ok" : "MISMATCH");
+    print("test "), print_int(t), print(": class "), print_int(best), print(" (label ");
+    print_int(bnn_test_labels[t]), print(ok ? ") ok\n" : ") MISMATCH\n");
     if (ok) {
       ++passed;
     } else {
       ++failed;
     }
   }
-  printf("%d passed, %d failed\n", passed, failed);
+  print_int(passed), print(" passed, "), print_int(failed), print(" failed\n");
   return failed;
 }

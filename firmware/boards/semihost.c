@@ -1,5 +1,5 @@
 /* Output and exit through Arm semihosting (QEMU with -semihosting-config
- * enable=on): printf goes to the host's stdout, _exit(status) becomes QEMU's exit
+ * enable=on): write() goes to the host's stdout, _exit(status) becomes QEMU's exit
  * status (../shared/reference/firmware.md section 4.1). */
 #include <stdint.h>
 

@@ -1,11 +1,11 @@
-/* Output on real boards: printf goes to the UART that the board's debug probe
+/* Output on real boards: write() (app/print.c) goes to the UART that the board's debug probe
  * exposes as a USB serial port (115200 baud, 8N1), at the reset clock (no PLL).
  * There is no host to return to: _exit prints "exit N" and sleeps forever. A BKPT
  * would fault without a debugger, so nothing here uses semihosting
  * (../shared/reference/firmware.md section 11.4). One board is chosen with
  * -DBOARD_STM32F746G_DISCO, -DBOARD_NUCLEO_H743ZI or -DBOARD_NRF52840_DK. */
 #include <stdint.h>
-#include <stdio.h>
+#include "print.h"
 
 #define REG(addr) (*(volatile uint32_t *)(addr))
 
@@ -86,6 +86,6 @@ int _write(int fd, const char *buf, int len) {
 }
 
 void _exit(int status) {
-  printf("exit %d\n", status);
+  print("exit "), print_int(status), print("\n");
   for (;;) __asm__ volatile("wfi");
 }

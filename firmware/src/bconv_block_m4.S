@@ -11,41 +11,32 @@
  * S = bits - 2 * popcount(patch XOR filter) < t[i]. The same operations as
  * bconv_patch.c (carry-save adder over 3 words, nibble and byte counts, masks in
  * registers), written out because GCC spills registers in them: 27 instructions per
- * 3 words (two LDM) and 16 per filter. Example: bconv_patch.c calls it for each 32 filters. */
+ * 3 words (two LDM) and 16 per filter. Example: bconv_patch.c calls it for each 32 filters.
+ *
+ *   uint32_t bnn_bconv_masked_m4(...same arguments...);
+ *
+ * The same for a ternary layer in the masked layout (BNN_BCONV_MASKED, bconv_masked.c):
+ * each 3 sign words of a filter are followed by 3 words with 1 where the weight is
+ * nonzero, and S = bits - 2 * popcount((patch XOR sign) AND mask) with bits = 0 (the
+ * thresholds hold t - nonzeros): 31 instructions per 3 words. */
 #ifndef __arm__
   .section .note.GNU-stack, "", %progbits   /* host builds: no executable stack */
 #endif
-#if defined(__ARM_ARCH_7EM__) && defined(__thumb2__)
+#if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
 #include "bnn_popcount_m4.inc"
   .syntax unified
   .thumb
   .text
-  .global bnn_bconv_block_m4
-  .type bnn_bconv_block_m4, %function
+
+  .macro BCONV_BLOCK name, masked
+  .section .text.\name, "ax", %progbits    @ its own section: unused, the linker drops it
+  .global \name
+  .type \name, %function
   .thumb_func
-bnn_bconv_block_m4:
-  push {r4-r11, lr}                 @ 36 bytes: count at [sp, #36], bits at [sp, #40]
-  ldr r4, [sp, #36]
-  ldr r5, [sp, #40]                 @ bits
-  ldr lr, [r2]                      @ lr = w
-  add r4, r3, r4, lsl #2            @ t + count
-  movs r6, #0                       @ packed output bits
-  push {r0, r2, r4, r5, r6}         @ [sp]: patch, &w, t + count, bits, output bits
-  mov r8, #0x55555555
-  mov r9, #0x33333333
-  mov r11, #0x0f0f0f0f
+\name:
+  BLOCK_ENTRY r6                 @ [sp]: patch, &w, t + count, bits, output bits
 1:                                  @ next filter
-  ldr r12, [sp]                     @ p = patch
-  movs r2, #0                       @ byte counts
-2:                                  @ next 3 words
-  ldmia r12!, {r4, r5, r6}
-  ldmia lr!, {r0, r7, r10}
-  eor r4, r4, r0
-  eor r5, r5, r7
-  eor r6, r6, r10
-  COUNT3 r2, r8, r9, r11
-  cmp r12, r1
-  bne 2b
+  FILTER_BYTES \masked
   and r4, r2, #0x00ff00ff           @ bytes -> halfwords -> 2 * popcount = r2 >> 15
   and r2, r2, #0xff00ff00
   add r2, r4, r2, lsr #8
@@ -65,5 +56,9 @@ bnn_bconv_block_m4:
   mov r0, r6
   add sp, sp, #20
   pop {r4-r11, pc}
-  .size bnn_bconv_block_m4, . - bnn_bconv_block_m4
+  .size \name, . - \name
+  .endm
+
+  BCONV_BLOCK bnn_bconv_block_m4, 0
+  BCONV_BLOCK bnn_bconv_masked_m4, 1
 #endif

@@ -27,7 +27,13 @@ typedef enum {
   BNN_MAXPOOL = 2,     /* max of +-1 = AND of the packed "-1" bits */
   BNN_OUTPUT_CONV = 3, /* packed input -> int32 sums S; logit = scale * S + offset */
   BNN_SBCONV = 4,      /* SBNN weights {alpha, beta}: connection lists, sbconv.c */
-  BNN_INPUT_SLICES = 5 /* int8 input (pixel - 128) -> packed bit slices; weights: kept bits */
+  BNN_INPUT_SLICES = 5, /* int8 input (pixel - 128) -> packed bit slices; weights: kept bits */
+  BNN_BCONV_PAIRS = 6,  /* BNN_BCONV on 16 input channels, two output pixels at a time: each
+                         * filter word k holds tap k's 16 channels in both halves (bit
+                         * 32 k + c and 32 k + 16 + c), words padded to a multiple of 3 */
+  BNN_BCONV_MASKED = 7  /* ternary BNN_BCONV, no zero padding: each filter's bit stream as
+                         * 3 sign words, 3 nonzero masks, 3 signs...; thresholds hold
+                         * t - nonzeros (bconv_masked.c) */
 } bnn_op;
 
 typedef struct {
@@ -76,15 +82,20 @@ int bnn_gather_patch(const bnn_layer *l, const uint32_t *in, int oy, int ox, uin
 /* Optimized binary conv of one gathered patch against every filter: packs the
  * output bits into out (thresholds) or writes the int32 sums S (output conv). */
 void bnn_bconv_patch(const bnn_layer *l, const uint32_t *patch, uint32_t *out, int32_t *sums);
+/* BNN_BCONV_MASKED layers (bconv_masked.c), thresholds only. */
+void bnn_bconv_patch_masked(const bnn_layer *l, const uint32_t *patch, uint32_t *out);
 /* The same for ternary layers (skips empty words) and for patches with a mask. */
 void bnn_bconv_patch_sparse(const bnn_layer *l, const uint32_t *patch, const uint32_t *mask,
                             uint32_t *out, int32_t *sums);
 
 /* Layers. patch: scratch of BNN_PATCH_WORDS words (binary; twice that with zero
- * padding) or the first conv's even k_h * k_w * in_c int16 values. */
+ * padding); the first conv's scratch (the arena's other half) holds its even
+ * k_h * k_w * in_c int16 values or its padded input image (c_export sizes the halves). */
 void bnn_conv_first(const bnn_layer *l, const int8_t *in, uint32_t *out, void *patch);
 void bnn_bconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, int32_t *sums,
                  uint32_t *patch);
+/* BNN_BCONV_PAIRS (bconv_pair.c); patch: (k_h * k_w + 2) / 3 * 3 words */
+void bnn_bconv2d_pairs(const bnn_layer *l, const uint32_t *in, uint32_t *out, uint32_t *patch);
 void bnn_maxpool(const bnn_layer *l, const uint32_t *in, uint32_t *out);
 /* scratch: the byte map of the padded input, its channel sums and the decoded connection
  * offsets (c_export sizes it) */

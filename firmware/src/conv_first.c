@@ -2,14 +2,26 @@
  * sums and differences, two per instruction with the Cortex-M4/M7 SMLAD (two 16x16
  * multiply-adds). Each output pixel's patch is gathered once as int16 pairs (padding
  * = pad_value), then S < threshold gives bit 1. On Cortex-M4/M7/M55 a 3x3 kernel on
- * one channel runs conv_first_m4.S instead, which reads the window from the image (or
- * from a 3x3 copy with the padding at the border). Example: 3x3x1 kernel: 9 values, 5
- * pairs, 5 SMLAD per filter. */
+ * one channel runs conv_first_m4.S instead, which reads the windows from the image (or
+ * from its padded copy), a whole output row of them per call. scratch: the free half
+ * of the arena (bnn.h). Example: 3x3x1 kernel: 9 values, 5 pairs, 5 SMLAD per filter. */
 #include "bnn.h"
 #include "model_data.h"   /* BNN_FIRST_3X3X1: the first conv is 3x3 on one channel */
 
-uint32_t bnn_conv_first3x3_m4(const int8_t *x, int in_w, const uint32_t **w, const int32_t *t,
-                              int count);
+/* A run of 3x3 windows for conv_first_m4.S (field order fixed: the assembly reads them
+ * by offset); t_end and shift are its scratch. */
+typedef struct {
+  const int8_t *x;
+  int in_w, step;
+  const uint32_t *w;
+  const int32_t *t;
+  int count;
+  uint32_t *out;
+  int out_step, pixels;
+  const int32_t *t_end;
+  int shift;
+} bnn_first_run;
+void bnn_conv_first3x3_m4(bnn_first_run *run);
 
 #if defined(__ARM_FEATURE_SIMD32) && !defined(__ARM_FEATURE_MVE)
 #include <arm_acle.h>
@@ -63,38 +75,57 @@ static void filters(const uint32_t *patch, int pairs, const uint32_t *w, const i
 }
 #endif
 
+#if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
+/* 3x3 kernel on one channel (conv_first_m4.S): with padding, the padded image is built
+ * once in scratch (pad_value around the input); then each output row is one run of
+ * windows per 32 filters. */
+static void first3x3(const bnn_layer *l, const int8_t *in, uint32_t *out, int8_t *padded) {
+  const int words = BNN_WORDS(l->out_c);
+  const int hp = (l->out_h - 1) * l->stride_h + 3, wp = (l->out_w - 1) * l->stride_w + 3;
+  const int8_t *x = in;
+  int stride = l->in_w;
+  if (l->pad_top || l->pad_left || hp > l->in_h || wp > l->in_w) {
+    int8_t *p = padded;
+    for (int y = 0; y < hp; ++y) {
+      const int iy = y - l->pad_top, row = iy >= 0 && iy < l->in_h;
+      const int8_t *src = in + iy * l->in_w - l->pad_left;
+      for (int xp = 0; xp < wp; ++xp) {
+        const int ix = xp - l->pad_left;
+        *p++ = row && ix >= 0 && ix < l->in_w ? src[xp] : (int8_t)l->pad_value;
+      }
+    }
+    x = padded, stride = wp;
+  }
+  for (int oy = 0; oy < l->out_h; ++oy, out += l->out_w * words) {
+    bnn_first_run run = {0, stride, l->stride_w, l->weights, 0, 0, 0, 4 * words, 0, 0, 0};
+    for (int oc = 0; oc < l->out_c; oc += 32) {
+      run.x = x + oy * l->stride_h * stride, run.pixels = l->out_w;
+      run.out = out + (oc >> 5), run.t = l->thresholds + oc;
+      run.count = l->out_c - oc < 32 ? l->out_c - oc : 32;
+      bnn_conv_first3x3_m4(&run);
+      run.w += 5 * run.count;                     /* 5 int16 pairs per filter */
+    }
+  }
+}
+#endif
+
 void bnn_conv_first(const bnn_layer *l, const int8_t *in, uint32_t *out, void *scratch) {
   const int words = BNN_WORDS(l->out_c);
   const int n = l->k_h * l->k_w * l->in_c, pairs = (n + 1) / 2;
   /* locals: stores through the int16 patch could alias the layer's fields */
   const int in_h = l->in_h, in_w = l->in_w, in_c = l->in_c, k_h = l->k_h, k_w = l->k_w;
   const int pad = l->pad_value;
+#if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
+  if (BNN_FIRST_3X3X1 || (k_h == 3 && k_w == 3 && in_c == 1)) {
+    first3x3(l, in, out, scratch);
+    return;
+  }
+#endif
   int16_t *patch = (int16_t *)scratch;
   if (n & 1) patch[n] = 0;                            /* the odd value's partner */
   for (int oy = 0; oy < l->out_h; ++oy) {
     for (int ox = 0; ox < l->out_w; ++ox, out += words) {
       const int iy0 = oy * l->stride_h - l->pad_top, ix0 = ox * l->stride_w - l->pad_left;
-#if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
-      if (BNN_FIRST_3X3X1 || (k_h == 3 && k_w == 3 && in_c == 1)) {   /* conv_first_m4.S */
-        const int8_t *x = in + iy0 * in_w + ix0;
-        int stride = in_w;
-        if (iy0 < 0 || ix0 < 0 || iy0 + 3 > in_h || ix0 + 3 > in_w) {  /* window + padding */
-          int8_t *window = scratch;
-          for (int k = 0; k < 9; ++k) {
-            const int iy = iy0 + k / 3, ix = ix0 + k % 3;
-            window[k] = iy >= 0 && iy < in_h && ix >= 0 && ix < in_w ? in[iy * in_w + ix] : pad;
-          }
-          x = window, stride = 3;
-        }
-        const uint32_t *w = l->weights;
-        for (int oc = 0; oc < l->out_c; oc += 32) {
-          const int count = l->out_c - oc < 32 ? l->out_c - oc : 32;
-          out[oc >> 5] = bnn_conv_first3x3_m4(x, stride, &w, l->thresholds + oc, count) >>
-                         (32 - count);
-        }
-        continue;
-      }
-#endif
       int16_t *p = patch;
       for (int ky = 0; ky < k_h; ++ky) {
         for (int kx = 0; kx < k_w; ++kx) {

@@ -24,12 +24,18 @@ static int first_weight(const bnn_layer *l, int oc, int ky, int kx, int c) {
   return ((const int16_t *)l->weights)[oc * (n + (n & 1)) + (ky * l->k_w + kx) * l->in_c + c];
 }
 
-/* Weight of binary filter oc at tap (ky, kx), input channel c, from the bit stream or
+/* Weight of binary filter oc at tap (ky, kx), input channel c, from the bit stream,
+ * the pair layout (one word per tap, read from its low half), the masked layout or
  * the ternary lists (bnn.h). Example: binary_weight(l, 0, 1, 1, 0), the centre tap. */
 static int binary_weight(const bnn_layer *l, int oc, int ky, int kx, int c) {
-  const int n = BNN_PATCH_WORDS(l);
-  const int b = (ky * l->k_w + kx) * l->in_c + c, k = b >> 5;
+  const int tap = ky * l->k_w + kx, pairs = l->op == BNN_BCONV_PAIRS;
+  const int n = pairs ? (l->k_h * l->k_w + 2) / 3 * 3 : BNN_PATCH_WORDS(l);
+  const int b = tap * (pairs ? 32 : l->in_c) + c, k = b >> 5;
   const uint32_t *w = (const uint32_t *)l->weights;
+  if (l->op == BNN_BCONV_MASKED) {          /* per 3 words: 3 signs, then 3 masks */
+    const uint32_t *group = w + 2 * n * oc + 6 * (k / 3) + k % 3;
+    return !bit(group + 3, b & 31) ? 0 : bit(group, b & 31) ? -1 : 1;
+  }
   if (!l->counts) return bit(w + oc * n, b) ? -1 : 1;
   const uint16_t *index = l->index;
   for (int f = 0; f < oc; ++f) {
@@ -53,13 +59,15 @@ static void conv(const bnn_layer *l, const void *in, input_fn input, weight_fn w
   for (int oy = 0; oy < l->out_h; ++oy) {
     for (int ox = 0; ox < l->out_w; ++ox) {
       for (int oc = 0; oc < l->out_c; ++oc) {
-        int32_t s = 0;
+        int32_t s = 0, nonzeros = 0;
         for (int ky = 0; ky < l->k_h; ++ky) {
           for (int kx = 0; kx < l->k_w; ++kx) {
             int pixel;
             const int inside = bnn_tap(l, oy, ox, ky, kx, &pixel);
             for (int c = 0; c < l->in_c; ++c) {
-              s += (inside ? input(l, in, pixel, c) : l->pad_value) * weight(l, oc, ky, kx, c);
+              const int w = weight(l, oc, ky, kx, c);
+              s += (inside ? input(l, in, pixel, c) : l->pad_value) * w;
+              nonzeros += w != 0;
             }
           }
         }
@@ -67,7 +75,9 @@ static void conv(const bnn_layer *l, const void *in, input_fn input, weight_fn w
           *sums++ = s;
         } else {
           if ((oc & 31) == 0) out[oc >> 5] = 0;   /* bits past out_c stay 0 */
-          if (s < l->thresholds[oc]) out[oc >> 5] |= 1u << (oc & 31);
+          /* the masked layout stores t - nonzeros (bnn.h) */
+          const int32_t t = l->thresholds[oc] + (l->op == BNN_BCONV_MASKED ? nonzeros : 0);
+          if (s < t) out[oc >> 5] |= 1u << (oc & 31);
         }
       }
       out += sums ? 0 : BNN_WORDS(l->out_c);
