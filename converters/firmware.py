@@ -292,9 +292,10 @@ _DESCRIPTOR = re.compile(r"^  \{\.op = (BNN_\w+), (.*)\},$", re.M)
 
 def layers(model_dir) -> list[dict]:
     """The layer descriptors of a model directory's ``model_data.c``: ``op`` (``first``,
-    ``binary``, ``pool``, ``output``, ``affine``: SBNN), the shapes, and ``macs``: multiply-accumulates of
-    a conv (binary ones for binary convs, int8 x {-1, 0, 1} for the first; zero weights
-    of ternary layers included), 0 for pools.
+    ``binary``, ``pool``, ``output``, ``affine``: SBNN, ``slices``: CBNN's pixel bits), the
+    shapes, and ``macs``: multiply-accumulates of a conv (binary ones for binary convs, int8 x
+    {-1, 0, 1} for the first; zero weights of ternary layers included), 0 for pools and
+    slices.
 
     Example::
 
@@ -302,12 +303,12 @@ def layers(model_dir) -> list[dict]:
     """
     names = {"BNN_CONV_FIRST": "first", "BNN_BCONV": "binary", "BNN_MAXPOOL": "pool",
              "BNN_OUTPUT_CONV": "output", "BNN_SBCONV": "affine", "BNN_BCONV_PAIRS": "binary",
-             "BNN_BCONV_MASKED": "binary"}
+             "BNN_BCONV_MASKED": "binary", "BNN_INPUT_SLICES": "slices"}
     out = []
     for op, fields in _DESCRIPTOR.findall((Path(model_dir) / "model_data.c").read_text()):
         values = dict(re.findall(r"\.(\w+) = (-?\d+)", fields))
         d = {k: int(v) for k, v in values.items()}
-        macs = 0 if op == "BNN_MAXPOOL" else \
+        macs = 0 if op in ("BNN_MAXPOOL", "BNN_INPUT_SLICES") else \
             d["out_h"] * d["out_w"] * d["out_c"] * d["k_h"] * d["k_w"] * d["in_c"]
         out.append({"op": names[op], "in": [d["in_h"], d["in_w"], d["in_c"]],
                     "out": [d["out_h"], d["out_w"], d["out_c"]], "kernel": [d["k_h"], d["k_w"]],

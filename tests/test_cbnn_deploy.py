@@ -83,6 +83,19 @@ def test_c_runtime_is_bit_exact_on_packed_pixel_bits(channels, slices, boards, f
     assert info["input_bytes"] == 28 * 28 * channels
 
 
+def test_profile_names_the_slicing_layer(fashion, tmp_path):
+    require_tools("arm-none-eabi-gcc", "qemu-system-arm", "make")
+    from converters import firmware
+
+    c_export.write(cbnn_model(), tmp_path / "model", samples=fashion.arrays("test", limit=1)[0])
+    found = firmware.profile(tmp_path / "model", "mps2-an386", tmp_path / "profile")
+    layers = found["layers"]
+    assert [l["op"] for l in layers[:2]] == ["slices", "binary"]
+    assert layers[0]["macs"] == 0 and layers[1]["macs"] > 0
+    assert all(l["instructions"] > 0 for l in layers)
+    assert sum(l["instructions"] for l in layers) <= found["total"]
+
+
 def test_c_runtime_reference_kernels_agree(fashion, tmp_path):
     require_tools("gcc", "make")
     model = cbnn_model(1, (1, 6, 7))
