@@ -266,8 +266,8 @@ class Sensitivity:
         """Per-layer ratios that keep at most ``fraction`` of the baseline operations.
 
         Greedy by sensitivity: starting from nothing pruned, repeatedly move
-        the layer whose next grid ratio costs the least accuracy per
-        operation saved (drops made monotone, negatives as 0). Savings are
+        the layer whose next grid ratio that saves operations (ratios that round to the
+        same width are skipped) costs the least accuracy per operation saved (drops made monotone, negatives as 0). Savings are
         summed per layer: exact for weight level, an estimate for channel
         level (a producer's and its consumer's savings overlap).
 
@@ -287,22 +287,24 @@ class Sensitivity:
             best = None
             for n in names:
                 k = index[n]
-                if k + 1 >= len(saved[n]):
+                # the next ratio that saves anything (rounding to blocks makes plateaus)
+                j = next((j for j in range(k + 1, len(saved[n])) if saved[n][j] > saved[n][k]),
+                         None)
+                if j is None:
                     continue
-                gain = saved[n][k + 1] - saved[n][k]
-                cost = drop[n][k + 1] - drop[n][k]
-                key = (cost / gain if gain > 0 else np.inf, -gain)
+                gain = saved[n][j] - saved[n][k]
+                key = ((drop[n][j] - drop[n][k]) / gain, -gain)
                 if best is None or key < best[0]:
-                    best = (key, n)
-            if best is None or not np.isfinite(best[0][0]):
-                reachable = self.baseline_operations - sum(s[-1] for s in saved.values())
+                    best = (key, n, j)
+            if best is None:
+                reachable = self.baseline_operations - sum(s.max() for s in saved.values())
                 raise ModelError(
                     f"cannot keep only {fraction:.1%} of {self.baseline_operations:,} operations: "
                     f"the grid's largest ratios leave {reachable:,}. Raise the budget, or "
                     "analyse a grid with larger ratios")
-            n = best[1]
-            current -= saved[n][index[n] + 1] - saved[n][index[n]]
-            index[n] += 1
+            _, n, j = best
+            current -= saved[n][j] - saved[n][index[n]]
+            index[n] = j
         return {n: self.curves[n].ratios[k] for n, k in index.items()}
 
     def to_dict(self) -> dict:

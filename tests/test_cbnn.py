@@ -101,6 +101,22 @@ def test_cbnn_method_end_to_end(sliced_trained, digits):
     assert "raw pixel values 0..255" in " ".join(result.notes)
 
 
+def test_sensitivity_selector_spends_the_width_budget_by_layer(sliced_trained, digits):
+    from bnnprune_tf import sensitivity
+    from bnnprune_tf.prune import kept_widths
+
+    x, y = digits.pixels().arrays("val")
+    reduced = cbnn.keep_slices(sliced_trained, (4, 5, 6, 7), "binary")
+    by_layer = methods.get("cbnn")(selector="sensitivity", round_to=1)._shrink(reduced, 0.5, x, y)
+    uniform = methods.get("cbnn")(selector="uniform", round_to=1)._shrink(reduced, 0.5, x, y)
+    # the per-layer allocation keeps at most the operations of the uniform factor 0.5, but
+    # not by halving every layer
+    ops = sensitivity.operations
+    assert 0.9 * ops(uniform) <= ops(by_layer) <= ops(uniform) < ops(reduced)
+    assert kept_widths(by_layer) != kept_widths(uniform)
+    assert reduced.get_layer("conv3").filters == sliced_trained.get_layer("conv3").filters
+
+
 @pytest.mark.parametrize("params, match", [({"slices": []}, "no bit slice kept"),
                                            ({"widths": [0.0]}, "widths"),
                                            ({"retrain": "never"}, "retrain")])

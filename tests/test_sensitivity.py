@@ -86,6 +86,18 @@ def test_budget_spends_the_free_layer_first(weight_result):
         weight_result.ratios_for_budget(0.05)
 
 
+def test_budget_skips_ratios_that_round_to_the_same_width():
+    # a layer of 8 filters pruned in blocks of 8: ratios 0.1-0.4 keep all 8 (no saving),
+    # 0.5-0.9 remove the whole block; the budget must reach past the plateau
+    grid = sensitivity.DEFAULT_GRID
+    plateau = sensitivity.Curve("conv", (0.0, *grid), (1.0,) * 10,
+                                (100,) * 5 + (20,) * 5)
+    result = sensitivity.Sensitivity("channel", 1.0, 100, 10, {"conv": plateau})
+    assert result.ratios_for_budget(0.5) == {"conv": 0.5}
+    with pytest.raises(ModelError, match="leave 20"):
+        result.ratios_for_budget(0.1)
+
+
 def test_channel_level_curve_and_restored_masks():
     model = known_model()
     before = {l.name: l.masks_numpy() for l in model.layers if masks.is_masked(l)}

@@ -309,14 +309,23 @@ class CBNN(Method):
 
     def _shrink(self, model: tf.keras.Model, factor: float, x_val, y_val) -> tf.keras.Model:
         """``model`` with each prunable group at ``factor`` of its filters (uniform) or the
-        same binary-MAC budget spread by per-layer sensitivity; shrunk, weights kept."""
+        operations of that uniform model spread by per-layer sensitivity; shrunk, weights
+        kept."""
         if factor == 1.0:
             return strip_pruning(masks.prunable(model))
+        uniform = strip_pruning(prune_filters(model, "l1", ratio=1.0 - factor,
+                                              round_to=self.params.round_to))
         if self.params.selector == "uniform":
-            masked = prune_filters(model, "l1", ratio=1.0 - factor, round_to=self.params.round_to)
-            return strip_pruning(masked)
+            return uniform
         level = sensitivity.ChannelLevel(select.get_criterion("l1"), self.params.round_to)
         result = sensitivity.analyze(model, level, x_val, y_val, progress=False)
-        masked = masks.prunable(model)
-        level.apply(masked, result.ratios_for_budget(factor ** 2), ChannelGraph(masked))
-        return strip_pruning(masked)
+        target = sensitivity.operations(uniform)
+        budget = target / sensitivity.operations(model)
+        for _ in range(8):      # channel-level savings are estimated: tighten until within
+            masked = masks.prunable(model)
+            level.apply(masked, result.ratios_for_budget(budget), ChannelGraph(masked))
+            shrunk = strip_pruning(masked)
+            if sensitivity.operations(shrunk) <= target:
+                break
+            budget *= target / sensitivity.operations(shrunk)
+        return shrunk
