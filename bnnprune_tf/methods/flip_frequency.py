@@ -275,7 +275,7 @@ class FlipTracker(tf.keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        if self.every == "epoch" and self._in_epoch_window(epoch) and int(self.counter.samples) == 0:
+        if self.every == "epoch" and self._in_epoch_window(epoch) and int(self.counter.samples.numpy()) == 0:
             self.counter.sample()         # the reference snapshot at the interval start
 
     def on_train_batch_end(self, batch, logs=None):
