@@ -39,7 +39,7 @@ import os
 
 import tensorflow as tf
 
-from bnnprune_tf.errors import DistributeError
+from bnnprune_tf.errors import DistributeError  # noqa: F401  (distribute.DistributeError)
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
 TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '

@@ -264,7 +264,8 @@ def _run_stages(run: Run, params: list, stages: dict, force: bool, log) -> None:
             result = _call(stage, run, params[index])
         manifest = {"stage": spec.name, "index": index, "fingerprint": run.fingerprint,
                     "seconds": round(time.time() - started, 2), **result,
-                    "hashes": output_hashes(run.dir, result.get("outputs", {}))}
+                    "hashes": output_hashes(run.dir, result.get("outputs", {})) if run.chief
+                    else {}}                # another worker's manifests are never reread
         files.write_json(manifest_path, manifest)
         run.manifests.append(manifest)
         log(f"[{index}] {spec.name}: done in {manifest['seconds']:.1f} s")
@@ -308,6 +309,14 @@ def _call(stage, run: Run, params) -> dict:
     """``stage.fn(run, params)``, a full disk or unwritable directory as a clear error."""
     try:
         return stage.fn(run, params)
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as e:
+        if not run.multi_worker:
+            raise
+        raise distribute.DistributeError(
+            f"a worker of the multi_worker run stopped or cannot be reached "
+            f"({type(e).__name__}: {e.message.splitlines()[0][:300]}): relaunch every worker "
+            "with the same recipe and run directory; training resumes from its last epoch"
+        ) from None
     except OSError as e:
         if e.errno not in files.WRITE_FAILURES:
             raise
