@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 
 import tensorflow as tf
 
@@ -53,7 +55,7 @@ def strategy(name: str = "none", timeout: float = 120.0) -> tf.distribute.Strate
         timeout: ``multi_worker`` only: seconds to wait for every worker at the
             start, and the longest a collective (one gradient all-reduce) may
             take before the run stops with an error; a worker that dies mid-run
-            is noticed by TensorFlow's health check within ~20 s.
+            is noticed by TensorFlow's coordination service within ~10 s.
     """
     if name not in STRATEGIES:
         raise DistributeError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
@@ -101,27 +103,68 @@ def check_tf_config(environ=os.environ) -> dict:
 
 
 def _multi_worker(config: dict, timeout: float) -> tf.distribute.Strategy:
-    from tensorflow.python.distribute import collective_all_reduce_strategy as car
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+    from tensorflow.tsl.protobuf import coordination_config_pb2
 
-    # TensorFlow's own knobs of its cluster health check (class attributes, read when the
-    # strategy starts): wait `timeout` s for all workers, then ping them every 5 s
-    extended = car.CollectiveAllReduceExtended
-    extended._check_health_initial_timeout = max(1, int(timeout))
-    extended._check_health_interval = 5
-    extended._check_health_timeout = 5
+    # TensorFlow's coordination service (what MultiWorkerMirroredStrategy configures
+    # itself, there without a time limit): all workers must register within `timeout`
+    # s; a worker silent for 10 s is down and every collective of the others stops
+    cluster = tf.train.ClusterSpec(config["cluster"])
+    if context.context().coordination_service is None:
+        context.context().configure_coordination_service(
+            service_type="standalone",
+            service_leader=multi_worker_util.coordination_leader(cluster),
+            cluster_register_timeout_in_ms=int(timeout * 1000), heartbeat_timeout_in_ms=10_000,
+            coordinated_jobs=[coordination_config_pb2.CoordinatedJob(
+                name=job, num_tasks=cluster.num_tasks(job))
+                for job in ("chief", "worker") if job in cluster.jobs])
+    wait_for_workers(config, timeout)
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+def wait_for_workers(config: dict, timeout: float) -> None:
+    """Listen on this task's port until every other task's port answers (TensorFlow's own
+    start-up waits for them forever); a :class:`DistributeError` after ``timeout`` s.
+
+    Example::
+
+        wait_for_workers(check_tf_config(), timeout=60)
+    """
+    task = config["task"]
+    addresses = [a for job in ("chief", "worker") for a in config["cluster"].get(job, [])]
+    mine = config["cluster"][task["type"]][task["index"]]
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    except RuntimeError as e:
-        if "Timeout waiting for the cluster" not in str(e):
-            raise
-        others = [w for i, w in enumerate(config["cluster"]["worker"])
-                  if not (config["task"]["type"] == "worker" and i == config["task"]["index"])]
-        raise DistributeError(
-            f"not all workers answered within {timeout:g} s (this is "
-            f"{config['task']['type']} {config['task']['index']}; the others: "
-            f"{', '.join(others)}): start every worker with its TF_CONFIG, check the "
-            "addresses and that the ports are open between the machines") from None
+        listener.bind(("", int(mine.rsplit(":", 1)[1])))
+        listener.listen()
+    except (OSError, ValueError) as e:
+        listener.close()
+        raise DistributeError(f"this worker cannot listen on {mine} ({e}): another process "
+                              "uses the port, or the address is not this machine's; fix "
+                              "TF_CONFIG") from None
+    deadline = time.monotonic() + timeout
+    missing = [a for a in addresses if a != mine]
+    try:
+        while missing:
+            for address in list(missing):
+                host, port = address.rsplit(":", 1)
+                try:
+                    socket.create_connection((host, int(port)), timeout=1).close()
+                    missing.remove(address)
+                except OSError:
+                    pass
+            if missing and time.monotonic() > deadline:
+                raise DistributeError(
+                    f"not all workers answered within {timeout:g} s (this is {task['type']} "
+                    f"{task['index']} at {mine}; silent: {', '.join(missing)}): start every "
+                    "worker with its TF_CONFIG, check the addresses and that the ports are "
+                    "open between the machines")
+            time.sleep(0.2 if missing else 0)
+    finally:
+        listener.close()
 
 
 def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
