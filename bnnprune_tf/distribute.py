@@ -41,7 +41,7 @@ import time
 
 import tensorflow as tf
 
-from bnnprune_tf.errors import DistributeError  # noqa: F401  (distribute.DistributeError)
+from bnnprune_tf.errors import DistributeError
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
 TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
@@ -107,9 +107,10 @@ def _multi_worker(config: dict, timeout: float) -> tf.distribute.Strategy:
     from tensorflow.python.eager import context
     from tensorflow.tsl.protobuf import coordination_config_pb2
 
-    # TensorFlow's coordination service (what MultiWorkerMirroredStrategy configures
-    # itself, there without a time limit): all workers must register within `timeout`
-    # s; a worker silent for 10 s is down and every collective of the others stops
+    # TensorFlow's coordination service, as MultiWorkerMirroredStrategy would configure it,
+    # with limits: a worker silent for 10 s is down and every collective of the others
+    # stops (an UnavailableError); TensorFlow's start-up itself waits for every worker
+    # forever, hence wait_for_workers first
     cluster = tf.train.ClusterSpec(config["cluster"])
     if context.context().coordination_service is None:
         context.context().configure_coordination_service(

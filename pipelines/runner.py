@@ -43,7 +43,7 @@ from bnnprune_tf import data as data_lib
 from bnnprune_tf import distribute
 from bnnprune_tf import files
 from bnnprune_tf import models as models_lib
-from bnnprune_tf.errors import RecipeError
+from bnnprune_tf.errors import DistributeError, RecipeError
 from pipelines.recipe import Recipe, check_against_model, load_recipe, stage_params
 
 
@@ -313,7 +313,7 @@ def _call(stage, run: Run, params) -> dict:
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as e:
         if not run.multi_worker:
             raise
-        raise distribute.DistributeError(
+        raise DistributeError(
             f"a worker of the multi_worker run stopped or cannot be reached "
             f"({type(e).__name__}: {e.message.splitlines()[0][:300]}): relaunch every worker "
             "with the same recipe and run directory; training resumes from its last epoch"
