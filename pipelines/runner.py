@@ -221,10 +221,10 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike | 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     params = stage_params(recipe)
-    directory = Path(run_dir) if run_dir else Path("runs") / recipe.name
-    check_against_model(recipe, Run(recipe, directory).dataset, params)   # before any wait
+    # the strategy first: MultiWorkerMirroredStrategy must start before TensorFlow does
     strategy = distribute.strategy(recipe.distribute.strategy, recipe.distribute.timeout)
-    run = Run(recipe, directory, strategy)
+    run = Run(recipe, Path(run_dir) if run_dir else Path("runs") / recipe.name, strategy)
+    check_against_model(recipe, run.dataset, params)
     if not run.chief:                      # no lock: the chief holds it, writes nothing
         try:
             _run_stages(run, params, STAGES, force, log)
