@@ -43,3 +43,7 @@ class FirmwareError(ConversionError):
 
 class FileWriteError(BnnpruneError):
     """An output cannot be written: the disk is full, the directory is not writable."""
+
+
+class DistributeError(BnnpruneError):
+    """A tf.distribute setup that cannot work: no or bad ``TF_CONFIG``, unreachable workers."""

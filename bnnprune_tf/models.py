@@ -93,6 +93,8 @@ def load(path, compile: bool = False) -> tf.keras.Model:
                          "model.save (e.g. by `bnnprune train`)")
     try:
         return tf.keras.models.load_model(path, compile=compile)
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError):
+        raise                   # a distributed run lost a worker: not the file's fault
     except Exception as e:      # zipfile, h5py, JSON and Keras raise many kinds
         raise ModelError(f"{path} is not a readable Keras model: the file is corrupt or not a "
                          f".keras/.h5 file ({type(e).__name__}: {str(e)[:200]}). Save the model "

@@ -124,7 +124,7 @@ class SBNNConv2D(lq.layers.QuantConv2D):
 
     def alpha_beta(self) -> tuple[float, float]:
         """``(alpha, beta) = (phi - tau, phi + tau)``."""
-        tau, phi = float(self.tau), float(self.phi)
+        tau, phi = float(self.tau.numpy()), float(self.phi.numpy())
         return phi - tau, phi + tau
 
     def connections(self) -> np.ndarray:

@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from bnnprune_tf import distribute
 from bnnprune_tf.data import Dataset
 from bnnprune_tf.errors import ModelError
 
@@ -79,7 +80,9 @@ def fit(
         work_dir: if given, the fit is resumable: a backup lives in
             ``work_dir/backup`` until the fit finishes, and every epoch's
             metrics are appended to ``work_dir/history.csv``. Calling ``fit``
-            again after an interruption continues where it stopped.
+            again after an interruption continues where it stopped. Under a
+            multi-worker strategy only the chief writes there (all workers
+            must see the same ``work_dir``, e.g. on a shared file system).
         callbacks: extra Keras callbacks (pruning callbacks go here).
 
     Returns:
@@ -94,18 +97,20 @@ def fit(
     first = 0
     all_callbacks = list(callbacks)
     history_file = None
+    chief = distribute.is_chief(model.distribute_strategy)
     if work_dir is not None:
         work_dir = Path(work_dir)
         backup = work_dir / "backup"
-        history_file = work_dir / "history.csv"
-        if not backup.exists() and history_file.exists():
+        # the chief writes the log; every worker restores from the chief's backup (Keras
+        # keeps other workers' backup writes in temporary directories)
+        history_file = work_dir / "history.csv" if chief else None
+        if chief and not backup.exists() and history_file.exists():
             history_file.unlink()  # a finished or never-started fit: start the log anew
         first = min(resumed_epoch(backup), epochs)
-        all_callbacks = [
-            tf.keras.callbacks.BackupAndRestore(os.fspath(backup)),
-            tf.keras.callbacks.CSVLogger(os.fspath(history_file), append=True),
-            *all_callbacks,
-        ]
+        all_callbacks = [tf.keras.callbacks.BackupAndRestore(os.fspath(backup)), *all_callbacks]
+        if chief:
+            all_callbacks.insert(1, tf.keras.callbacks.CSVLogger(os.fspath(history_file),
+                                                                 append=True))
     # epoch e's batches depend on (seed, e) only: a resumed fit sees what an uninterrupted
     # one would have seen from its first missing epoch on
     train = dataset.epochs("train", batch_size, range(first, int(epochs)), augment=augment,

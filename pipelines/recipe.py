@@ -11,6 +11,7 @@ Example recipe::
     data: {name: mnist5k, batch_size: 64}
     model: {name: mnist_bnn, width: 1.0}
     training: {epochs: 15, learning_rate: 0.01, schedule: cosine}
+    distribute: {strategy: none}      # or mirrored, multi_worker (TF_CONFIG)
     stages:
       - train
       - evaluate: {splits: [val, test]}
@@ -78,6 +79,15 @@ class TrainingSpec(Strict):
     optimizer: Literal["adam", "sgd"] = "adam"
 
 
+class DistributeSpec(Strict):
+    """``none``: one device; ``mirrored``: every local device (GPUs, else the logical CPUs);
+    ``multi_worker``: the workers of ``TF_CONFIG`` (see :mod:`bnnprune_tf.distribute`).
+    ``timeout``: seconds to wait for all workers and for one collective step."""
+
+    strategy: Literal["none", "mirrored", "multi_worker"] = "none"
+    timeout: float = Field(120.0, gt=0)
+
+
 class StageSpec(Strict):
     name: str
     params: dict[str, Any] = {}
@@ -89,6 +99,7 @@ class Recipe(Strict):
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     training: TrainingSpec = TrainingSpec()
+    distribute: DistributeSpec = DistributeSpec()
     stages: list[StageSpec] = Field(min_length=1)
 
     @field_validator("stages", mode="before")

@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from functools import cached_property
 from pathlib import Path
@@ -39,9 +40,10 @@ from pathlib import Path
 import tensorflow as tf
 
 from bnnprune_tf import data as data_lib
+from bnnprune_tf import distribute
 from bnnprune_tf import files
 from bnnprune_tf import models as models_lib
-from bnnprune_tf.errors import RecipeError
+from bnnprune_tf.errors import DistributeError, RecipeError
 from pipelines.recipe import Recipe, check_against_model, load_recipe, stage_params
 
 
@@ -51,6 +53,8 @@ def fingerprint(recipe: Recipe, index: int, data_hash: str = "", previous: dict 
     content of the data files (``data_hash``) and the ``previous`` stage's manifest (its
     fingerprint and output hashes, so the chain covers every earlier stage's results)."""
     relevant = recipe.model_dump(exclude={"name", "stages"})
+    if recipe.distribute.strategy == "none":
+        relevant.pop("distribute")        # fingerprints of runs from before the field stay
     relevant["stages"] = [s.model_dump() for s in recipe.stages[: index + 1]]
     relevant["data_hash"] = data_hash
     if previous is not None:
@@ -129,13 +133,27 @@ def lock(directory: Path):
 
 
 class Run:
-    """What a stage sees: the recipe, the run directory and earlier results."""
+    """What a stage sees: the recipe, the run directory and earlier results.
 
-    def __init__(self, recipe: Recipe, directory: Path):
+    Under ``distribute: {strategy: multi_worker}`` every worker runs the distributed
+    stages; the chief writes into ``directory``, the others into a scratch directory
+    (``dir``) removed at the end, reading only the chief's backups and finished stages
+    from ``shared``.
+    """
+
+    def __init__(self, recipe: Recipe, directory: Path,
+                 strategy: tf.distribute.Strategy | None = None):
         self.recipe = recipe
-        self.dir = directory
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.chief = distribute.is_chief(self.strategy)
+        self.shared = directory
+        self.dir = directory if self.chief else Path(tempfile.mkdtemp(prefix="bnnprune-worker-"))
         self.manifests: list[dict] = []
         self.fingerprint = ""
+
+    @property
+    def multi_worker(self) -> bool:
+        return self.recipe.distribute.strategy == "multi_worker"
 
     @property
     def dataset(self) -> data_lib.Dataset:
@@ -154,14 +172,22 @@ class Run:
                              limit=d.limit)
 
     def work_dir(self, name: str) -> Path:
-        """A stage's own directory; emptied when the recipe settings changed."""
-        path = self.dir / name
+        """A stage's own directory; emptied when the recipe settings changed. Other
+        workers than the chief get the chief's (they only read its backups)."""
+        path = self.shared / name
+        if not self.chief:
+            return path
         stamp = path / ".fingerprint"
         if path.exists() and (not stamp.exists() or stamp.read_text() != self.fingerprint):
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         files.write_text(stamp, self.fingerprint)
         return path
+
+    def method_work_dir(self, name: str) -> Path | None:
+        """:meth:`work_dir` for a method's own resumable state (rounds, scans); None under
+        multi_worker, where a method's stage restarts from its beginning when interrupted."""
+        return None if self.multi_worker else self.work_dir(name)
 
     def latest_output(self, key: str) -> Path:
         """The newest artifact ``key`` (e.g. ``"model"``) of the finished stages."""
@@ -195,56 +221,113 @@ def run_recipe(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike | 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     params = stage_params(recipe)
-    run = Run(recipe, Path(run_dir) if run_dir else Path("runs") / recipe.name)
+    # the strategy first: MultiWorkerMirroredStrategy must start before TensorFlow does
+    strategy = distribute.strategy(recipe.distribute.strategy, recipe.distribute.timeout)
+    run = Run(recipe, Path(run_dir) if run_dir else Path("runs") / recipe.name, strategy)
     check_against_model(recipe, run.dataset, params)
+    if not run.chief:                      # no lock: the chief holds it, writes nothing
+        try:
+            _run_stages(run, params, STAGES, force, log)
+        finally:
+            shutil.rmtree(run.dir, ignore_errors=True)
+        return run.shared
     with lock(run.dir):
         _run_stages(run, params, STAGES, force, log)
     return run.dir
 
 
 def _run_stages(run: Run, params: list, stages: dict, force: bool, log) -> None:
-    """Skip the stages that are up to date (same fingerprint, outputs intact), run the rest."""
-    directory, recipe = run.dir, run.recipe
-    files.write_json(directory / "recipe.json", recipe.model_dump())
+    """Skip the stages that are up to date (same fingerprint, outputs intact), run the rest.
+    Every worker of a multi-worker run skips what the chief skips."""
+    recipe = run.recipe
+    if run.chief:
+        files.write_json(run.dir / "recipe.json", recipe.model_dump())
     data = data_hash(recipe)
-    stale = force
-    for index, spec in enumerate(recipe.stages):
+    done = _finished_stages(run, data, log) if run.chief and not force else []
+    first = distribute.agree(run.strategy, len(done)) if run.multi_worker else len(done)
+    if not run.chief:                           # the chief's finished stages, its files
+        done = [_shared_manifest(run, i) for i in range(first)]
+    run.manifests.extend(done)
+    for index in range(first, len(recipe.stages)):
+        spec = recipe.stages[index]
         stage = stages[spec.name]
         run.fingerprint = fingerprint(recipe, index, data,
                                       run.manifests[-1] if run.manifests else None)
-        manifest_path = directory / "stages" / f"{index:02d}-{spec.name}.json"
-        if not stale and manifest_path.exists():
-            manifest = _read_manifest(manifest_path)
-            if manifest.get("fingerprint") == run.fingerprint:
-                changed = changed_outputs(directory, manifest)
-                if not changed:
-                    log(f"[{index}] {spec.name}: up to date, skipped")
-                    run.manifests.append(manifest)
-                    continue
-                log(f"[{index}] {spec.name}: {', '.join(changed)} changed or missing since "
-                    "it ran")
-        stale = True
+        if not (run.chief or stage.distributed):
+            log(f"[{index}] {spec.name}: on the chief only")
+            continue
+        manifest_path = run.dir / "stages" / f"{index:02d}-{spec.name}.json"
         manifest_path.unlink(missing_ok=True)    # never a manifest of an unfinished stage
         log(f"[{index}] {spec.name}: running")
         started = time.time()
-        try:
-            result = stage.fn(run, params[index])
-        except OSError as e:
-            if e.errno not in files.WRITE_FAILURES:
-                raise
-            raise files.write_error(e, directory) from e
-        except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError) as e:
-            if isinstance(e, tf.errors.ResourceExhaustedError) and "space" not in e.message:
-                raise                           # out of memory, not out of disk
-            error = errno.EACCES if isinstance(e, tf.errors.PermissionDeniedError) else \
-                errno.ENOSPC
-            raise files.write_error(OSError(error, e.message), directory) from e
+        scope = run.strategy.scope() if stage.distributed else contextlib.nullcontext()
+        with scope:
+            result = _call(stage, run, params[index])
         manifest = {"stage": spec.name, "index": index, "fingerprint": run.fingerprint,
                     "seconds": round(time.time() - started, 2), **result,
-                    "hashes": output_hashes(directory, result.get("outputs", {}))}
+                    "hashes": output_hashes(run.dir, result.get("outputs", {})) if run.chief
+                    else {}}                # another worker's manifests are never reread
         files.write_json(manifest_path, manifest)
         run.manifests.append(manifest)
         log(f"[{index}] {spec.name}: done in {manifest['seconds']:.1f} s")
+
+
+def _finished_stages(run: Run, data: str, log) -> list[dict]:
+    """The manifests of the leading stages that are up to date."""
+    done = []
+    for index, spec in enumerate(run.recipe.stages):
+        previous = done[-1] if done else None
+        manifest_path = run.dir / "stages" / f"{index:02d}-{spec.name}.json"
+        if not manifest_path.exists():
+            break
+        manifest = _read_manifest(manifest_path)
+        if manifest.get("fingerprint") != fingerprint(run.recipe, index, data, previous):
+            break
+        changed = changed_outputs(run.dir, manifest)
+        if changed:
+            log(f"[{index}] {spec.name}: {', '.join(changed)} changed or missing since it ran")
+            break
+        log(f"[{index}] {spec.name}: up to date, skipped")
+        done.append(manifest)
+    return done
+
+
+def _shared_manifest(run: Run, index: int) -> dict:
+    """The chief's manifest of finished stage ``index``, its outputs as absolute paths."""
+    spec = run.recipe.stages[index]
+    path = run.shared / "stages" / f"{index:02d}-{spec.name}.json"
+    manifest = _read_manifest(path)
+    if not manifest:
+        raise RecipeError(f"this worker cannot read the chief's {path}: resuming a "
+                          "multi_worker run needs the run directory on a file system all "
+                          "workers share (or rerun with --force)")
+    outputs = {k: os.fspath((run.shared / v).resolve()) for k, v in
+               manifest.get("outputs", {}).items()}
+    return {**manifest, "outputs": outputs}
+
+
+def _call(stage, run: Run, params) -> dict:
+    """``stage.fn(run, params)``, a full disk or unwritable directory as a clear error."""
+    try:
+        return stage.fn(run, params)
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as e:
+        if not run.multi_worker:
+            raise
+        raise DistributeError(
+            f"a worker of the multi_worker run stopped or cannot be reached "
+            f"({type(e).__name__}: {e.message.splitlines()[0][:300]}): relaunch every worker "
+            "with the same recipe and run directory; training resumes from its last epoch"
+        ) from None
+    except OSError as e:
+        if e.errno not in files.WRITE_FAILURES:
+            raise
+        raise files.write_error(e, run.dir) from e
+    except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError) as e:
+        if isinstance(e, tf.errors.ResourceExhaustedError) and "space" not in e.message:
+            raise                           # out of memory, not out of disk
+        error = errno.EACCES if isinstance(e, tf.errors.PermissionDeniedError) else \
+            errno.ENOSPC
+        raise files.write_error(OSError(error, e.message), run.dir) from e
 
 
 def _read_manifest(path: Path) -> dict:

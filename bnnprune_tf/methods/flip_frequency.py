@@ -275,7 +275,8 @@ class FlipTracker(tf.keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        if self.every == "epoch" and self._in_epoch_window(epoch) and int(self.counter.samples) == 0:
+        first = int(self.counter.samples.numpy()) == 0      # .numpy(): mirrored too
+        if self.every == "epoch" and self._in_epoch_window(epoch) and first:
             self.counter.sample()         # the reference snapshot at the interval start
 
     def on_train_batch_end(self, batch, logs=None):

@@ -89,12 +89,20 @@ class ExpectedConnectionsModel(tf.keras.Model):
             y_pred = self(x, training=True)
             task = self.compute_loss(x, y, y_pred, sample_weight)
             p_hat = sbnn.expected_connections(layers)
-            term, lam = penalty(task, p_hat, self.ec, self.gamma)
-            total = task + term
+            # lambda from the global batch's loss (each replica's is its share of it); the
+            # replicas' gradients are summed, so each adds 1/replicas of the penalty
+            context = tf.distribute.get_replica_context()
+            replicas = context.num_replicas_in_sync if context is not None else 1
+            whole = tf.stop_gradient(task)
+            if replicas > 1:
+                whole = context.all_reduce(tf.distribute.ReduceOp.SUM, whole)
+            term, lam = penalty(whole, p_hat, self.ec, self.gamma)
+            total = task + term / replicas
         self.optimizer.minimize(total, self.trainable_variables, tape=tape)
         logs = self.compute_metrics(x, y, y_pred, sample_weight)
-        return {**logs, "p_hat": p_hat, "ec": tf.constant(self.ec), "sbnn_lambda": lam,
-                "sbnn_penalty": term}
+        # Keras sums these logs over the replicas: each gives its share
+        return {**logs, "p_hat": p_hat / replicas, "ec": tf.constant(self.ec) / replicas,
+                "sbnn_lambda": lam / replicas, "sbnn_penalty": term / replicas}
 
 
 class ConnectionsLog(tf.keras.callbacks.Callback):

@@ -46,13 +46,16 @@ class Stage:
     parse: Callable[[dict], Any]        # recipe params -> validated params (raises ValidationError)
     fn: Callable
     check: Callable | None = None       # (recipe, params, model) -> None, before the run
+    distributed: bool = False           # trains/evaluates: runs on every worker, in the scope
 
 
 def stage(name: str, params: type[BaseModel] = NoParams, check: Callable | None = None,
-          parse: Callable[[dict], Any] | None = None):
-    """Make ``fn`` the :class:`Stage` ``name`` (the package collects it)."""
+          parse: Callable[[dict], Any] | None = None, distributed: bool = False):
+    """Make ``fn`` the :class:`Stage` ``name`` (the package collects it). A ``distributed``
+    stage (one that builds, trains or evaluates models) runs under the recipe's
+    ``tf.distribute`` strategy on every worker; the others run on the chief only."""
 
     def wrap(fn) -> Stage:
-        return Stage(name, parse or params.model_validate, fn, check)
+        return Stage(name, parse or params.model_validate, fn, check, distributed)
 
     return wrap

@@ -68,7 +68,7 @@ def exactness(masked, deliverable, x) -> dict:
     return check
 
 
-@stage("prune", parse=parse_prune, check=check_prune)
+@stage("prune", parse=parse_prune, check=check_prune, distributed=True)
 def prune_stage(run, method: methods.Method):
     """Prune the latest model with ``method``; saves ``model_<method>.keras`` (the
     deliverable: shrunk, ternary weights kept) and checks it against the masked model."""
@@ -77,7 +77,7 @@ def prune_stage(run, method: methods.Method):
     context = Context(run.dataset, batch_size=recipe.data.batch_size,
                       augment=tuple(recipe.data.augment), seed=recipe.seed, epochs=t.epochs,
                       learning_rate=t.learning_rate, optimizer=t.optimizer,
-                      schedule=t.schedule, work_dir=run.work_dir("prune"))
+                      schedule=t.schedule, work_dir=run.method_work_dir("prune"))
     result = method.run(before, context)
     name = f"model_{method.name}.keras"
     files.save_model(result.model, run.dir / name)
@@ -103,7 +103,7 @@ class ShrinkParams(NoParams):
     samples: int = Field(256, gt=0)
 
 
-@stage("shrink", ShrinkParams)
+@stage("shrink", ShrinkParams, distributed=True)
 def shrink_stage(run, params):
     """Physically remove pruned channels of the latest model; check the outputs equal."""
     masked = run.load_model()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from bnnprune_tf import files, models, profile, training
+from bnnprune_tf import distribute, files, models, profile, training
 from pipelines import report as report_lib
 from pipelines.stages.base import NoParams, stage
 
@@ -21,6 +21,8 @@ def train_model(recipe, dataset, work_dir=None):
     """
     model = models.build(recipe.model.name, dataset.input_shape, dataset.num_classes,
                          recipe.model.width, seed=recipe.seed, **recipe.model.options)
+    if recipe.distribute.strategy != "none":        # global-batch statistics, as on one device
+        model = distribute.synchronize_batch_norm(model)
     t = recipe.training
     history = training.train(model, dataset, t.epochs, t.learning_rate, optimizer=t.optimizer,
                              schedule=t.schedule, batch_size=recipe.data.batch_size,
@@ -29,7 +31,7 @@ def train_model(recipe, dataset, work_dir=None):
     return model, history
 
 
-@stage("train")
+@stage("train", distributed=True)
 def train(run, params):
     """Build the recipe's model, train it (resumably), save ``model.keras``."""
     recipe = run.recipe
@@ -57,7 +59,7 @@ class EvaluateParams(NoParams):
     splits: list[Literal["train", "val", "test"]] = ["val", "test"]
 
 
-@stage("evaluate", EvaluateParams)
+@stage("evaluate", EvaluateParams, distributed=True)
 def evaluate(run, params):
     """Loss and accuracy of the latest model on the chosen splits."""
     model = training.compile_model(run.load_model())

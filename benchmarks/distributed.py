@@ -1,0 +1,147 @@
+"""Training speed under tf.distribute on this host: one device vs. ``mirrored`` (2 logical
+CPU devices) vs. ``multi_worker`` (2 worker processes over loopback), as ratios of steps per
+second; plus every method's state under ``mirrored`` against one device
+(``tests/distributed_methods.py``: same widths and masks?).
+
+Each setting runs in its own process (TensorFlow fixes its devices once per process), one
+after another; the MNIST BNN trains on mnist5k with the same global batch (64) and seed;
+the first epoch (tracing) is not timed, the median step of the others is. On a 2-core
+machine no speedup can be expected: 2 replicas share the cores the single run already
+uses, so the ratio measures the overhead of splitting batches and all-reducing gradients.
+
+    python benchmarks/distributed.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+EPOCHS, BATCH, LIMIT = 4, 64, 1024         # 16 steps per epoch, 3 timed epochs
+SETTINGS = ("none", "mirrored", "multi_worker")
+
+
+def measure(strategy_name: str) -> None:
+    """(in a child process) Train and print ``{"step_seconds": [...]}`` as JSON."""
+    import bnnprune_tf  # noqa: F401
+    import tensorflow as tf
+
+    if strategy_name == "mirrored":
+        tf.config.set_logical_device_configuration(
+            tf.config.list_physical_devices("CPU")[0],
+            [tf.config.LogicalDeviceConfiguration()] * 2)
+    from benchmarks.common import Timer
+    from bnnprune_tf import data, distribute, models, training
+
+    strategy = distribute.strategy(strategy_name, timeout=120)
+    ds = data.load("mnist5k", seed=0, limit=LIMIT)
+    timer = Timer()
+    with strategy.scope():
+        model = models.build("mnist_bnn", ds.input_shape, ds.num_classes, seed=0)
+        if strategy_name != "none":
+            model = distribute.synchronize_batch_norm(model)
+        training.train(model, ds, EPOCHS, 1e-2, batch_size=BATCH, seed=0, callbacks=[timer])
+    steps_per_epoch = training.steps_per_epoch(ds, BATCH)
+    timed = timer.steps[steps_per_epoch:]                 # epoch 1 traces the functions
+    print(json.dumps({"step_seconds": timed, "replicas": strategy.num_replicas_in_sync,
+                      "chief": distribute.is_chief(strategy)}))
+
+
+def _child(setting: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, "--measure", setting], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def _ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run_setting(setting: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("TF_CONFIG", None)
+    if setting != "multi_worker":
+        children = [_child(setting, env)]
+    else:
+        ports = _ports(2)
+        children = [_child(setting, {**env, "TF_CONFIG": json.dumps(
+            {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+             "task": {"type": "worker", "index": i}})}) for i in range(2)]
+    outputs = []
+    try:
+        for child in children:
+            stdout, _ = child.communicate(timeout=1200)
+            if child.returncode != 0:
+                raise SystemExit(f"{setting}: child failed ({child.returncode})")
+            outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    chief = next(o for o in outputs if o["chief"])
+    median = statistics.median(chief["step_seconds"])
+    return {"setting": setting, "replicas": chief["replicas"], "processes": len(children),
+            "timed_steps": len(chief["step_seconds"]), "median_step_seconds": median}
+
+
+def method_states() -> dict:
+    """Every method: single device vs. mirrored (tests/distributed_methods.py)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "distributed_methods.py")],
+                          env=env, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise SystemExit(f"tests/distributed_methods.py failed: {done.stderr[-2000:]}")
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    return {name: {"widths_equal": r["single"]["widths"] == r["mirrored"]["widths"],
+                   "masks_equal": r["single"]["masks"] == r["mirrored"]["masks"],
+                   "single": r["single"]["widths"], "mirrored": r["mirrored"]["widths"]}
+            for name, r in results.items()}
+
+
+def main() -> None:
+    from benchmarks.common import write_results
+
+    rows = [run_setting(s) for s in SETTINGS]
+    base = rows[0]["median_step_seconds"]
+    for row in rows:
+        row["steps_per_second_ratio"] = base / row["median_step_seconds"]
+    methods = method_states()
+    table = ("| strategy | replicas | processes | timed steps | steps/s relative to one device |"
+             "\n|---|---:|---:|---:|---:|\n" + "\n".join(
+                 f"| {r['setting']} | {r['replicas']} | {r['processes']} | {r['timed_steps']} | "
+                 f"{r['steps_per_second_ratio']:.2f} |" for r in rows))
+    table += ("\n\nMNIST BNN, mnist5k (1,024 training images), global batch 64, epochs 2-4 "
+              "timed (median step). This machine has 2 cores: a ratio below 1 is the cost of "
+              "splitting each batch over 2 replicas and all-reducing the gradients (and, for "
+              "2 workers, gRPC over loopback) on cores the single run already used; a speedup "
+              "needs a device or machine per replica.\n\n"
+              "| method | widths equal | masks equal | widths one device | widths mirrored |\n"
+              "|---|---|---|---|---|\n" + "\n".join(
+                  f"| {n} | {m['widths_equal']} | {m['masks_equal']} | {m['single']} | "
+                  f"{m['mirrored']} |" for n, m in methods.items()))
+    table += ("\n\nMethods: mnist_bnn width 0.25, 64 images, 2 epochs of 2 SGD steps, "
+              "2 logical CPUs vs one device, both with global-batch BatchNorm.")
+    write_results("distributed", {"rows": rows, "methods": methods,
+                                  "scale": {"epochs": EPOCHS, "batch": BATCH, "limit": LIMIT}},
+                  table, "python benchmarks/distributed.py")
+    print(table)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--measure"]:
+        measure(sys.argv[2])
+    else:
+        main()

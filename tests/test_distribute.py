@@ -1,0 +1,174 @@
+"""tf.distribute: the recipe's ``distribute`` field, TF_CONFIG errors, every method's state
+under MirroredStrategy (2 logical CPUs, in a subprocess: TensorFlow fixes its devices once
+per process) and a 2-worker MultiWorkerMirroredStrategy run of ``bnnprune run``."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from bnnprune_tf import distribute
+from bnnprune_tf.errors import DistributeError, RecipeError
+from pipelines.recipe import parse_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"name": "tiny_mw", "seed": 0, "data": {"name": "mnist5k", "limit": 64, "batch_size": 32},
+        "model": {"name": "mnist_bnn", "width": 0.25},
+        "training": {"epochs": 2, "learning_rate": 0.05, "optimizer": "sgd",
+                     "schedule": "constant"},
+        "stages": ["train", {"prune": {"method": "l1", "ratio": 0.5, "epochs": 0}}, "report"]}
+
+
+def _env(**extra):
+    env = {**os.environ, "PYTHONPATH": os.fspath(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _tf_config(ports, index) -> str:
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+def _bnnprune_run(recipe: Path, run_dir: Path, **env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", os.fspath(recipe),
+                             "--run-dir", os.fspath(run_dir)], cwd=recipe.parent,
+                            env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _finish(processes, seconds: float) -> list[tuple[int, str, str]]:
+    """Wait for all; kill every one still running after ``seconds`` (then fail)."""
+    deadline = time.time() + seconds
+    out = []
+    try:
+        for p in processes:
+            stdout, stderr = p.communicate(timeout=max(1.0, deadline - time.time()))
+            out.append((p.returncode, stdout, stderr))
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return out
+
+
+def test_recipe_field_and_tf_config_errors(tmp_path):
+    recipe = parse_recipe({**TINY, "distribute": {"strategy": "mirrored"}})
+    assert recipe.distribute.strategy == "mirrored"
+    with pytest.raises(RecipeError, match=r"distribute.strategy"):
+        parse_recipe({**TINY, "distribute": {"strategy": "tpu"}})
+    with pytest.raises(DistributeError, match="needs the environment variable TF_CONFIG"):
+        distribute.check_tf_config({})
+    with pytest.raises(DistributeError, match="TF_CONFIG is not valid"):
+        distribute.check_tf_config({"TF_CONFIG": "{cluster"})
+    bad_task = json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
+                           "task": {"type": "worker", "index": 2}})
+    with pytest.raises(DistributeError, match="is not in the cluster"):
+        distribute.check_tf_config({"TF_CONFIG": bad_task})
+    # a recipe asking for multi_worker without TF_CONFIG fails before any file is written
+    from pipelines.runner import run_recipe
+
+    env = os.environ.pop("TF_CONFIG", None)
+    try:
+        with pytest.raises(DistributeError, match="TF_CONFIG"):
+            run_recipe(parse_recipe({**TINY, "distribute": {"strategy": "multi_worker"}}),
+                       tmp_path / "run")
+    finally:
+        if env is not None:
+            os.environ["TF_CONFIG"] = env
+    assert not (tmp_path / "run").exists()
+    assert distribute.is_chief(distribute.strategy("none"))
+
+
+def test_mirrored_method_state_matches_one_device():
+    """2 replicas, same global batch and seed: the same masks and widths; flips sampled
+    once per epoch (not per replica), SBNN's lambda from the global loss (per-replica
+    state would be half or double)."""
+    done = subprocess.run([sys.executable, os.fspath(ROOT / "tests" / "distributed_methods.py"),
+                           "wff", "sbnn"], env=_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, runs in results.items():
+        one, two = runs["single"], runs["mirrored"]
+        assert one["widths"] == two["widths"], name
+        assert one["masks"] == two["masks"], name
+    wff = results["wff"]
+    assert wff["single"]["samples"] == wff["mirrored"]["samples"] == 2
+    for layer, counts in wff["single"]["flips"].items():
+        a, b = np.array(counts), np.array(wff["mirrored"]["flips"][layer])
+        assert a.sum() == b.sum(), layer
+        # a flip is a latent weight crossing 0: float rounding of the summed gradients may
+        # move a crossing to a neighbour, never change the count by a replica factor
+        assert (a != b).mean() <= 0.01, layer
+    rows = [(r1, r2) for r1, r2 in zip(results["sbnn"]["single"]["log"],
+                                       results["sbnn"]["mirrored"]["log"])]
+    assert len(rows) == 2
+    for r1, r2 in rows:
+        assert r2["p_hat"] == pytest.approx(r1["p_hat"], abs=0.005)
+        assert r2["lambda"] == pytest.approx(r1["lambda"], rel=0.1)
+        assert r2["loss"] == pytest.approx(r1["loss"], rel=0.05)
+
+
+def test_multi_worker_run_two_processes_equals_one(tmp_path):
+    """``bnnprune run`` on 2 workers over loopback: both finish, only the chief writes the
+    report, and the pruned network equals the one-process run's (same kept channels,
+    same binary weights)."""
+    from bnnprune_tf import models, prune
+    from pipelines.runner import run_recipe
+
+    multi = tmp_path / "multi.yaml"
+    multi.write_text(yaml.safe_dump({**TINY, "distribute": {"strategy": "multi_worker",
+                                                            "timeout": 120}}))
+    ports = _free_ports(2)
+    workers = [_bnnprune_run(multi, tmp_path / "run", TF_CONFIG=_tf_config(ports, i))
+               for i in range(2)]
+    try:        # the one-process reference, here while the workers run
+        run_recipe(parse_recipe({**TINY, "stages": TINY["stages"][:2]}), tmp_path / "one",
+                   log=lambda line: None)
+    finally:
+        results = _finish(workers, 500)
+    for code, stdout, stderr in results:
+        assert code == 0, stderr[-3000:]
+    assert "[2] report: on the chief only" in results[1][1]
+    assert (tmp_path / "run" / "report.md").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["multi.yaml", "one", "run"]
+    a = models.load(tmp_path / "run" / "model_l1.keras")
+    b = models.load(tmp_path / "one" / "model_l1.keras")
+    assert prune.kept_widths(a) == prune.kept_widths(b)
+    assert prune.kept_widths(a)["conv3"] < 32
+    for la, lb in zip(a.layers, b.layers):
+        if la.name.startswith(("conv", "fc")) and not la.name.endswith("_bn"):
+            np.testing.assert_array_equal(np.sign(la.get_weights()[0]),
+                                          np.sign(lb.get_weights()[0]), err_msg=la.name)
+
+
+def test_unreachable_worker_is_an_error_within_the_timeout(tmp_path):
+    recipe = tmp_path / "multi.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "distribute": {"strategy": "multi_worker",
+                                                             "timeout": 3}}))
+    started = time.time()
+    (code, _, stderr), = _finish([_bnnprune_run(recipe, tmp_path / "run",
+                                                TF_CONFIG=_tf_config(_free_ports(2), 1))], 120)
+    assert code == 2, stderr[-2000:]
+    assert "bnnprune: error: not all workers answered within 3 s" in stderr
+    assert time.time() - started < 60
