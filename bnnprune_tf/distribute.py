@@ -55,7 +55,7 @@ def strategy(name: str = "none", timeout: float = 120.0) -> tf.distribute.Strate
         timeout: ``multi_worker`` only: seconds to wait for every worker at the
             start, and the longest a collective (one gradient all-reduce) may
             take before the run stops with an error; a worker that dies mid-run
-            is noticed by TensorFlow's coordination service within ~10 s.
+            is noticed by TensorFlow's coordination service within ~30 s.
     """
     if name not in STRATEGIES:
         raise DistributeError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
@@ -108,7 +108,8 @@ def _multi_worker(config: dict, timeout: float) -> tf.distribute.Strategy:
     from tensorflow.tsl.protobuf import coordination_config_pb2
 
     # TensorFlow's coordination service, as MultiWorkerMirroredStrategy would configure it,
-    # with limits: a worker silent for 10 s is down and every collective of the others
+    # with limits: a worker silent for 30 s is down (shorter beats go missing when
+    # a loaded host starves a worker's heartbeat thread) and every collective of the others
     # stops (an UnavailableError); TensorFlow's start-up itself waits for every worker
     # forever, hence wait_for_workers first
     cluster = tf.train.ClusterSpec(config["cluster"])
@@ -116,7 +117,7 @@ def _multi_worker(config: dict, timeout: float) -> tf.distribute.Strategy:
         context.context().configure_coordination_service(
             service_type="standalone",
             service_leader=multi_worker_util.coordination_leader(cluster),
-            cluster_register_timeout_in_ms=int(timeout * 1000), heartbeat_timeout_in_ms=10_000,
+            cluster_register_timeout_in_ms=int(timeout * 1000), heartbeat_timeout_in_ms=30_000,
             coordinated_jobs=[coordination_config_pb2.CoordinatedJob(
                 name=job, num_tasks=cluster.num_tasks(job))
                 for job in ("chief", "worker") if job in cluster.jobs])
