@@ -209,3 +209,19 @@ def synchronize_batch_norm(model: tf.keras.Model) -> tf.keras.Model:
     copy = tf.keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def free_local_ports(n: int) -> list[int]:
+    """``n`` loopback ports free right now, for a cluster of workers on this host.
+
+    Example::
+
+        ports = free_local_ports(2)   # TF_CONFIG workers: [f"localhost:{p}" for p in ports]
+    """
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

@@ -4,7 +4,6 @@ per process) and a 2-worker MultiWorkerMirroredStrategy run of ``bnnprune run``.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,16 +30,6 @@ def _env(**extra):
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _tf_config(ports, index) -> str:
@@ -139,7 +128,7 @@ def test_multi_worker_run_two_processes_equals_one(tmp_path):
     multi = tmp_path / "multi.yaml"
     multi.write_text(yaml.safe_dump({**TINY, "distribute": {"strategy": "multi_worker",
                                                             "timeout": 120}}))
-    ports = _free_ports(2)
+    ports = distribute.free_local_ports(2)
     workers = [_bnnprune_run(multi, tmp_path / "run", TF_CONFIG=_tf_config(ports, i))
                for i in range(2)]
     results = _finish(workers, 500)
@@ -166,8 +155,9 @@ def test_unreachable_worker_is_an_error_within_the_timeout(tmp_path):
     recipe.write_text(yaml.safe_dump({**TINY, "distribute": {"strategy": "multi_worker",
                                                              "timeout": 3}}))
     started = time.time()
+    ports = distribute.free_local_ports(2)
     (code, _, stderr), = _finish([_bnnprune_run(recipe, tmp_path / "run",
-                                                TF_CONFIG=_tf_config(_free_ports(2), 1))], 120)
+                                                TF_CONFIG=_tf_config(ports, 1))], 120)
     assert code == 2, stderr[-2000:]
     assert "bnnprune: error: not all workers answered within 3 s" in stderr
     assert time.time() - started < 60
