@@ -107,10 +107,9 @@ def fit(
         if chief and not backup.exists() and history_file.exists():
             history_file.unlink()  # a finished or never-started fit: start the log anew
         first = min(resumed_epoch(backup), epochs)
-        all_callbacks = [tf.keras.callbacks.BackupAndRestore(os.fspath(backup)), *all_callbacks]
-        if chief:
-            all_callbacks.insert(1, tf.keras.callbacks.CSVLogger(os.fspath(history_file),
-                                                                 append=True))
+        log = [tf.keras.callbacks.CSVLogger(os.fspath(history_file), append=True)] if chief else []
+        all_callbacks = [tf.keras.callbacks.BackupAndRestore(os.fspath(backup)), *log,
+                         *all_callbacks]
     # epoch e's batches depend on (seed, e) only: a resumed fit sees what an uninterrupted
     # one would have seen from its first missing epoch on
     train = dataset.epochs("train", batch_size, range(first, int(epochs)), augment=augment,

@@ -325,7 +325,8 @@ class CBNN(Method):
             masked = masks.prunable(model)
             level.apply(masked, result.ratios_for_budget(budget), ChannelGraph(masked))
             shrunk = strip_pruning(masked)
-            if sensitivity.operations(shrunk) <= target:
+            operations = sensitivity.operations(shrunk)
+            if operations <= target:
                 break
-            budget *= target / sensitivity.operations(shrunk)
+            budget *= target / operations
         return shrunk
