@@ -48,6 +48,7 @@ import tensorflow as tf
 
 from benchmarks.common import RESULTS, write_results
 from bnnprune_tf import data, files, methods, models, reporting, training
+from converters import fold
 
 ECS = (0.5, 0.25, 0.10, 0.05, 0.02)
 HEADLINE, SEEDS = 0.05, (0, 1, 2)
@@ -84,28 +85,6 @@ def train_sbnn(ds, seed: int, epochs: int, ec: float, start: str, start_model=No
 def correct(model, ds, split: str) -> np.ndarray:
     x, y = ds.arrays(split)
     return np.argmax(model.predict(x, batch_size=500, verbose=0), axis=-1) == y
-
-
-def binary_macs(model) -> dict:
-    """Binary MACs of the deployed form: a binary conv counts all its weights; an SBNN conv
-    its connections plus the shared all-ones filter (once per output pixel)."""
-    from converters import fold
-    from converters import sbnn as deploy
-
-    folded = fold.fold(model)
-    macs = params = 0
-    x = np.zeros((1, *folded.input_shape), np.int8)
-    for layer in folded.layers:
-        y = layer(x)
-        if isinstance(layer, fold.Conv) and layer.input_scale == 1.0:
-            pixels = int(np.prod(y.shape[1:3]))
-            n = int(np.count_nonzero(layer.weights))
-            shared = int(np.prod(layer.weights.shape[1:])) if isinstance(
-                layer, deploy.AffineConv) else 0
-            macs += pixels * (n + shared)
-            params += n
-        x = y
-    return {"binary_macs": macs, "binary_params": params}
 
 
 def deploy(model, ds, directory: Path, boards) -> dict:
@@ -225,7 +204,7 @@ def main(argv=None):
                    "ec": ec, "gamma": metrics["gamma"], "start": START[arm]},
                "val_accuracy": float(correct(model, ds, "val").mean()),
                "test_correct": int(test_hits.sum()), "test_accuracy": float(test_hits.mean()),
-               **binary_macs(model), "train_minutes": round((time.time() - t0) / 60, 2)}
+               **fold.fold(model).binary_cost(), "train_minutes": round((time.time() - t0) / 60, 2)}
         if ec is not None:
             row.update(p_hat=metrics["p_hat"], reached=metrics["reached"],
                        p_hat_per_epoch=[r["p_hat"] for r in metrics["epochs"]],

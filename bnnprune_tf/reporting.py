@@ -46,8 +46,10 @@ def markdown_table(rows: dict[str, dict], first: str = "") -> str:
 @dataclass
 class Figure:
     """A plot as data: one panel per key of ``panels``, each ``{"x": [...], "series":
-    {label: [y, ...]}}``; ``kind`` ``"line"`` or ``"bar"``; ``hlines`` are dashed
-    horizontal lines ``{label: y}`` drawn on every panel.
+    {label: [y, ...]}}``; ``kind`` ``"line"`` or ``"bar"``, or ``"points"`` where each
+    series is its own ``[[x, y], ...]`` (drawn as markers joined in x order: one curve
+    per method of a Pareto plot); ``hlines`` are dashed horizontal lines ``{label: y}``
+    drawn on every panel.
 
     Example::
 
@@ -57,7 +59,7 @@ class Figure:
     """
 
     title: str
-    kind: Literal["line", "bar"]
+    kind: Literal["line", "bar", "points"]
     panels: dict[str, dict[str, Any]]
     xlabel: str = ""
     ylabel: str = ""
@@ -82,7 +84,10 @@ def render_png(figure: Figure) -> bytes:
         series = panel["series"]
         for i, (label, ys) in enumerate(series.items()):
             xs = panel.get("x") or list(range(len(ys)))
-            if figure.kind == "bar":
+            if figure.kind == "points":
+                xs, ys = zip(*sorted(ys)) if ys else ((), ())
+                ax.plot(xs, ys, marker="o", markersize=4, label=label)
+            elif figure.kind == "bar":
                 width = 0.8 / len(series)
                 ax.bar([x + i * width for x in xs[:len(ys)]], ys, width=width, label=label)
             else:

@@ -205,6 +205,29 @@ class Folded:
             return (x - 128).astype(np.int8)
         return np.clip(np.round(x / self.input_scale - INPUT_OFFSET), -128, 127).astype(np.int8)
 
+    def binary_cost(self) -> dict:
+        """``binary_macs`` and ``binary_params`` the integer form computes: every conv with
+        a +-1 input counts its nonzero weights (pruned ones are 0); an SBNN conv
+        (:class:`AffineConv`) its connections plus the shared all-ones filter, once per
+        output pixel. The cost a weight-level or SBNN model has on the C runtime.
+
+        Example::
+
+            fold(model).binary_cost()      # {"binary_macs": ..., "binary_params": ...}
+        """
+        macs = params = 0
+        x = np.zeros((1, *self.input_shape), np.int8)
+        for layer in self.layers:
+            y = layer(x)
+            if isinstance(layer, Conv) and layer.input_scale == 1.0:
+                nonzero = int(np.count_nonzero(layer.weights))
+                shared = int(np.prod(layer.weights.shape[1:])) \
+                    if isinstance(layer, AffineConv) else 0
+                macs += int(np.prod(y.shape[1:3])) * (nonzero + shared)
+                params += nonzero
+            x = y
+        return {"binary_macs": macs, "binary_params": params}
+
     def hidden(self, x_int8: np.ndarray) -> np.ndarray:
         """The +-1 (int8) input of the last conv."""
         x = np.asarray(x_int8)

@@ -58,3 +58,19 @@ def require_data(path) -> None:
         if os.environ.get("BNNPRUNE_REQUIRE_DATA"):
             pytest.fail(msg)
         pytest.skip(msg)
+
+
+#: tests that take a minute or more (``--durations``): started first, so that under
+#: ``pytest -n 2`` the other worker runs the many short tests meanwhile and no long test
+#: starts last (longest-first scheduling)
+LONG_FIRST = ("test_main_job.py::", "test_resume.py::test_killed_runs",
+              "test_distribute.py::test_multi_worker", "test_distribute.py::test_mirrored",
+              "test_shrink_property.py::", "test_arena.py::")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        return next((i for i, key in enumerate(LONG_FIRST) if key in item.nodeid),
+                    len(LONG_FIRST))
+
+    items.sort(key=rank)          # stable: the other tests keep their order

@@ -42,34 +42,6 @@ def test_prune_then_shrink_then_convert(tmp_path):
     assert "| conv2 | 32 | 16 |" in md
 
 
-def test_wff_stage_and_benchmark_against_the_unpruned_model(tmp_path):
-    run_dir = run_recipe(recipe([
-        "train", {"convert": {"split": "val"}},
-        {"prune": {"method": "wff", "interval": 1, "iterations": 1, "accuracy_budget": 1.0,
-                   "epochs": 1}},
-        {"convert": {"split": "val"}}, {"benchmark": {"runs": 3, "warmup": 1}}, "report"]),
-        tmp_path, log=lambda m: None)
-    wff = manifest(run_dir, 2, "prune")
-    assert wff["outputs"]["model"] == "model_wff.keras"
-    assert wff["metrics"]["iterations"][0]["index"] == 0
-    assert len(wff["metrics"]["iterations"]) == 2
-    assert (run_dir / "wff_flips.png").read_bytes()[:4] == b"\x89PNG"
-    assert wff["metrics"]["after"]["binary_macs"] <= wff["metrics"]["before"]["binary_macs"]
-    ratios = manifest(run_dir, 4, "benchmark")["metrics"]["ratios"]
-    assert set(ratios) >= {"model_wff / model (default)", "model_wff / model (indirect_bgemm)"}
-    assert all(r["ratio"] > 0 for r in ratios.values())
-    summary = json.loads((run_dir / "report.json").read_text())["summary"]
-    assert summary["binary_macs"] == {"before": wff["metrics"]["before"]["binary_macs"],
-                                      "after": wff["metrics"]["after"]["binary_macs"]}
-    assert summary["lce_time_ratio"] == {
-        k: ratios[f"model_wff / model ({k})"]["ratio"] for k in ("default", "indirect_bgemm")}
-    assert summary["flatbuffer_bytes"]["after"] == \
-        manifest(run_dir, 3, "convert")["metrics"]["inspect"]["total_bytes"]
-    md = (run_dir / "report.md").read_text()
-    assert md.index("### Unpruned vs pruned") < md.index("### Model")
-    assert "| LCE time, default kernel (relative, measured side by side) | 1 |" in md
-
-
 def test_shipped_pruning_recipes_validate():
     for name in ("mnist_wff", "fashion_mnist_wff"):
         r = load_recipe(f"pipelines/{name}.yaml")

@@ -113,11 +113,11 @@ def randomize(model, rng):
                                rng.normal(size=mean.shape), rng.uniform(0.5, 2, var.shape)])
 
 
-PROPERTY = settings(max_examples=90, deadline=None, derandomize=True,
+PROPERTY = settings(max_examples=45, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-# two tests with different names draw different examples (180 in all) and run in
+# two tests with different names draw different examples (90 in all) and run in
 # parallel under pytest-xdist
 @PROPERTY
 @given(random_model(), st.integers(0, 2**31 - 1))

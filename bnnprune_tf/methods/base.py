@@ -66,7 +66,9 @@ class Result:
 
     ``model`` is the deliverable (shrunk; weight masks inside kept filters
     stay, as ternary weights); ``masked`` the trained masked model it comes
-    from. ``metrics`` is JSON-ready; ``tables`` maps a title to rows
+    from. ``metrics`` is JSON-ready; ``metrics["epochs_trained"]`` (set by :meth:`Method.run`)
+    is how many epochs the deliverable trained inside ``run`` (what an equal-epochs
+    comparison gives its control); ``tables`` maps a title to rows
     (``{row name: {column: value}}``); ``figures`` maps a file stem to a
     :class:`Figure`.
     """
@@ -182,6 +184,7 @@ class Method:
             run_callbacks_without_training(prepared, self.callbacks())
         result = self.finalize(prepared)
         result.metrics.setdefault("history", history)
+        result.metrics.setdefault("epochs_trained", self.params.epochs)
         return result
 
 

@@ -299,7 +299,8 @@ class CBNN(Method):
                      f"model's BitSlice layer keeps bits {list(kept)} (0 = LSB) of each channel.")
         return Result(final, final, notes=notes, metrics={
             "input": "pixels", "slices": list(kept), "width": factor, "selector": p.selector,
-            "retrain": p.retrain, "val_correct": count, "reference_val_correct": reference,
+            "retrain": p.retrain, "epochs_trained": p.epochs, "val_correct": count,
+            "reference_val_correct": reference,
             "val_samples": len(y_val), "binary_params": binary_params(final),
             "sensitivity": analysis.to_dict(), "history": history[f"width {factor}"],
             "histories": history},

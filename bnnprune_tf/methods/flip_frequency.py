@@ -672,7 +672,9 @@ class FlipFrequency(Method):
             weight_decay=p.weight_decay, seed=context.seed, log=context.log,
             work_dir=context.work_dir)
         first = wff.iterations[0]
-        result = Result(wff.model, wff.model, metrics=wff.to_dict())
+        after = p.interval if wff.chosen == 0 else (
+            p.interval + wff.chosen * p.epochs if p.follow_up == "finetune" else context.epochs)
+        result = Result(wff.model, wff.model, metrics={**wff.to_dict(), "epochs_trained": after})
         result.tables[f"Rounds (chosen: the cheapest within budget of the dense control "
                       f"trained as long, round {wff.chosen}; stopped: {wff.stop_reason})"] = {
             f"round {it.index}": {"val correct": it.val_correct,

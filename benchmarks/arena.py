@@ -1,0 +1,399 @@
+"""The BNN pruning arena: every method and baseline through the method interface, on one
+model and one data split, at equal epochs, by the evaluation protocol
+(``../shared/reference/evaluation.md``).
+
+Every arm is a row of :data:`ARMS`: a registered method (``bnnprune_tf.methods.get``), its
+parameters, where it starts and a budget tag. Nothing here knows a method beyond that row:
+
+- ``start="checkpoint"``: the method runs on the dense checkpoint (``vgg_small`` width 1/4,
+  ``--epochs`` E, cached by ``benchmarks/protocol.py``) and trains K epochs inside its
+  ``run`` (``Result.metrics["epochs_trained"]``); its control is the checkpoint trained
+  K more epochs at lr/10 (``dense_k{K}``);
+- ``start="scratch"``: the method runs on the seeded, untrained model for E + K epochs;
+  its control is the dense model trained E + K epochs from scratch (``dense_scratch``);
+- ``match=(arm, key)``: a baseline takes ``key`` (``widths`` kept, or the method's
+  per-layer ``ratios``) from that arm's row of the same seed: equal cost by construction.
+
+Per final model (a cell cached by a hash of its inputs in ``benchmarks/cache/cells/``):
+binary MACs and binary weights of the integer form (``converters.fold``: nonzero weights,
+SBNN connections plus the shared all-ones filter), validation count, test accuracy and
+per-image correctness; the LCE flatbuffer (bytes, ``LceBconv2d`` count, argmax agreement
+with Keras on the first ``VERIFY`` test images); the LCE time ratio to its control, both
+kernels, timed interleaved in one process; and, where the C runtime runs the model, its
+Cortex-M4 instructions per inference, flash and RAM under QEMU (``mps2-an386``), test
+vectors checked bit for bit. Headline arms run seeds 0, 1, 2; the others seed 0
+(``seeds: 1`` in the tables).
+
+Outputs: ``results/arena.json`` (the protocol's format), ``arena.md`` (one table per cost
+axis, paired differences and McNemar verdicts against the arms of the same budget tag),
+``arena_macs.png``, ``arena_m4.png``, ``arena_bytes.png`` (test accuracy against cost).
+
+Run: ``python -m benchmarks.arena [--arms wff_i1 l1_r30] [--seeds 0] [--recheck ARM]``
+(``--arms``/``--seeds`` run a part; the cache makes a rerun resume; ``--recheck ARM``
+recomputes that arm's seed-0 cell and compares it with the cached one, timing excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import bnnprune_tf  # noqa: F401  (Keras 2 before tensorflow)
+import numpy as np
+
+from benchmarks import protocol
+from benchmarks.common import RESULTS, write_results
+from bnnprune_tf import errors, files, methods, models
+from bnnprune_tf.methods import Context
+from bnnprune_tf.prune import kept_widths
+from bnnprune_tf.reporting import Figure, render_png
+
+VERIFY = 1000          # test images LCE is verified on
+RUNS = 20              # interleaved LCE timing rounds per kernel
+BOARD = "mps2-an386"   # Cortex-M4 under QEMU
+KERNELS = ("default", "indirect_bgemm")
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One arm: ``method`` (registered name) with ``params``; ``start`` ``checkpoint`` or
+    ``scratch``; arms with the same ``budget`` tag are compared; ``headline`` arms run 3
+    seeds; ``match`` ``(arm, key)`` copies ``key`` from that arm's row; ``context``
+    overrides :class:`~bnnprune_tf.methods.Context` fields (e.g. a measuring rate)."""
+
+    name: str
+    method: str
+    params: dict
+    start: str = "checkpoint"
+    budget: str = ""
+    headline: bool = False
+    match: tuple[str, str] | None = None
+    context: dict = dataclasses.field(default_factory=dict)
+
+
+K = 2                  # fine-tuning epochs of the post-training arms
+R8 = {"round_to": 8}   # LCE computes output channels in blocks of 8
+ARMS = (
+    # post-training, from the dense checkpoint; fine-tuned K epochs at lr/10
+    Arm("l1_r20", "l1", {"ratio": 0.2, **R8, "epochs": K}, budget="r20"),
+    Arm("l1_r30", "l1", {"ratio": 0.3, **R8, "epochs": K}, budget="r30", headline=True),
+    Arm("random_r20", "random", {"ratio": 0.2, **R8, "epochs": K}, budget="r20"),
+    Arm("random_r30", "random", {"ratio": 0.3, **R8, "epochs": K}, budget="r30",
+        headline=True),
+    Arm("latent_channel_r20", "latent", {"level": "channel", "budget": 0.65, **R8,
+                                         "epochs": K}, budget="r20"),
+    Arm("latent_channel_r30", "latent", {"level": "channel", "budget": 0.5, **R8,
+                                         "epochs": K}, budget="r30", headline=True),
+    Arm("latent_weight_w33", "latent", {"level": "weight", "budget": 0.67, "epochs": K},
+        budget="w33"),
+    Arm("latent_weight_w46", "latent", {"level": "weight", "budget": 0.54, "epochs": K},
+        budget="w46", headline=True),
+    Arm("random_weight_w46", "random", {"level": "weight", "epochs": K}, budget="w46",
+        headline=True, match=("latent_weight_w46", "ratios")),
+    # WFF's rounds: flips counted 1 epoch at 3e-4 (a tenth of the context's rate), each
+    # round fine-tuned K epochs; its budget is what the flips give, so its baselines
+    # prune exactly its widths
+    Arm("wff_i1", "wff", {"interval": 1, "iterations": 1, "accuracy_budget": 1.0,
+                          "weight_decay": 1e-3, "every": 25, **R8, "epochs": K},
+        budget="wff_i1", headline=True, context={"learning_rate": 3e-3}),
+    Arm("wff_i2", "wff", {"interval": 1, "iterations": 2, "accuracy_budget": 1.0,
+                          "weight_decay": 1e-3, "every": 25, **R8, "epochs": K},
+        budget="wff_i2", context={"learning_rate": 3e-3}),
+    Arm("l1_wff_i1", "l1", {"epochs": K + 1}, budget="wff_i1", headline=True,
+        match=("wff_i1", "widths")),
+    Arm("random_wff_i1", "random", {"epochs": K + 1}, budget="wff_i1", headline=True,
+        match=("wff_i1", "widths")),
+    # training-time, from the seeded untrained model, E + K epochs
+    Arm("uniform_r20", "l1", {"ratio": 0.2, **R8}, "scratch", "r20"),
+    Arm("uniform_r30", "l1", {"ratio": 0.3, **R8}, "scratch", "r30", headline=True),
+    Arm("etb_r30", "etb", {"ratio": 0.3}, "scratch", "r30", headline=True),
+    Arm("etb_r50", "etb", {"ratio": 0.5}, "scratch", "r50"),
+    Arm("sbnn_ec25", "sbnn", {"ec": 0.25, "gamma": 0.02, "start": "closed_form"}, "scratch",
+        "ec25"),
+    Arm("sbnn_ec05", "sbnn", {"ec": 0.05, "gamma": 0.07, "start": "closed_form"}, "scratch",
+        "ec05", headline=True),
+    Arm("cbnn_w75", "cbnn", {"widths": [0.75], "base_epochs": 2}, "scratch", "r20"),
+    Arm("cbnn_w50", "cbnn", {"widths": [0.5], "base_epochs": 2}, "scratch", "r50"),
+)
+BY_NAME = {a.name: a for a in ARMS}
+
+
+class Arena:
+    """The cells of one protocol setting (``epochs`` E of the checkpoint, ``lr``)."""
+
+    def __init__(self, epochs: int, lr: float, log=print):
+        self.epochs, self.lr, self.log = epochs, lr, log
+        self.common = {"bench": "arena", "setup": protocol.SETUP, "epochs": epochs, "lr": lr,
+                       "verify": VERIFY, "board": BOARD}
+
+    # ------------------------------------------------------------ models
+    def checkpoint(self, ds, seed):
+        return protocol.dense(ds, seed, self.epochs, self.lr)
+
+    def fresh(self, ds, seed):
+        return models.build(protocol.SETUP["model"], ds.input_shape, ds.num_classes,
+                            protocol.SETUP["width"], seed=seed)
+
+    def context(self, ds, seed, epochs, **overrides) -> Context:
+        fields = {"batch_size": protocol.SETUP["batch_size"], "seed": seed, "epochs": epochs,
+                  "learning_rate": self.lr, "optimizer": protocol.SETUP["optimizer"],
+                  "schedule": protocol.SETUP["schedule"], "log": lambda *_: None, **overrides}
+        return Context(ds, **fields)
+
+    # ------------------------------------------------------------ cells
+    def control(self, ds, seed, after: int | None) -> dict:
+        """``dense_k{after}``: the checkpoint trained ``after`` more epochs at lr/10;
+        ``after=None``: ``dense_scratch``, E + K epochs from the untrained model."""
+        name = "dense_scratch" if after is None else f"dense_k{after}"
+
+        def compute():
+            if after is None:
+                model = self.fresh(ds, seed)
+                protocol.train(model, ds, self.epochs + K, self.lr, seed)
+                total = self.epochs + K
+            else:
+                model = models.copy_model(self.checkpoint(ds, seed))
+                protocol.train(model, ds, after, self.lr / 10, seed)
+                total = self.epochs + after
+            return {"method": "dense", "config": {}, "epochs_total": total,
+                    **self.deploy(model, ds, None, key)}
+
+        key = {**self.common, "arm": name, "seed": seed, "k": K}
+        return self.cell(key, compute)
+
+    def arm(self, arm: Arm, seed: int, rows: dict, fresh: bool = False) -> dict:
+        """The row of ``arm`` at ``seed`` (``rows``: the rows of the seed so far, which
+        this adds to); ``fresh`` recomputes it even if it is cached."""
+        key, compute = self.arm_cell(arm, seed, rows)
+        rows[arm.name] = compute() if fresh else self.cell(key, compute)
+        return rows[arm.name]
+
+    def arm_cell(self, arm: Arm, seed: int, rows: dict):
+        """``(key, compute)`` of the cell of ``arm`` at ``seed``."""
+        ds = protocol.dataset(seed)
+        params = dict(arm.params)
+        if arm.match:                # the source's widths or ratios, and its epochs
+            source = rows.get(arm.match[0]) or self.arm(BY_NAME[arm.match[0]], seed, rows)
+            params[arm.match[1]] = source[arm.match[1]]
+            params["epochs"] = source["epochs_total"] - self.epochs
+        cls = methods.get(arm.method)
+        if "seed" in cls.Params.model_fields:
+            params.setdefault("seed", seed)
+        scratch = arm.start == "scratch"
+        if scratch:
+            params.setdefault("epochs", self.epochs + K)
+        else:
+            params.setdefault("learning_rate", self.lr / 10)
+        key = {**self.common, "arm": arm.name, "method": arm.method, "params": params,
+               "start": arm.start, "context": arm.context, "seed": seed, "k": K}
+
+        def compute():
+            start = self.fresh(ds, seed) if scratch else self.checkpoint(ds, seed)
+            result = cls(params).run(start, self.context(
+                ds, seed, self.epochs + (K if scratch else 0), **arm.context))
+            trained = result.metrics["epochs_trained"]
+            control = self.control(ds, seed, None if scratch else trained)
+            return {**key, "method": arm.method, "config": params, "budget": arm.budget,
+                    "epochs_total": trained + (0 if scratch else self.epochs),
+                    "control": control["arm"], "widths": widths_changed(result.model, start),
+                    **({"ratios": result.metrics["ratios"]} if "ratios" in result.metrics
+                       else {}),
+                    **self.deploy(result.model, ds, control, key,
+                                  pixels=result.metrics.get("input") == "pixels")}
+
+        return key, compute
+
+    def cell(self, key: dict, compute) -> dict:
+        return protocol.cell(key, compute, log=self.log)
+
+    # ------------------------------------------------------------ measuring
+    def deploy(self, model, ds, control: dict | None, key: dict, pixels: bool = False) -> dict:
+        """Costs, accuracies and the deployed form of a final ``model`` (see the module
+        docstring); the flatbuffer is kept next to the cell for later timing."""
+        from converters import bench, fold
+        from pipelines.stages.deploy import build_firmware, convert_lce
+
+        view = ds.pixels() if pixels else ds
+        row = protocol.measure(model, view)
+        x, y = view.arrays("test", VERIFY)
+        try:
+            flatbuffer, lce_metrics, _ = convert_lce(model, x=x, y=y, min_agreement=0.0)
+        except errors.BnnpruneError as e:          # zero weights inside kept filters
+            row["lce"] = f"refused: {e}"
+        else:
+            path = protocol.CACHE / "cells" / f"{protocol.key_hash(key)}.tflite"
+            files.write_bytes(path, flatbuffer)
+            row.update(model_bytes=len(flatbuffer), flatbuffer=path.name,
+                       lce_binary_convs=lce_metrics["binary_convs"]["LceBconv2d"],
+                       lce_argmax_agreement=lce_metrics["verify"]["argmax_agreement"])
+            if control is not None:
+                base = (protocol.CACHE / "cells" / control["flatbuffer"]).read_bytes()
+                results = bench.bench_host({"arm": flatbuffer, "control": base}, KERNELS,
+                                           RUNS, warmup=2, seed=0)
+                row["lce_time_ratio"] = {
+                    k: bench.ratio(bench.find(results, "arm", k),
+                                   bench.find(results, "control", k))["ratio"]
+                    for k in KERNELS}
+        try:
+            row.update(fold.fold(model).binary_cost())
+            with tempfile.TemporaryDirectory() as tmp:
+                _, targets, _ = build_firmware(model, Path(tmp), [BOARD], x[:5], y[:5])
+            m4 = targets[BOARD]
+            row.update(m4_instructions=m4["instructions_per_inference"], flash=m4["flash"],
+                       ram=m4["ram"], bit_exact=m4["pass"] and targets["host"]["pass"])
+        except errors.ConversionError as e:
+            row["c_runtime"] = f"refused: {e}"
+        return row
+
+
+def widths_changed(model, start) -> dict[str, int]:
+    """Kept widths of ``model`` where they differ from ``start``'s."""
+    before = kept_widths(start)
+    return {n: w for n, w in kept_widths(model).items() if before.get(n) != w}
+
+
+# ---------------------------------------------------------------- results
+def summaries(rows: list[dict]) -> list[dict]:
+    """One summary per arm (:func:`protocol.summarize` against the arm's own control);
+    every arm is compared (McNemar) with the other arms of its budget tag, whatever their
+    start; cost ratios are to the control of the same seed."""
+    tags: dict[str, set] = {}
+    for r in rows:
+        if r.get("budget"):
+            tags.setdefault(r["budget"], set()).add(r["arm"])
+    comparisons = {arm: sorted(arms - {arm}) for arms in tags.values() for arm in arms}
+    out = []
+    for control in sorted({r["control"] for r in rows if "control" in r}):
+        own = {r["arm"] for r in rows if r.get("control") == control}
+        if not any(o["arm"] == control for o in out):
+            own.add(control)
+        controls = {r["seed"]: r for r in rows if r["arm"] == control}
+        compared = own | {o for arm in own for o in comparisons.get(arm, ())}
+        for s in protocol.summarize([r for r in rows if r["arm"] in compared], control,
+                                    comparisons):
+            if s["arm"] not in own:
+                continue
+            arm_rows = [r for r in rows if r["arm"] == s["arm"]]
+            for cost in ("m4_instructions", "model_bytes"):
+                pairs = [r[cost] / controls[r["seed"]][cost] for r in arm_rows
+                         if cost in r and cost in controls.get(r["seed"], {})]
+                if pairs:
+                    s[f"{cost}_ratio"] = float(np.mean(pairs))
+            times = [r["lce_time_ratio"] for r in arm_rows if "lce_time_ratio" in r]
+            if times:
+                s["lce_time_ratio"] = {k: float(np.mean([t[k] for t in times]))
+                                       for k in KERNELS}
+            s["budget"] = arm_rows[0].get("budget", "")
+            s["control"] = control
+            out.append(s)
+    return out
+
+
+def pareto(rows: list[dict], cost: str, label: str) -> Figure:
+    """Test accuracy against ``cost``, one curve per method (mean over seeds per arm)."""
+    points: dict[str, list] = {}
+    for arm in sorted({r["arm"] for r in rows}):
+        arm_rows = [r for r in rows if r["arm"] == arm and cost in r]
+        if arm_rows:
+            method = arm.rsplit("_", 1)[0] if not arm.startswith("dense") else "dense"
+            points.setdefault(method, []).append(
+                [float(np.mean([r[cost] for r in arm_rows])),
+                 100 * float(np.mean([r["test_accuracy"] for r in arm_rows]))])
+    return Figure(f"Test accuracy against {label}", "points", {label: {"series": points}},
+                  xlabel=label, ylabel="test accuracy (%)")
+
+
+def markdown(rows, sums, args) -> str:
+    def fmt(s, key, spec):
+        return format(s[key], spec) if key in s else ""
+
+    lines = [f"{protocol.preamble(args.epochs, args.lr)} Post-training arms fine-tune at "
+             f"lr/10 and are compared with the checkpoint trained as many epochs more "
+             f"(`dense_kK`); training-time arms train {args.epochs + K} epochs from the seeded "
+             "untrained model, like `dense_scratch`. Arms with the same budget tag are "
+             f"compared with each other. {protocol.STATISTICS}", ""]
+    lines += ["| arm | budget | control | seeds | epochs | test acc | test loss (points) "
+              "| binary MACs cut | binary params cut | LCE bytes ratio | LCE time default "
+              "/ indirect | M4 instr ratio | beats | ties | loses |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|"]
+    for s in sums:
+        lce = s.get("lce_time_ratio")
+        lines.append(
+            f"| {s['arm']} | {s['budget']} | {s['control']} | {s['seeds']} "
+            f"| {s['epochs_total']} | {s['test_accuracy']:.4f} "
+            f"| {s['test_loss_points']:+.2f} ± {s['test_loss_points_sd']:.2f} "
+            f"| {s['binary_macs_reduction']:.1%} | {s['binary_params_reduction']:.1%} "
+            f"| {fmt(s, 'model_bytes_ratio', '.3f')} "
+            f"| {'' if not lce else f'{lce[KERNELS[0]]:.2f} / {lce[KERNELS[1]]:.2f}'} "
+            f"| {fmt(s, 'm4_instructions_ratio', '.3f')} | {', '.join(s['beats'])} "
+            f"| {', '.join(s['ties'])} | {', '.join(s['loses'])} |")
+    lines += ["", "Per seed:", "", protocol.per_seed_table(rows, {
+        "LCE bytes": lambda r: f"{r['model_bytes']:,}" if "model_bytes" in r else "refused",
+        "M4 instructions": lambda r: f"{r['m4_instructions']:,}" if "m4_instructions" in r
+        else r.get("c_runtime", ""),
+        "bit exact": lambda r: r.get("bit_exact", "")})]
+    return "\n".join(lines)
+
+
+def run(arm_names, seeds, arena: Arena) -> list[dict]:
+    rows = []
+    for seed in seeds:
+        seed_rows: dict[str, dict] = {}
+        for name in arm_names:
+            if seed == 0 or BY_NAME[name].headline:
+                rows.append(arena.arm(BY_NAME[name], seed, seed_rows))
+        ds = protocol.dataset(seed)
+        for after in sorted({r["epochs_total"] - arena.epochs for r in seed_rows.values()
+                             if r["control"] != "dense_scratch"}):
+            rows.append(arena.control(ds, seed, after))
+        if any(r["control"] == "dense_scratch" for r in seed_rows.values()):
+            rows.append(arena.control(ds, seed, None))
+    return list({(r["arm"], r["seed"]): r for r in rows}.values())
+
+
+def recheck(name: str, arena: Arena) -> dict:
+    """Recompute ``name``'s seed-0 cell and compare it, and its flatbuffer, with the cached
+    ones; LCE timing is a measurement and is left out."""
+    rows: dict[str, dict] = {}
+    first = arena.arm(BY_NAME[name], 0, rows)
+    flatbuffer = (protocol.CACHE / "cells" / first["flatbuffer"]).read_bytes() \
+        if "flatbuffer" in first else None
+    second = arena.arm(BY_NAME[name], 0, rows, fresh=True)
+    differ = [k for k in first if k != "lce_time_ratio" and first[k] != second.get(k)]
+    if "flatbuffer" in first and (protocol.CACHE / "cells" / first["flatbuffer"]
+                                  ).read_bytes() != flatbuffer:
+        differ.append("flatbuffer bytes")
+    return {"arm": name, "identical": not differ, "differ": differ}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arms", nargs="+", default=[a.name for a in ARMS], choices=BY_NAME)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--recheck", choices=BY_NAME)
+    args = parser.parse_args(argv)
+    arena = Arena(args.epochs, args.lr)
+    if args.recheck:
+        print(recheck(args.recheck, arena))
+        return
+    rows = run(args.arms, args.seeds, arena)
+    sums = summaries(rows)
+    for stem, cost, label in (("macs", "binary_macs", "binary MACs"),
+                              ("m4", "m4_instructions", "Cortex-M4 instructions"),
+                              ("bytes", "model_bytes", "LCE flatbuffer bytes")):
+        files.write_bytes(RESULTS / f"arena_{stem}.png", render_png(pareto(rows, cost, label)))
+    command = ("python -m benchmarks.arena --arms " + " ".join(args.arms) + " --seeds "
+               + " ".join(map(str, args.seeds)) + f" --epochs {args.epochs} --lr {args.lr}")
+    write_results("arena", {"protocol": {**protocol.SETUP, "epochs": args.epochs,
+                                         "lr": args.lr, "k": K},
+                            "arms": [dataclasses.asdict(a) for a in ARMS if a.name in args.arms],
+                            "rows": rows, "summary": sums},
+                  markdown(rows, sums, args), command)
+
+
+if __name__ == "__main__":
+    main()
