@@ -132,3 +132,19 @@ def test_unsupported_layers_are_named():
     x = lq.layers.QuantConv2D(3, 6, kernel_quantizer="ste_sign", name="real_input")(x)
     with pytest.raises(ConversionError, match="real_input"):
         fold.fold(tf.keras.Model(inputs, x))
+
+
+def test_binary_cost_counts_the_nonzero_weights_of_binary_input_convs():
+    from bnnprune_tf import methods, profile
+
+    model = models.build("mnist_bnn", (28, 28, 1), width=0.25, seed=0)
+    dense = fold.fold(model).binary_cost()
+    assert dense["binary_macs"] == profile.profile(model).binary_macs
+    assert dense["binary_params"] == sum(int(np.prod(l.kernel.shape)) for l in model.layers
+                                         if getattr(l, "input_quantizer", None) is not None)
+    method = methods.get("l1")(level="weight", ratio=0.5)
+    masked = method.prepare(model)
+    method.apply(masked)                                 # half of each layer's weights -> 0
+    cost = fold.fold(masked).binary_cost()
+    assert 0.45 < cost["binary_params"] / dense["binary_params"] < 0.55
+    assert 0.45 < cost["binary_macs"] / dense["binary_macs"] < 0.55
