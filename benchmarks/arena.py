@@ -167,7 +167,7 @@ class Arena:
         """The row of ``arm`` at ``seed`` (``rows``: the rows of the seed so far, which
         this adds to); ``fresh`` recomputes it even if it is cached."""
         key, compute = self.arm_cell(arm, seed, rows)
-        rows[arm.name] = compute() if fresh else self.cell(key, compute)
+        rows[arm.name] = {**key, **compute()} if fresh else self.cell(key, compute)
         return rows[arm.name]
 
     def arm_cell(self, arm: Arm, seed: int, rows: dict):
@@ -195,7 +195,7 @@ class Arena:
                 ds, seed, self.epochs + (K if scratch else 0), **arm.context))
             trained = result.metrics["epochs_trained"]
             control = self.control(ds, seed, None if scratch else trained)
-            return {**key, "method": arm.method, "config": params, "budget": arm.budget,
+            return {"method": arm.method, "config": params, "budget": arm.budget,
                     "epochs_total": trained + (0 if scratch else self.epochs),
                     "control": control["arm"], "widths": widths_changed(result.model, start),
                     **({"ratios": result.metrics["ratios"]} if "ratios" in result.metrics
