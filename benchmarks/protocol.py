@@ -4,7 +4,8 @@ method benchmarks: the data split, the dense checkpoint, cached cells, rows, pai
 - :func:`dataset` -- Fashion-MNIST: 20,000 training images (fixed by the seed), 6,000
   validation images from the rest of the training split, the official 10,000 test images;
 - :func:`dense` -- ``vgg_small`` at width 1/4 trained ``epochs`` (Adam, cosine, no
-  augmentation), cached as a ``.keras`` file under ``benchmarks/cache/`` by a hash of its inputs;
+  augmentation), cached as a ``.keras`` file under ``benchmarks/cache/`` by a hash of its inputs
+  (:func:`checkpoint`);
 - :func:`cell` -- one (arm, config, seed) result, cached as JSON by a hash of its inputs, so a
   benchmark resumes where it stopped and a part of it can be rerun;
 - :func:`measure` -- a final model's row: binary MACs and parameters (nonzero weights only), the
@@ -68,13 +69,22 @@ def train(model: tf.keras.Model, ds: data.Dataset, epochs: int, learning_rate: f
 def dense(ds: data.Dataset, seed: int, epochs: int, learning_rate: float,
           width: float = SETUP["width"]) -> tf.keras.Model:
     """The dense checkpoint: ``vgg_small`` trained ``epochs`` from a seeded init (cached)."""
-    key = {"what": "dense", **SETUP, "width": width, "seed": seed, "epochs": epochs,
-           "learning_rate": learning_rate}
-    path = CACHE / f"dense-{key_hash(key)}.keras"
+    def make():
+        model = models.build(SETUP["model"], ds.input_shape, ds.num_classes, width, seed=seed)
+        train(model, ds, epochs, learning_rate, seed)
+        return model
+
+    return checkpoint({"what": "dense", **SETUP, "width": width, "seed": seed, "epochs": epochs,
+                       "learning_rate": learning_rate}, make)
+
+
+def checkpoint(key: Mapping, make: Callable[[], tf.keras.Model]) -> tf.keras.Model:
+    """``make()`` once per ``key`` (every input of the model, JSON-able), cached as a
+    ``.keras`` file under ``benchmarks/cache/`` named by the hash of ``key``."""
+    path = CACHE / f"{key['what']}-{key_hash(key)}.keras"
     if path.exists():
         return tf.keras.models.load_model(path)
-    model = models.build(SETUP["model"], ds.input_shape, ds.num_classes, width, seed=seed)
-    train(model, ds, epochs, learning_rate, seed)
+    model = make()
     files.save_model(model, path)
     return model
 

@@ -16,8 +16,11 @@ width 1/4), from ONE dense checkpoint trained ``--epochs`` E (Adam, cosine, lr `
   operations (the method's own per-layer allocation);
 - ``dense``: the control, fine-tuned like every pruned arm.
 
-Every arm trains K = I + F x (WFF's chosen round) epochs after the checkpoint (the others
-at lr/10, cosine): ``epochs_total = E + K`` for all. Test accuracy is measured once per final model;
+WFF's round 0 trains the checkpoint I epochs at ``--measure-lr`` with coupled L2 decay on the
+latent weights while it counts; the control and the baselines start from the checkpoint trained
+exactly so (:func:`measured`) and fine-tune F x (WFF's chosen round) epochs at lr/10 with the
+same decay, as WFF's rounds do: every arm has the same training (``epochs_total = E + I + F x
+chosen``) and differs only in what it prunes. Test accuracy is measured once per final model;
 paired differences to the dense control of the same seed, McNemar on pooled test predictions
 (``benchmarks/protocol.py``). Cells are cached in ``benchmarks/cache/`` (rerun resumes).
 
@@ -87,53 +90,94 @@ def wff_cell(ds, base, seed, args) -> dict:
                           "seed": seed}, compute)
 
 
-def finetuned(method_name, params, base, ds, seed, epochs, args):
-    """``method_name`` with ``params`` on the checkpoint, then ``epochs`` of fine-tuning."""
-    method = methods.get(method_name)(**params, epochs=epochs, learning_rate=args.lr / 10)
-    return method.run(base, _context(ds, seed, args))
+def decayed(model: tf.keras.Model, args) -> tf.keras.Model:
+    """``model`` with WFF's coupled L2 decay on its latent weights as a loss term."""
+    term = flip_frequency.latent_decay(model, args.weight_decay)
+    if term is not None:
+        model.add_loss(term)
+    return model
 
 
-def uniform_ratio(base, layers, target_macs: int) -> float:
+def measured(ds, base, seed, args) -> tf.keras.Model:
+    """The checkpoint after WFF's measuring interval, trained as WFF's round 0 trains it:
+    ``base`` + ``--interval`` epochs at ``--measure-lr`` with the latent decay (cached). The
+    control and the baselines start from it: every arm gets the same training and differs
+    only in what it prunes."""
+    def make():
+        model = decayed(copy_model(base), args)
+        protocol.train(model, ds, args.interval, args.measure_lr, seed)
+        return model
+
+    return protocol.checkpoint({"what": "measured", **_common(args), **_measuring(args),
+                                "seed": seed}, make)
+
+
+def _measuring(args) -> dict:
+    return {"interval": args.interval, "measure_lr": args.measure_lr,
+            "weight_decay": args.weight_decay}
+
+
+def finetuned(method_name, params, start, ds, seed, epochs, args):
+    """``method_name`` with ``params`` on ``start``, then ``epochs`` of fine-tuning at lr/10
+    with WFF's latent decay (WFF's rounds fine-tune with it)."""
+    cls = methods.get(method_name)
+    with_decay = type(cls.__name__, (cls,), {"loss": lambda self, m: flip_frequency.latent_decay(
+        m, args.weight_decay)})
+    method = with_decay(**params, epochs=epochs, learning_rate=args.lr / 10)
+    return method.run(start, _context(ds, seed, args))
+
+
+def uniform_ratio(start, layers, target_macs: int) -> float:
     """The one L1 ratio over ``layers`` whose masked binary MACs come closest to ``target``."""
     gaps = {}
     for ratio in np.round(np.arange(0.0, 0.95, 0.02), 2):
         method = methods.get("l1")(ratios={n: float(ratio) for n in layers}, round_to=ROUND_TO)
-        masked = method.prepare(base)
+        masked = method.prepare(start)
         method.apply(masked)
         gaps[float(ratio)] = abs(profile.profile(masked).binary_macs - target_macs)
     return min(gaps, key=gaps.get)
 
 
 def baseline_cells(ds, base, seed, args, wff_row) -> list[dict]:
-    epochs = wff_row["epochs_total"] - args.epochs
-    dense_widths = kept_widths(base)
+    """The control and the baselines from :func:`measured`, fine-tuned as long as WFF's
+    chosen round (``epochs_total`` equal for all)."""
+    epochs = wff_row["epochs_total"] - args.epochs - args.interval
+    start = measured(ds, base, seed, args)
+    dense_widths = kept_widths(start)
     widths = {n: w for n, w in wff_row["widths"].items() if w < dense_widths[n]}
     layers = wff_row["pruned"]
-    ops_dense = sensitivity.operations(base)
+    ops_dense = sensitivity.operations(start)
     wff_ops = wff_row["binary_macs"] + wff_row["ternary_macs"] + wff_row["float_macs"]
     rows = []
-    key = {"bench": "wff", **_common(args), "seed": seed, "epochs_after": epochs}
+    key = {"bench": "wff", **_common(args), "start": _measuring(args), "seed": seed,
+           "finetune_epochs": epochs}
     arms = {"random": ("random", {"widths": widths, "seed": seed}, {"widths": "wff"}),
             "l1": ("l1", {"widths": widths}, {"widths": "wff"})}
     if widths:
         arms["latent_channel"] = ("latent", {"level": "channel", "budget": wff_ops / ops_dense,
                                              "round_to": ROUND_TO}, {"operations": "wff"})
-    rows.append(protocol.control(ds, base, seed, args.epochs, epochs, args.lr / 10))
+
+    def control():
+        model = decayed(copy_model(start), args)
+        protocol.train(model, ds, epochs, args.lr / 10, seed)
+        return _row("dense", "dense", {}, seed, args, args.interval + epochs, model, ds)
+
+    rows.append(protocol.cell({**key, "arm": "dense"}, control))
     for arm, (name, params, config) in (arms.items() if widths else ()):
         def compute(name=name, params=params, arm=arm, config=config):
-            result = finetuned(name, params, base, ds, seed, epochs, args)
-            return _row(name, arm, config, seed, args, epochs, result.model, ds,
-                        widths=kept_widths(result.model))
+            result = finetuned(name, params, start, ds, seed, epochs, args)
+            return _row(name, arm, config, seed, args, args.interval + epochs, result.model,
+                        ds, widths=kept_widths(result.model))
 
         rows.append(protocol.cell({**key, "arm": arm, "config": config, "target": params},
                                   compute))
     if widths:
         def uniform():
-            ratio = uniform_ratio(base, layers, wff_row["binary_macs"])
+            ratio = uniform_ratio(start, layers, wff_row["binary_macs"])
             result = finetuned("l1", {"ratios": {n: ratio for n in layers}, "round_to": ROUND_TO},
-                               base, ds, seed, epochs, args)
-            return _row("l1", "uniform", {"macs": "wff"}, seed, args, epochs, result.model, ds,
-                        ratio=ratio, widths=kept_widths(result.model))
+                               start, ds, seed, epochs, args)
+            return _row("l1", "uniform", {"macs": "wff"}, seed, args, args.interval + epochs,
+                        result.model, ds, ratio=ratio, widths=kept_widths(result.model))
 
         rows.append(protocol.cell({**key, "arm": "uniform", "target_macs": wff_row["binary_macs"],
                                    "layers": layers}, uniform))
@@ -146,8 +190,7 @@ def flip_check(ds, base, seed, args, epochs: int = 3) -> dict:
     the validation images lost by flipping the signs of the weights that flipped vs. of as
     many that did not (random, per layer)."""
     def compute():
-        model = copy_model(base)
-        model.add_loss(flip_frequency.latent_decay(model, args.weight_decay))
+        model = decayed(copy_model(base), args)
         tracker = flip_frequency.FlipTracker(last_epochs=epochs, every=args.every)
         curve = []
         record = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs=None: curve.append(
@@ -179,9 +222,10 @@ def markdown(rows, summaries, args) -> str:
              f"epoch(s) at lr {args.measure_lr} (signs sampled every {args.every} steps), "
              f"fine-tune {args.finetune} epoch(s) at lr/10 per round, {args.iterations} "
              f"round(s), budget {args.budget:.1%} of the validation images, coupled L2 decay "
-             f"{args.weight_decay} on latent weights, widths rounded to {ROUND_TO}. Every "
-             "other arm fine-tunes at lr/10 from the same checkpoint for as many epochs as WFF's "
-             f"chosen round had (`epochs`). {protocol.STATISTICS}", "",
+             f"{args.weight_decay} on latent weights, widths rounded to {ROUND_TO}. The control "
+             "and every other arm start from the checkpoint after WFF's measuring interval "
+             "(trained as WFF's round 0 trains it) and fine-tune at lr/10 with the same decay "
+             f"for as many epochs as WFF's chosen round had (`epochs`). {protocol.STATISTICS}", "",
              protocol.summary_table(summaries), "", "Per seed:", "",
              protocol.per_seed_table(rows, {"widths": lambda r: "/".join(
                  str(w) for w in r.get("widths", {}).values())}),
