@@ -9,6 +9,11 @@ parameters, where it starts and a budget tag. Nothing here knows a method beyond
   ``--epochs`` E, cached by ``benchmarks/protocol.py``) and trains K epochs inside its
   ``run`` (``Result.metrics["epochs_trained"]``); its control is the checkpoint trained
   K more epochs at lr/10 (``dense_k{K}``);
+- ``prelude``: training a checkpoint method does before it prunes, here WFF's measuring
+  interval (1 epoch at 3e-4 with coupled L2 decay on the latent weights, kept in its
+  fine-tuning); its control (``dense_<prelude>_k{K}``) trains exactly so, and so do its
+  matched baselines, which start from the checkpoint after the prelude
+  (``start="prelude"``): equal training, only the choice of what to prune differs;
 - ``start="scratch"``: the method runs on the seeded, untrained model for E + K epochs;
   its control is the dense model trained E + K epochs from scratch (``dense_scratch``);
 - ``match=(arm, key)``: a baseline takes ``key`` (``widths`` kept, or the method's
@@ -58,10 +63,12 @@ KERNELS = ("default", "indirect_bgemm")
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
-    """One arm: ``method`` (registered name) with ``params``; ``start`` ``checkpoint`` or
-    ``scratch``; arms with the same ``budget`` tag are compared; ``headline`` arms run 3
-    seeds; ``match`` ``(arm, key)`` copies ``key`` from that arm's row; ``context``
-    overrides :class:`~bnnprune_tf.methods.Context` fields (e.g. a measuring rate)."""
+    """One arm: ``method`` (registered name) with ``params``; ``start`` ``checkpoint``,
+    ``prelude`` (the checkpoint after the arm's :data:`PRELUDES` entry) or ``scratch``;
+    ``prelude`` names the training before pruning that the arm's control shares; arms with
+    the same ``budget`` tag are compared; ``headline`` arms run 3 seeds; ``match``
+    ``(arm, key)`` copies ``key`` from that arm's row; ``context`` overrides
+    :class:`~bnnprune_tf.methods.Context` fields (e.g. a measuring rate)."""
 
     name: str
     method: str
@@ -71,6 +78,21 @@ class Arm:
     headline: bool = False
     match: tuple[str, str] | None = None
     context: dict = dataclasses.field(default_factory=dict)
+    prelude: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Prelude:
+    """``epochs`` at ``learning_rate`` from the checkpoint, with coupled L2 ``decay`` on the
+    latent weights (:func:`~bnnprune_tf.methods.flip_frequency.latent_decay`), which the
+    fine-tuning after it keeps."""
+
+    epochs: int
+    learning_rate: float
+    decay: float
+
+
+PRELUDES = {"wffm": Prelude(1, 3e-4, 1e-3)}     # WFF's measuring interval, as its arms run it
 
 
 K = 2                  # fine-tuning epochs of the post-training arms
@@ -92,19 +114,19 @@ ARMS = (
         budget="w46", headline=True),
     Arm("random_weight_w46", "random", {"level": "weight", "epochs": K}, budget="w46",
         headline=True, match=("latent_weight_w46", "ratios")),
-    # WFF's rounds: flips counted 1 epoch at 3e-4 (a tenth of the context's rate), each
-    # round fine-tuned K epochs; its budget is what the flips give, so its baselines
-    # prune exactly its widths
+    # WFF's rounds: flips counted 1 epoch at 3e-4 (a tenth of the context's rate) with
+    # latent decay (its prelude "wffm"), each round fine-tuned K epochs; its budget is what
+    # the flips give, so its baselines prune exactly its widths after the same prelude
     Arm("wff_i1", "wff", {"interval": 1, "iterations": 1, "accuracy_budget": 1.0,
                           "weight_decay": 1e-3, "every": 25, **R8, "epochs": K},
-        budget="wff_i1", headline=True, context={"learning_rate": 3e-3}),
+        budget="wff_i1", headline=True, context={"learning_rate": 3e-3}, prelude="wffm"),
     Arm("wff_i2", "wff", {"interval": 1, "iterations": 2, "accuracy_budget": 1.0,
                           "weight_decay": 1e-3, "every": 25, **R8, "epochs": K},
-        budget="wff_i2", context={"learning_rate": 3e-3}),
-    Arm("l1_wff_i1", "l1", {"epochs": K + 1}, budget="wff_i1", headline=True,
-        match=("wff_i1", "widths")),
-    Arm("random_wff_i1", "random", {"epochs": K + 1}, budget="wff_i1", headline=True,
-        match=("wff_i1", "widths")),
+        budget="wff_i2", context={"learning_rate": 3e-3}, prelude="wffm"),
+    Arm("l1_wff_i1", "l1", {}, "prelude", budget="wff_i1", headline=True,
+        match=("wff_i1", "widths"), prelude="wffm"),
+    Arm("random_wff_i1", "random", {}, "prelude", budget="wff_i1", headline=True,
+        match=("wff_i1", "widths"), prelude="wffm"),
     # training-time, from the seeded untrained model, E + K epochs
     Arm("uniform_r20", "l1", {"ratio": 0.2, **R8}, "scratch", "r20"),
     Arm("uniform_r30", "l1", {"ratio": 0.3, **R8}, "scratch", "r30", headline=True),
@@ -132,6 +154,18 @@ class Arena:
     def checkpoint(self, ds, seed):
         return protocol.dense(ds, seed, self.epochs, self.lr)
 
+    def after_prelude(self, ds, seed, prelude: str):
+        """The checkpoint trained as :data:`PRELUDES` ``[prelude]`` says (cached)."""
+        p = PRELUDES[prelude]
+
+        def make():
+            model = protocol.decayed(models.copy_model(self.checkpoint(ds, seed)), p.decay)
+            protocol.train(model, ds, p.epochs, p.learning_rate, seed)
+            return model
+
+        return protocol.checkpoint({**self.common, "what": "prelude", "seed": seed,
+                                    **dataclasses.asdict(p)}, make)
+
     def fresh(self, ds, seed):
         return models.build(protocol.SETUP["model"], ds.input_shape, ds.num_classes,
                             protocol.SETUP["width"], seed=seed)
@@ -143,16 +177,25 @@ class Arena:
         return Context(ds, **fields)
 
     # ------------------------------------------------------------ cells
-    def control(self, ds, seed, after: int | None) -> dict:
+    def control(self, ds, seed, after: int | None, prelude: str = "") -> dict:
         """``dense_k{after}``: the checkpoint trained ``after`` more epochs at lr/10;
-        ``after=None``: ``dense_scratch``, E + K epochs from the untrained model."""
-        name = "dense_scratch" if after is None else f"dense_k{after}"
+        with ``prelude``, ``dense_<prelude>_k{after}``: the checkpoint after it, trained the
+        rest of the ``after`` epochs at lr/10 with its decay; ``after=None``:
+        ``dense_scratch``, E + K epochs from the untrained model."""
+        name = "dense_scratch" if after is None else \
+            f"dense_{prelude}_k{after}" if prelude else f"dense_k{after}"
 
         def compute():
             if after is None:
                 model = self.fresh(ds, seed)
                 protocol.train(model, ds, self.epochs + K, self.lr, seed)
                 total = self.epochs + K
+            elif prelude:
+                p = PRELUDES[prelude]
+                model = protocol.decayed(
+                    models.copy_model(self.after_prelude(ds, seed, prelude)), p.decay)
+                protocol.train(model, ds, after - p.epochs, self.lr / 10, seed)
+                total = self.epochs + after
             else:
                 model = models.copy_model(self.checkpoint(ds, seed))
                 protocol.train(model, ds, after, self.lr / 10, seed)
@@ -160,7 +203,8 @@ class Arena:
             return {"method": "dense", "config": {}, "epochs_total": total,
                     **self.deploy(model, ds, None, key)}
 
-        key = {**self.common, "arm": name, "seed": seed, "k": K}
+        key = {**self.common, "arm": name, "seed": seed, "k": K,
+               **({"prelude": dataclasses.asdict(PRELUDES[prelude])} if prelude else {})}
         return self.cell(key, compute)
 
     def arm(self, arm: Arm, seed: int, rows: dict, fresh: bool = False) -> dict:
@@ -174,11 +218,15 @@ class Arena:
         """``(key, compute)`` of the cell of ``arm`` at ``seed``."""
         ds = protocol.dataset(seed)
         params = dict(arm.params)
+        after_prelude = arm.start == "prelude"
+        prelude_epochs = PRELUDES[arm.prelude].epochs if after_prelude else 0
         if arm.match:                # the source's widths or ratios, and its epochs
             source = rows.get(arm.match[0]) or self.arm(BY_NAME[arm.match[0]], seed, rows)
             params[arm.match[1]] = source[arm.match[1]]
-            params["epochs"] = source["epochs_total"] - self.epochs
+            params["epochs"] = source["epochs_total"] - self.epochs - prelude_epochs
         cls = methods.get(arm.method)
+        if after_prelude:            # the prelude's decay goes on while the method trains
+            cls = protocol.with_decay(cls, PRELUDES[arm.prelude].decay)
         if "seed" in cls.Params.model_fields:
             params.setdefault("seed", seed)
         scratch = arm.start == "scratch"
@@ -187,17 +235,23 @@ class Arena:
         else:
             params.setdefault("learning_rate", self.lr / 10)
         key = {**self.common, "arm": arm.name, "method": arm.method, "params": params,
-               "start": arm.start, "context": arm.context, "seed": seed, "k": K}
+               "start": arm.start, "context": arm.context, "seed": seed, "k": K,
+               **({"prelude": dataclasses.asdict(PRELUDES[arm.prelude])} if arm.prelude
+                  else {})}
 
         def compute():
-            start = self.fresh(ds, seed) if scratch else self.checkpoint(ds, seed)
+            start = self.fresh(ds, seed) if scratch else \
+                self.after_prelude(ds, seed, arm.prelude) if after_prelude else \
+                self.checkpoint(ds, seed)
             result = cls(params).run(start, self.context(
                 ds, seed, self.epochs + (K if scratch else 0), **arm.context))
-            trained = result.metrics["epochs_trained"]
-            control = self.control(ds, seed, None if scratch else trained)
+            trained = result.metrics["epochs_trained"] + prelude_epochs
+            control_args = [None, ""] if scratch else [trained, arm.prelude]
+            control = self.control(ds, seed, *control_args)
             return {"method": arm.method, "config": params, "budget": arm.budget,
                     "epochs_total": trained + (0 if scratch else self.epochs),
-                    "control": control["arm"], "widths": widths_changed(result.model, start),
+                    "control": control["arm"], "control_args": control_args,
+                    "widths": widths_changed(result.model, start),
                     **({"ratios": result.metrics["ratios"]} if "ratios" in result.metrics
                        else {}),
                     **self.deploy(result.model, ds, control, key,
@@ -311,7 +365,12 @@ def markdown(rows, sums, args) -> str:
 
     lines = [f"{protocol.preamble(args.epochs, args.lr)} Post-training arms fine-tune at "
              f"lr/10 and are compared with the checkpoint trained as many epochs more "
-             f"(`dense_kK`); training-time arms train {args.epochs + K} epochs from the seeded "
+             f"(`dense_kK`); WFF's arms measure flips in a prelude ("
+             + "; ".join(f"`{n}`: {p.epochs} epoch(s) at lr {p.learning_rate} with latent "
+                         f"decay {p.decay}" for n, p in PRELUDES.items())
+             + "), which their control (`dense_<prelude>_kK`) and their matched baselines "
+             "train too, with the decay kept in the fine-tuning; training-time arms train "
+             f"{args.epochs + K} epochs from the seeded "
              "untrained model, like `dense_scratch`. Arms with the same budget tag are "
              f"compared with each other. {protocol.STATISTICS}", ""]
     lines += ["| arm | budget | control | seeds | epochs | test acc | test loss (points) "
@@ -345,11 +404,9 @@ def run(arm_names, seeds, arena: Arena) -> list[dict]:
             if seed == 0 or BY_NAME[name].headline:
                 rows.append(arena.arm(BY_NAME[name], seed, seed_rows))
         ds = protocol.dataset(seed)
-        for after in sorted({r["epochs_total"] - arena.epochs for r in seed_rows.values()
-                             if r["control"] != "dense_scratch"}):
-            rows.append(arena.control(ds, seed, after))
-        if any(r["control"] == "dense_scratch" for r in seed_rows.values()):
-            rows.append(arena.control(ds, seed, None))
+        for after, prelude in sorted({tuple(r["control_args"]) for r in seed_rows.values()},
+                                     key=str):
+            rows.append(arena.control(ds, seed, after, prelude))
     return list({(r["arm"], r["seed"]): r for r in rows}.values())
 
 

@@ -38,7 +38,8 @@ import numpy as np
 import bnnprune_tf  # noqa: F401  (Keras 2 before tensorflow)
 import tensorflow as tf
 
-from bnnprune_tf import data, files, models, profile, training
+from bnnprune_tf import data, files, methods, models, profile, training
+from bnnprune_tf.methods import flip_frequency
 
 CACHE = Path(__file__).resolve().parent / "cache"
 SETUP = {"data": "fashion_mnist", "train_images": 20000, "val_images": 6000,
@@ -87,6 +88,24 @@ def checkpoint(key: Mapping, make: Callable[[], tf.keras.Model]) -> tf.keras.Mod
     model = make()
     files.save_model(model, path)
     return model
+
+
+def decayed(model: tf.keras.Model, decay: float) -> tf.keras.Model:
+    """``model`` with coupled L2 ``decay`` on its latent weights as a loss term
+    (:func:`~bnnprune_tf.methods.flip_frequency.latent_decay`, WFF's training)."""
+    term = flip_frequency.latent_decay(model, decay)
+    if term is not None:
+        model.add_loss(term)
+    return model
+
+
+def with_decay(cls: type, decay: float) -> type:
+    """Method class ``cls`` whose training adds that decay (to train a baseline as WFF's
+    rounds train); ``cls`` must have no loss term of its own."""
+    if cls.loss is not methods.Method.loss:
+        raise ValueError(f"{cls.name} has a loss term of its own: the decay would replace it")
+    return type(cls.__name__, (cls,), {"loss": lambda self, m: flip_frequency.latent_decay(
+        m, decay)})
 
 
 def cell(key: Mapping, compute: Callable[[], dict], log=print) -> dict:

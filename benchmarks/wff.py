@@ -90,21 +90,13 @@ def wff_cell(ds, base, seed, args) -> dict:
                           "seed": seed}, compute)
 
 
-def decayed(model: tf.keras.Model, args) -> tf.keras.Model:
-    """``model`` with WFF's coupled L2 decay on its latent weights as a loss term."""
-    term = flip_frequency.latent_decay(model, args.weight_decay)
-    if term is not None:
-        model.add_loss(term)
-    return model
-
-
 def measured(ds, base, seed, args) -> tf.keras.Model:
     """The checkpoint after WFF's measuring interval, trained as WFF's round 0 trains it:
     ``base`` + ``--interval`` epochs at ``--measure-lr`` with the latent decay (cached). The
     control and the baselines start from it: every arm gets the same training and differs
     only in what it prunes."""
     def make():
-        model = decayed(copy_model(base), args)
+        model = protocol.decayed(copy_model(base), args.weight_decay)
         protocol.train(model, ds, args.interval, args.measure_lr, seed)
         return model
 
@@ -120,10 +112,8 @@ def _measuring(args) -> dict:
 def finetuned(method_name, params, start, ds, seed, epochs, args):
     """``method_name`` with ``params`` on ``start``, then ``epochs`` of fine-tuning at lr/10
     with WFF's latent decay (WFF's rounds fine-tune with it)."""
-    cls = methods.get(method_name)
-    with_decay = type(cls.__name__, (cls,), {"loss": lambda self, m: flip_frequency.latent_decay(
-        m, args.weight_decay)})
-    method = with_decay(**params, epochs=epochs, learning_rate=args.lr / 10)
+    cls = protocol.with_decay(methods.get(method_name), args.weight_decay)
+    method = cls(**params, epochs=epochs, learning_rate=args.lr / 10)
     return method.run(start, _context(ds, seed, args))
 
 
@@ -158,7 +148,7 @@ def baseline_cells(ds, base, seed, args, wff_row) -> list[dict]:
                                              "round_to": ROUND_TO}, {"operations": "wff"})
 
     def control():
-        model = decayed(copy_model(start), args)
+        model = protocol.decayed(copy_model(start), args.weight_decay)
         protocol.train(model, ds, epochs, args.lr / 10, seed)
         return _row("dense", "dense", {}, seed, args, args.interval + epochs, model, ds)
 
@@ -190,7 +180,7 @@ def flip_check(ds, base, seed, args, epochs: int = 3) -> dict:
     the validation images lost by flipping the signs of the weights that flipped vs. of as
     many that did not (random, per layer)."""
     def compute():
-        model = decayed(copy_model(base), args)
+        model = protocol.decayed(copy_model(base), args.weight_decay)
         tracker = flip_frequency.FlipTracker(last_epochs=epochs, every=args.every)
         curve = []
         record = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs=None: curve.append(

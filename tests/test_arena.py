@@ -12,7 +12,7 @@ from bnnprune_tf import data
 
 from conftest import require_tools
 
-ARMS = ["latent_weight_w46", "random_weight_w46", "uniform_r30"]
+ARMS = ["latent_weight_w46", "random_weight_w46", "uniform_r30", "wff_i1", "l1_wff_i1"]
 
 
 @pytest.fixture
@@ -34,13 +34,18 @@ def test_arena_runs_every_arm_through_the_interface_and_deploys(tiny):
     arena.main(["--arms", *ARMS, "--seeds", "0", "--epochs", "1", "--lr", "0.01"])
     result = json.loads((tiny / "results" / "arena.json").read_text())
     rows = {r["arm"]: r for r in result["rows"]}
-    assert set(rows) == {*ARMS, "dense_k2", "dense_scratch"}
+    assert set(rows) == {*ARMS, "dense_k2", "dense_scratch", "dense_wffm_k3"}
     latent, rand = rows["latent_weight_w46"], rows["random_weight_w46"]
     assert rand["config"]["ratios"] == latent["ratios"]              # matched: equal cost
     assert rand["epochs_total"] == latent["epochs_total"] == 3        # 1 + 2, like its control
     assert rows["dense_k2"]["epochs_total"] == 3
     assert rand["binary_params"] == latent["binary_params"] < rows["dense_k2"]["binary_params"]
     assert rows["uniform_r30"]["epochs_total"] == rows["dense_scratch"]["epochs_total"] == 3
+    wff, l1 = rows["wff_i1"], rows["l1_wff_i1"]      # WFF's measuring epoch is a prelude
+    assert wff["control"] == l1["control"] == "dense_wffm_k3"          # that all three train
+    assert wff["epochs_total"] == l1["epochs_total"] == rows["dense_wffm_k3"]["epochs_total"] == 4
+    assert l1["config"]["widths"] == wff["widths"] and l1["config"]["epochs"] == 2
+    assert l1["binary_macs"] == wff["binary_macs"]
     assert rows["uniform_r30"]["widths"]                              # really narrower
     for name, row in rows.items():
         assert row["bit_exact"] is True and row["m4_instructions"] > 0, name
