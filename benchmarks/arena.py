@@ -372,7 +372,12 @@ def markdown(rows, sums, args) -> str:
              "train too, with the decay kept in the fine-tuning; training-time arms train "
              f"{args.epochs + K} epochs from the seeded "
              "untrained model, like `dense_scratch`. Arms with the same budget tag are "
-             f"compared with each other. {protocol.STATISTICS}", ""]
+             "compared with each other. Budget tags group arms of about the same cost and "
+             "are nominal: the L1, random and uniform arms at `rNN` remove NN % of a layer's "
+             "channels with the kept width rounded down to a multiple of 8 (as "
+             "Torch-Pruning's `round_to`), so their real cut is larger (32 channels at r30 "
+             "keep 16); the table reports every arm's real cut. "
+             f"{protocol.STATISTICS}", ""]
     lines += ["| arm | budget | control | seeds | epochs | test acc | test loss (points) "
               "| binary MACs cut | binary params cut | LCE bytes ratio | LCE time default "
               "/ indirect | M4 instr ratio | beats | ties | loses |",
