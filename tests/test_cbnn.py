@@ -117,6 +117,21 @@ def test_sensitivity_selector_spends_the_width_budget_by_layer(sliced_trained, d
     assert reduced.get_layer("conv3").filters == sliced_trained.get_layer("conv3").filters
 
 
+@pytest.mark.parametrize("retrain", ["finetune", "scratch"])
+def test_retrain_finetune_keeps_the_shrunk_weights_scratch_draws_new_ones(sliced_trained, digits,
+                                                                          retrain):
+    method = methods.get("cbnn")(slices=[4, 5, 6, 7], widths=[1.0], epochs=1, budget=0.99,
+                                 learning_rate=1e-7, retrain=retrain)
+    result = method.run(sliced_trained, methods.Context(digits, epochs=1))
+    assert result.metrics["retrain"] == retrain
+    before = sliced_trained.get_layer("conv3").kernel.numpy()
+    after = result.model.get_layer("conv3").kernel.numpy()
+    assert after.shape == before.shape                      # width 1.0: every filter kept
+    # one epoch at lr 1e-7 moves a latent weight by far less than 1e-4; a fresh draw is O(0.1)
+    moved = np.abs(after - before).max()
+    assert (moved < 1e-4) if retrain == "finetune" else (moved > 0.1)
+
+
 @pytest.mark.parametrize("params, match", [({"slices": []}, "no bit slice kept"),
                                            ({"widths": [0.0]}, "widths"),
                                            ({"retrain": "never"}, "retrain")])
