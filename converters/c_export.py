@@ -25,7 +25,8 @@ From :func:`converters.fold.fold` this writes ``model_data.h``/``model_data.c``:
   the numpy integer reference (which equals Keras up to float rounding).
 
 The arena (two ping-pong halves of packed activations, then the largest input
-patch of one output pixel, and its mask where zero padding occurs) is sized here,
+patch of one output pixel, and its mask where zero padding occurs or a second
+pixel's patch for ternary layers) is sized here,
 so the firmware needs no dynamic allocation. :func:`make`, :func:`run`, :func:`size`, :func:`flash` and
 :func:`count_instructions` build and run ``firmware/`` on the host, under QEMU or
 on a real board.
@@ -326,7 +327,9 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
             packed |= c % 32 != 0
         ops.add(kind)
         if kind in ("binary", "output"):
-            mask = 2 if padded and step["pad_value"] == 0 else 1     # + zero-padding mask
+            ternary = kind == "binary" and bool((layer.weights == 0).any())
+            # + zero-padding mask, or a second patch (ternary: two pixels at a time)
+            mask = 2 if (padded and step["pad_value"] == 0) or ternary else 1
             scratch = max(scratch, mask * patch_words(taps * c))
             sparse |= mask == 2 or bool((layer.weights == 0).any())
             packed |= c % 32 != 0

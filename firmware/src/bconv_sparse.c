@@ -2,6 +2,7 @@
  * ternary layers (bnn.h: only the nonzero words of each filter are stored and
  * visited, through their word numbers) and pixels whose kernel overlaps zero
  * padding (mask = 1 inside the input). S = nonzeros - 2 * popcount((x ^ w) & m).
+ * bnn_bconv_pair_sparse does two unmasked patches of a ternary layer at once.
  * Example: a ternary filter with 9 words of which 4 are empty visits 5 words. */
 #include "bnn.h"
 #include "bnn_popcount.h"
@@ -13,6 +14,8 @@ typedef struct {
   const int32_t *nonzeros, *t;
 } bnn_ternary_cursor;
 uint32_t bnn_ternary_block_m4(const uint32_t *patch, bnn_ternary_cursor *c, int count);
+uint64_t bnn_ternary_pair_m4(const uint32_t *a, const uint32_t *b, bnn_ternary_cursor *c,
+                             int count);
 
 /* popcount((patch[k] ^ sign) & nonzero) summed over a filter's listed words k =
  * index[i]: `full` sign words, then `partial` (sign, nonzero) pairs, three at a time
@@ -102,4 +105,23 @@ void bnn_bconv_patch_sparse(const bnn_layer *l, const uint32_t *patch, const uin
       word = 0;
     }
   }
+}
+
+void bnn_bconv_pair_sparse(const bnn_layer *l, const uint32_t *a, const uint32_t *b,
+                           uint32_t *out_a, uint32_t *out_b) {
+#if defined(__ARM_FEATURE_DSP) && defined(__thumb2__)
+  if (BNN_PATCH_WORDS(l) <= 30) {      /* both pixels per pass: bconv_listed_pair_m4.S */
+    bnn_ternary_cursor c = {l->index, (const uint32_t *)l->weights, l->counts, l->nonzeros,
+                            l->thresholds};
+    for (int oc = 0; oc < l->out_c; oc += 32) {
+      const int count = l->out_c - oc < 32 ? l->out_c - oc : 32;
+      const uint64_t ab = bnn_ternary_pair_m4(a, b, &c, count);
+      out_a[oc >> 5] = (uint32_t)ab >> (32 - count);
+      out_b[oc >> 5] = (uint32_t)(ab >> 32) >> (32 - count);
+    }
+    return;
+  }
+#endif
+  bnn_bconv_patch_sparse(l, a, 0, out_a, 0);
+  bnn_bconv_patch_sparse(l, b, 0, out_b, 0);
 }

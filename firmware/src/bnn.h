@@ -87,9 +87,12 @@ void bnn_bconv_patch_masked(const bnn_layer *l, const uint32_t *patch, uint32_t 
 /* The same for ternary layers (skips empty words) and for patches with a mask. */
 void bnn_bconv_patch_sparse(const bnn_layer *l, const uint32_t *patch, const uint32_t *mask,
                             uint32_t *out, int32_t *sums);
+/* Two patches without mask of a ternary layer (thresholds only): their output words. */
+void bnn_bconv_pair_sparse(const bnn_layer *l, const uint32_t *a, const uint32_t *b,
+                           uint32_t *out_a, uint32_t *out_b);
 
 /* Layers. patch: scratch of BNN_PATCH_WORDS words (binary; twice that with zero
- * padding); the first conv's scratch (the arena's other half) holds its even
+ * padding or zero weights: a mask, or two pixels' patches); the first conv's scratch (the arena's other half) holds its even
  * k_h * k_w * in_c int16 values or its padded input image (c_export sizes the halves). */
 void bnn_conv_first(const bnn_layer *l, const int8_t *in, uint32_t *out, void *patch);
 void bnn_bconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, int32_t *sums,
