@@ -33,7 +33,9 @@ def slot_masks(kernel_shape, rng, empty=0.3, full=0.3):
 
 def ternary_bnn(seed=0):
     """A masked BNN whose weight masks make three ternary layers with empty, full and
-    partial slots: 2 input words, zero and +1 padding, a stride, a 7x7 classifier."""
+    partial slots: 2 input words, zero and +1 padding, a stride, a 7x7 classifier. The
+    7x7 layers run pixel pairs (an odd last pixel; 34 filters: 32 + 2), beside masked
+    pixels on the zero-padded one."""
     tf.keras.utils.set_random_seed(seed)
     binary = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", use_bias=False)
     layers = tf.keras.layers

@@ -4,7 +4,7 @@
  * sparse one for ternary layers and pixels that overlap zero padding
  * (bconv_sparse.c; left out of models without either, see BNN_SPARSE in
  * model_data.h). Ternary layers take two consecutive pixels (row-major order)
- * at a time when neither overlaps zero padding: two patches, one pass over the
+ * at a time where neither overlaps zero padding: two patches, one pass over the
  * filters. Thresholds pack the output bits; the last conv (no thresholds)
  * writes int32 sums instead, in NHWC order as Keras flattens them. */
 #include "bnn.h"
@@ -17,38 +17,59 @@ static int zero_padded(const bnn_layer *l, int oy, int ox) {
   return !l->pad_value && (iy < 0 || ix < 0 || iy + l->k_h > l->in_h || ix + l->k_w > l->in_w);
 }
 
+/* (oy, ox) = the next output pixel in row-major order */
+static inline void next_pixel(const bnn_layer *l, int *oy, int *ox) {
+  if (++*ox == l->out_w) {
+    *ox = 0;
+    ++*oy;
+  }
+}
+
+/* A ternary layer with thresholds: pixel pairs, else one pixel (masked or not). */
+static void ternary_pixels(const bnn_layer *l, const uint32_t *in, uint32_t *out,
+                           uint32_t *patch) {
+  const int words = BNN_WORDS(l->out_c), n = BNN_PATCH_WORDS(l);
+  for (int oy = 0, ox = 0; oy < l->out_h; next_pixel(l, &oy, &ox), out += words) {
+    int by = oy, bx = ox;                              /* pixel B, the next one */
+    next_pixel(l, &by, &bx);
+    if (by < l->out_h && !zero_padded(l, oy, ox) && !zero_padded(l, by, bx)) {
+      bnn_gather_patch(l, in, oy, ox, patch, 0);
+      bnn_gather_patch(l, in, by, bx, patch + n, 0);
+      bnn_bconv_pair_sparse(l, patch, patch + n, out, out + words);
+      oy = by;
+      ox = bx;
+      out += words;
+    } else {
+      const int masked = bnn_gather_patch(l, in, oy, ox, patch, patch + n);
+      bnn_bconv_patch_sparse(l, patch, masked ? patch + n : 0, out, 0);
+    }
+  }
+}
+
 void bnn_bconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, int32_t *sums,
                  uint32_t *patch) {
-  const int words = BNN_WORDS(l->out_c), n = BNN_PATCH_WORDS(l);
-  const int pairs = BNN_SPARSE && l->op == BNN_BCONV && l->counts && !sums;
-  uint32_t *mask = patch + n;
+  const int words = BNN_WORDS(l->out_c);
+  uint32_t *mask = patch + BNN_PATCH_WORDS(l);
+  if (BNN_SPARSE && l->op == BNN_BCONV && l->counts && !sums) {
+    ternary_pixels(l, in, out, patch);
+    return;
+  }
   if (sums) out = 0;
-  for (int oy = 0, ox = 0; oy < l->out_h;) {
-    const int next_y = ox + 1 < l->out_w ? oy : oy + 1, next_x = ox + 1 < l->out_w ? ox + 1 : 0;
-    if (pairs && next_y < l->out_h && !zero_padded(l, oy, ox) &&
-        !zero_padded(l, next_y, next_x)) {
-      bnn_gather_patch(l, in, oy, ox, patch, 0);
-      bnn_gather_patch(l, in, next_y, next_x, patch + n, 0);
-      bnn_bconv_pair_sparse(l, patch, patch + n, out, out + words);
-      out += 2 * words;
-      oy = next_x + 1 < l->out_w ? next_y : next_y + 1;
-      ox = next_x + 1 < l->out_w ? next_x + 1 : 0;
-      continue;
+  for (int oy = 0; oy < l->out_h; ++oy) {
+    for (int ox = 0; ox < l->out_w; ++ox) {
+      const int masked = bnn_gather_patch(l, in, oy, ox, patch, mask);
+      if (BNN_USES(BNN_BCONV_MASKED) && l->op == BNN_BCONV_MASKED) {
+        bnn_bconv_patch_masked(l, patch, out);
+      } else if (BNN_SPARSE && (masked || l->counts)) {
+        bnn_bconv_patch_sparse(l, patch, masked ? mask : 0, out, sums);
+      } else {
+        bnn_bconv_patch(l, patch, out, sums);
+      }
+      if (sums) {
+        sums += l->out_c;
+      } else {
+        out += words;
+      }
     }
-    const int masked = bnn_gather_patch(l, in, oy, ox, patch, mask);
-    if (BNN_USES(BNN_BCONV_MASKED) && l->op == BNN_BCONV_MASKED) {
-      bnn_bconv_patch_masked(l, patch, out);
-    } else if (BNN_SPARSE && (masked || l->counts)) {
-      bnn_bconv_patch_sparse(l, patch, masked ? mask : 0, out, sums);
-    } else {
-      bnn_bconv_patch(l, patch, out, sums);
-    }
-    if (sums) {
-      sums += l->out_c;
-    } else {
-      out += words;
-    }
-    oy = next_y;
-    ox = next_x;
   }
 }

@@ -10,9 +10,9 @@
  * Filter i: counts = (full, partial) with full + partial <= 30 (bytes would overflow
  * beyond); bit i of the low result word (pixel A) and of the high one (pixel B) is 1
  * (= -1) iff that pixel's S = nonzeros - 2 * popcount < t, the popcount as in
- * bconv_listed_m4.S. The cursor advances past the filters. Per 3 words of a filter 60
- * instructions (66 partial) for both pixels, per leftover word 26 (29), per filter
- * 33. Example: bconv_sparse.c calls it for each 32 filters of each pixel pair. */
+ * bconv_listed_m4.S. The cursor advances past the filters. For both pixels: 60
+ * instructions per 3 full words (69 partial), 26 per leftover word (29), about 31 per
+ * filter. Example: bconv_sparse.c calls it for each 32 filters of each pixel pair. */
 #ifndef __arm__
   .section .note.GNU-stack, "", %progbits   /* host builds: no executable stack */
 #endif
