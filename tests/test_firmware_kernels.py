@@ -93,6 +93,7 @@ def test_export_picks_pairs_and_masked_layers(exported):
                    ("BNN_BCONV", "16"), ("BNN_OUTPUT_CONV", "16")]
     header = (directory / "model_data.h").read_text()
     assert "#define BNN_OPS 0xcbu" in header       # first, binary, output, pairs, masked
+    assert "#define BNN_TERNARY_PAIRS 0" in header  # no listed ternary layer: no pixel pairs
 
 
 def test_op_numbers_follow_the_c_enum():

@@ -9,6 +9,7 @@
  * writes int32 sums instead, in NHWC order as Keras flattens them. */
 #include "bnn.h"
 #include "model_data.h"   /* BNN_SPARSE: 0 if no layer needs bconv_sparse.c (less flash) */
+                          /* BNN_TERNARY_PAIRS: ternary layers run pixel pairs */
                           /* BNN_USES(BNN_BCONV_MASKED): masked ternary layers */
 
 /* 1 if the kernel at output pixel (oy, ox) overlaps zero padding (a masked patch) */
@@ -50,7 +51,7 @@ void bnn_bconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, int32_t 
                  uint32_t *patch) {
   const int words = BNN_WORDS(l->out_c);
   uint32_t *mask = patch + BNN_PATCH_WORDS(l);
-  if (BNN_SPARSE && l->op == BNN_BCONV && l->counts && !sums) {
+  if (BNN_TERNARY_PAIRS && l->op == BNN_BCONV && l->counts && !sums) {
     ternary_pixels(l, in, out, patch);
     return;
   }
