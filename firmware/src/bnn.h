@@ -92,8 +92,9 @@ void bnn_bconv_pair_sparse(const bnn_layer *l, const uint32_t *a, const uint32_t
                            uint32_t *out_a, uint32_t *out_b);
 
 /* Layers. patch: scratch of BNN_PATCH_WORDS words (binary; twice that with zero
- * padding or zero weights: a mask, or two pixels' patches); the first conv's scratch (the arena's other half) holds its even
- * k_h * k_w * in_c int16 values or its padded input image (c_export sizes the halves). */
+ * padding or zero weights: a mask, or two pixels' patches); the first conv's scratch
+ * (the arena's other half) holds its even k_h * k_w * in_c int16 values or its padded
+ * input image (c_export sizes the halves). */
 void bnn_conv_first(const bnn_layer *l, const int8_t *in, uint32_t *out, void *patch);
 void bnn_bconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, int32_t *sums,
                  uint32_t *patch);
