@@ -297,6 +297,8 @@ class Arena:
             m4 = targets[BOARD]
             row.update(m4_instructions=m4["instructions_per_inference"], flash=m4["flash"],
                        ram=m4["ram"], bit_exact=m4["pass"] and targets["host"]["pass"])
+        except errors.FirmwareError:      # our build or run failed: a defect, never a result
+            raise
         except errors.ConversionError as e:
             row["c_runtime"] = f"refused: {e}"
         return row
