@@ -6,7 +6,7 @@ Every arm is a row of :data:`ARMS`: a registered method (``bnnprune_tf.methods.g
 parameters, where it starts and a budget tag. Nothing here knows a method beyond that row:
 
 - ``start="checkpoint"``: the method runs on the dense checkpoint (``vgg_small`` width 1/4,
-  ``--epochs`` E, cached by ``benchmarks/protocol.py``) and trains K epochs inside its
+  ``--epochs`` E, cached by ``benchmarks/protocol.py``) and trains K = 3 epochs inside its
   ``run`` (``Result.metrics["epochs_trained"]``); its control is the checkpoint trained
   K more epochs at lr/10 (``dense_k{K}``);
 - ``prelude``: training a checkpoint method does before it prunes, here WFF's measuring
@@ -18,6 +18,9 @@ parameters, where it starts and a budget tag. Nothing here knows a method beyond
   its control is the dense model trained E + K epochs from scratch (``dense_scratch``);
 - ``match=(arm, key)``: a baseline takes ``key`` (``widths`` kept, or the method's
   per-layer ``ratios``) from that arm's row of the same seed: equal cost by construction.
+
+So every arm and every control trains E + K epochs in all (CBNN's ``base_epochs`` of
+bit-sensitivity analysis aside).
 
 Per final model (a cell cached by a hash of its inputs in ``benchmarks/cache/cells/``):
 binary MACs and binary weights of the integer form (``converters.fold``: nonzero weights,
@@ -95,7 +98,7 @@ class Prelude:
 PRELUDES = {"wffm": Prelude(1, 3e-4, 1e-3)}     # WFF's measuring interval, as its arms run it
 
 
-K = 2                  # fine-tuning epochs of the post-training arms
+K = 3                  # epochs after the checkpoint, every post-training arm (E + K from scratch)
 R8 = {"round_to": 8}   # LCE computes output channels in blocks of 8
 ARMS = (
     # post-training, from the dense checkpoint; fine-tuned K epochs at lr/10
@@ -115,13 +118,14 @@ ARMS = (
     Arm("random_weight_w46", "random", {"level": "weight", "epochs": K}, budget="w46",
         headline=True, match=("latent_weight_w46", "ratios")),
     # WFF's rounds: flips counted 1 epoch at 3e-4 (a tenth of the context's rate) with
-    # latent decay (its prelude "wffm"), each round fine-tuned K epochs; its budget is what
-    # the flips give, so its baselines prune exactly its widths after the same prelude
+    # latent decay (its prelude "wffm"), then its rounds' fine-tuning: 1 + 2 = K epochs for
+    # one round, 1 + 1 + 1 for two; its budget is what the flips give, so its baselines
+    # prune exactly its widths after the same prelude
     Arm("wff_i1", "wff", {"interval": 1, "iterations": 1, "accuracy_budget": 1.0,
-                          "weight_decay": 1e-3, "every": 25, **R8, "epochs": K},
+                          "weight_decay": 1e-3, "every": 25, **R8, "epochs": K - 1},
         budget="wff_i1", headline=True, context={"learning_rate": 3e-3}, prelude="wffm"),
     Arm("wff_i2", "wff", {"interval": 1, "iterations": 2, "accuracy_budget": 1.0,
-                          "weight_decay": 1e-3, "every": 25, **R8, "epochs": K},
+                          "weight_decay": 1e-3, "every": 25, **R8, "epochs": (K - 1) // 2},
         budget="wff_i2", context={"learning_rate": 3e-3}, prelude="wffm"),
     Arm("l1_wff_i1", "l1", {}, "prelude", budget="wff_i1", headline=True,
         match=("wff_i1", "widths"), prelude="wffm"),

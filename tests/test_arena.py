@@ -34,16 +34,14 @@ def test_arena_runs_every_arm_through_the_interface_and_deploys(tiny):
     arena.main(["--arms", *ARMS, "--seeds", "0", "--epochs", "1", "--lr", "0.01"])
     result = json.loads((tiny / "results" / "arena.json").read_text())
     rows = {r["arm"]: r for r in result["rows"]}
-    assert set(rows) == {*ARMS, "dense_k2", "dense_scratch", "dense_wffm_k3"}
+    assert set(rows) == {*ARMS, "dense_k3", "dense_scratch", "dense_wffm_k3"}
     latent, rand = rows["latent_weight_w46"], rows["random_weight_w46"]
     assert rand["config"]["ratios"] == latent["ratios"]              # matched: equal cost
-    assert rand["epochs_total"] == latent["epochs_total"] == 3        # 1 + 2, like its control
-    assert rows["dense_k2"]["epochs_total"] == 3
-    assert rand["binary_params"] == latent["binary_params"] < rows["dense_k2"]["binary_params"]
-    assert rows["uniform_r30"]["epochs_total"] == rows["dense_scratch"]["epochs_total"] == 3
+    # every arm and control trains E + K = 1 + 3 epochs
+    assert {r["epochs_total"] for r in rows.values()} == {4}
+    assert rand["binary_params"] == latent["binary_params"] < rows["dense_k3"]["binary_params"]
     wff, l1 = rows["wff_i1"], rows["l1_wff_i1"]      # WFF's measuring epoch is a prelude
     assert wff["control"] == l1["control"] == "dense_wffm_k3"          # that all three train
-    assert wff["epochs_total"] == l1["epochs_total"] == rows["dense_wffm_k3"]["epochs_total"] == 4
     assert l1["config"]["widths"] == wff["widths"] and l1["config"]["epochs"] == 2
     assert l1["binary_macs"] == wff["binary_macs"]
     assert rows["uniform_r30"]["widths"]                              # really narrower
@@ -58,14 +56,14 @@ def test_arena_runs_every_arm_through_the_interface_and_deploys(tiny):
         if name in ARMS:
             assert set(row["lce_time_ratio"]) == set(arena.KERNELS), name
     summary = {s["arm"]: s for s in result["summary"]}
-    assert summary["latent_weight_w46"]["control"] == "dense_k2"
+    assert summary["latent_weight_w46"]["control"] == "dense_k3"
     assert summary["uniform_r30"]["control"] == "dense_scratch"
     assert "random_weight_w46" in {*summary["latent_weight_w46"]["beats"],
                                    *summary["latent_weight_w46"]["ties"],
                                    *summary["latent_weight_w46"]["loses"]}
     for stem in ("macs", "m4", "bytes"):
         assert (tiny / "results" / f"arena_{stem}.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| latent_weight_w46 | w46 | dense_k2 | 1 | 3 |" in \
+    assert "| latent_weight_w46 | w46 | dense_k3 | 1 | 4 |" in \
         (tiny / "results" / "arena.md").read_text()
 
     # a rerun reads every cell from the cache: no file is written again
