@@ -54,7 +54,7 @@ import numpy as np
 from benchmarks import protocol
 from benchmarks.common import RESULTS, write_results
 from bnnprune_tf import errors, files, methods, models
-from bnnprune_tf.methods import Context
+from bnnprune_tf.methods import Context, flip_frequency
 from bnnprune_tf.prune import kept_widths
 from bnnprune_tf.reporting import Figure, render_png
 
@@ -161,14 +161,8 @@ class Arena:
     def after_prelude(self, ds, seed, prelude: str):
         """The checkpoint trained as :data:`PRELUDES` ``[prelude]`` says (cached)."""
         p = PRELUDES[prelude]
-
-        def make():
-            model = protocol.decayed(models.copy_model(self.checkpoint(ds, seed)), p.decay)
-            protocol.train(model, ds, p.epochs, p.learning_rate, seed)
-            return model
-
-        return protocol.checkpoint({**self.common, "what": "prelude", "seed": seed,
-                                    **dataclasses.asdict(p)}, make)
+        return protocol.prelude(ds, self.checkpoint(ds, seed), seed, p.epochs, p.learning_rate,
+                                p.decay, self.common)
 
     def fresh(self, ds, seed):
         return models.build(protocol.SETUP["model"], ds.input_shape, ds.num_classes,
@@ -196,7 +190,7 @@ class Arena:
                 total = self.epochs + K
             elif prelude:
                 p = PRELUDES[prelude]
-                model = protocol.decayed(
+                model = flip_frequency.add_latent_decay(
                     models.copy_model(self.after_prelude(ds, seed, prelude)), p.decay)
                 protocol.train(model, ds, after - p.epochs, self.lr / 10, seed)
                 total = self.epochs + after
@@ -207,8 +201,7 @@ class Arena:
             return {"method": "dense", "config": {}, "epochs_total": total,
                     **self.deploy(model, ds, None, key)}
 
-        key = {**self.common, "arm": name, "seed": seed, "k": K,
-               **({"prelude": dataclasses.asdict(PRELUDES[prelude])} if prelude else {})}
+        key = {**self.common, "arm": name, "seed": seed, "k": K, **prelude_key(prelude)}
         return self.cell(key, compute)
 
     def arm(self, arm: Arm, seed: int, rows: dict, fresh: bool = False) -> dict:
@@ -240,8 +233,7 @@ class Arena:
             params.setdefault("learning_rate", self.lr / 10)
         key = {**self.common, "arm": arm.name, "method": arm.method, "params": params,
                "start": arm.start, "context": arm.context, "seed": seed, "k": K,
-               **({"prelude": dataclasses.asdict(PRELUDES[arm.prelude])} if arm.prelude
-                  else {})}
+               **prelude_key(arm.prelude)}
 
         def compute():
             start = self.fresh(ds, seed) if scratch else \
@@ -306,6 +298,11 @@ class Arena:
         except errors.ConversionError as e:
             row["c_runtime"] = f"refused: {e}"
         return row
+
+
+def prelude_key(prelude: str) -> dict:
+    """The cell-key entry of a :data:`PRELUDES` name (none for ``""``)."""
+    return {"prelude": dataclasses.asdict(PRELUDES[prelude])} if prelude else {}
 
 
 def widths_changed(model, start) -> dict[str, int]:

@@ -6,6 +6,8 @@ method benchmarks: the data split, the dense checkpoint, cached cells, rows, pai
 - :func:`dense` -- ``vgg_small`` at width 1/4 trained ``epochs`` (Adam, cosine, no
   augmentation), cached as a ``.keras`` file under ``benchmarks/cache/`` by a hash of its inputs
   (:func:`checkpoint`);
+- :func:`prelude` -- a checkpoint trained further as WFF measures (latent decay), cached, so
+  a control and baselines can start where WFF's rounds start;
 - :func:`cell` -- one (arm, config, seed) result, cached as JSON by a hash of its inputs, so a
   benchmark resumes where it stopped and a part of it can be rerun;
 - :func:`measure` -- a final model's row: binary MACs and parameters (nonzero weights only), the
@@ -90,13 +92,17 @@ def checkpoint(key: Mapping, make: Callable[[], tf.keras.Model]) -> tf.keras.Mod
     return model
 
 
-def decayed(model: tf.keras.Model, decay: float) -> tf.keras.Model:
-    """``model`` with coupled L2 ``decay`` on its latent weights as a loss term
-    (:func:`~bnnprune_tf.methods.flip_frequency.latent_decay`, WFF's training)."""
-    term = flip_frequency.latent_decay(model, decay)
-    if term is not None:
-        model.add_loss(term)
-    return model
+def prelude(ds: data.Dataset, base: tf.keras.Model, seed: int, epochs: int,
+            learning_rate: float, decay: float, key: Mapping) -> tf.keras.Model:
+    """``base`` trained ``epochs`` more at ``learning_rate`` with coupled L2 ``decay`` on its
+    latent weights (WFF's measuring interval), cached; ``key`` names ``base``'s inputs."""
+    def make():
+        model = flip_frequency.add_latent_decay(models.copy_model(base), decay)
+        train(model, ds, epochs, learning_rate, seed)
+        return model
+
+    return checkpoint({**key, "what": "prelude", "seed": seed, "prelude": {
+        "epochs": epochs, "learning_rate": learning_rate, "decay": decay}}, make)
 
 
 def with_decay(cls: type, decay: float) -> type:

@@ -95,18 +95,8 @@ def measured(ds, base, seed, args) -> tf.keras.Model:
     ``base`` + ``--interval`` epochs at ``--measure-lr`` with the latent decay (cached). The
     control and the baselines start from it: every arm gets the same training and differs
     only in what it prunes."""
-    def make():
-        model = protocol.decayed(copy_model(base), args.weight_decay)
-        protocol.train(model, ds, args.interval, args.measure_lr, seed)
-        return model
-
-    return protocol.checkpoint({"what": "measured", **_common(args), **_measuring(args),
-                                "seed": seed}, make)
-
-
-def _measuring(args) -> dict:
-    return {"interval": args.interval, "measure_lr": args.measure_lr,
-            "weight_decay": args.weight_decay}
+    return protocol.prelude(ds, base, seed, args.interval, args.measure_lr, args.weight_decay,
+                            {"bench": "wff", **_common(args)})
 
 
 def finetuned(method_name, params, start, ds, seed, epochs, args):
@@ -139,7 +129,9 @@ def baseline_cells(ds, base, seed, args, wff_row) -> list[dict]:
     ops_dense = sensitivity.operations(start)
     wff_ops = wff_row["binary_macs"] + wff_row["ternary_macs"] + wff_row["float_macs"]
     rows = []
-    key = {"bench": "wff", **_common(args), "start": _measuring(args), "seed": seed,
+    key = {"bench": "wff", **_common(args), "start": {
+        "interval": args.interval, "measure_lr": args.measure_lr,
+        "weight_decay": args.weight_decay}, "seed": seed,
            "finetune_epochs": epochs}
     arms = {"random": ("random", {"widths": widths, "seed": seed}, {"widths": "wff"}),
             "l1": ("l1", {"widths": widths}, {"widths": "wff"})}
@@ -148,7 +140,7 @@ def baseline_cells(ds, base, seed, args, wff_row) -> list[dict]:
                                              "round_to": ROUND_TO}, {"operations": "wff"})
 
     def control():
-        model = protocol.decayed(copy_model(start), args.weight_decay)
+        model = flip_frequency.add_latent_decay(copy_model(start), args.weight_decay)
         protocol.train(model, ds, epochs, args.lr / 10, seed)
         return _row("dense", "dense", {}, seed, args, args.interval + epochs, model, ds)
 
@@ -180,7 +172,7 @@ def flip_check(ds, base, seed, args, epochs: int = 3) -> dict:
     the validation images lost by flipping the signs of the weights that flipped vs. of as
     many that did not (random, per layer)."""
     def compute():
-        model = protocol.decayed(copy_model(base), args.weight_decay)
+        model = flip_frequency.add_latent_decay(copy_model(base), args.weight_decay)
         tracker = flip_frequency.FlipTracker(last_epochs=epochs, every=args.every)
         curve = []
         record = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs=None: curve.append(

@@ -404,6 +404,20 @@ def latent_decay(model: tf.keras.Model, weight_decay: float, include_float_input
     return lambda: weight_decay * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
 
 
+def add_latent_decay(model: tf.keras.Model, weight_decay: float,
+                     include_float_input: bool = False) -> tf.keras.Model:
+    """``model`` with :func:`latent_decay` added to its loss (unchanged for ``0``).
+
+    Example::
+
+        model = add_latent_decay(copy_model(trained), 1e-3)
+    """
+    term = latent_decay(model, weight_decay, include_float_input)
+    if term is not None:
+        model.add_loss(term)
+    return model
+
+
 def prune_by_flip_frequency(
     model: tf.keras.Model, dataset, *, epochs: int, interval: int, threshold: float = 0,
     max_iterations: int = 3, accuracy_budget: float = 0.01, follow_up: str = "finetune",
@@ -440,10 +454,7 @@ def prune_by_flip_frequency(
         raise ModelError(f"interval must be between 1 and the epochs of a round "
                          f"({min(epochs, finetune_epochs)}), got {interval}")
     def decayed(m):
-        term = latent_decay(m, weight_decay, include_float_input)
-        if term is not None:
-            m.add_loss(term)
-        return m
+        return add_latent_decay(m, weight_decay, include_float_input)
 
     current, rounds, models_by_round = decayed(copy_model(model)), [], []
     store = RoundStore(work_dir, (model, dataset, settings)) if work_dir is not None else None
