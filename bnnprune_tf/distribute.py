@@ -13,8 +13,9 @@ run computes:
   under ``strategy.scope()`` are mirrored; Keras splits each global batch (the
   recipe's ``batch_size``) over the replicas.
 - :func:`synchronize_batch_norm`: a copy whose BatchNormalization layers use the
-  statistics of the global batch (``synchronized=True``), as one device would;
-  per-replica statistics would train a different network.
+  statistics of the global batch (:class:`SynchronizedBatchNormalization`, which
+  survives the copies that methods make), as one device would; per-replica
+  statistics would train a different network.
 - :func:`is_chief`: only the chief writes files (models, reports, manifests);
   the other workers run the same steps (every collective needs all of them).
 - :func:`agree`: one integer every worker agrees on (the chief's).
@@ -189,11 +190,29 @@ def agree(strategy: tf.distribute.Strategy, value: int) -> int:
     return int(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)) // local
 
 
+@tf.keras.utils.register_keras_serializable("bnnprune")
+class SynchronizedBatchNormalization(tf.keras.layers.BatchNormalization):
+    """``BatchNormalization(synchronized=True)`` that stays synchronized through
+    ``get_config``: tf-keras 2.16 leaves ``synchronized`` out of the config, so every
+    clone (``clone_model``, a method's masked copy, a saved model) would silently go back
+    to per-replica statistics.
+
+    Example::
+
+        layer = SynchronizedBatchNormalization.from_config(bn.get_config())
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.pop("synchronized", None)
+        kwargs.pop("fused", None)
+        super().__init__(synchronized=True, **kwargs)
+
+
 def synchronize_batch_norm(model: tf.keras.Model) -> tf.keras.Model:
     """A copy of ``model`` whose BatchNormalization layers normalize with the statistics
-    of the global batch (``synchronized=True``; on one device the same numbers as
-    before, up to float rounding); ``model`` itself is not changed. Create it under
-    the strategy's scope.
+    of the global batch (:class:`SynchronizedBatchNormalization`; on one device the same
+    numbers as before, up to float rounding); ``model`` itself is not changed. Create it
+    under the strategy's scope.
 
     Example::
 
@@ -201,10 +220,9 @@ def synchronize_batch_norm(model: tf.keras.Model) -> tf.keras.Model:
             model = synchronize_batch_norm(models.build("mnist_bnn", (28, 28, 1)))
     """
     def clone(layer):
-        config = layer.get_config()
         if isinstance(layer, tf.keras.layers.BatchNormalization):
-            config.update(synchronized=True, fused=None)
-        return type(layer).from_config(config)
+            return SynchronizedBatchNormalization.from_config(layer.get_config())
+        return type(layer).from_config(layer.get_config())
 
     copy = tf.keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())

@@ -88,12 +88,31 @@ def test_recipe_field_and_tf_config_errors(tmp_path):
     assert distribute.is_chief(distribute.strategy("none"))
 
 
+def test_synchronized_batch_norm_survives_copies_and_saving(tmp_path):
+    """tf-keras leaves ``synchronized`` out of BatchNormalization's config, so a clone
+    (every method's masked copy, ETB's quantizer swap) went back to per-replica
+    statistics: ETB under 2 replicas then trained another network."""
+    import tensorflow as tf
+    from bnnprune_tf import files, models
+    from bnnprune_tf.methods.base import copy_masked
+
+    model = distribute.synchronize_batch_norm(models.build("mnist_bnn", (28, 28, 1), seed=0))
+    path = tmp_path / "m.keras"
+    files.save_model(model, path)
+    copies = {"clone": tf.keras.models.clone_model(model), "masked": copy_masked(model),
+              "loaded": tf.keras.models.load_model(path)}
+    for name, copy in copies.items():
+        norms = [l for l in copy.layers if isinstance(l, tf.keras.layers.BatchNormalization)]
+        assert len(norms) == 4 and all(l.synchronized for l in norms), name
+
+
 def test_mirrored_method_state_matches_one_device():
     """2 replicas, same global batch and seed: the same masks and widths; flips sampled
     once per epoch (not per replica), SBNN's lambda from the global loss (per-replica
-    state would be half or double)."""
+    state would be half or double), ETB's thresholds and decisions (a network with
+    per-replica BatchNorm statistics ends with other channels)."""
     done = subprocess.run([sys.executable, os.fspath(ROOT / "tests" / "distributed_methods.py"),
-                           "wff", "sbnn"], env=_env(), capture_output=True, text=True,
+                           "wff", "sbnn", "etb"], env=_env(), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
@@ -101,6 +120,8 @@ def test_mirrored_method_state_matches_one_device():
         one, two = runs["single"], runs["mirrored"]
         assert one["widths"] == two["widths"], name
         assert one["masks"] == two["masks"], name
+    etb = results["etb"]                       # it prunes here: 4, 13, 27 of 8, 16, 32
+    assert etb["single"]["widths"] != {"conv_first": 8, "conv2": 16, "conv3": 32, "fc1": 10}
     wff = results["wff"]
     assert wff["single"]["samples"] == wff["mirrored"]["samples"] == 2
     for layer, counts in wff["single"]["flips"].items():
