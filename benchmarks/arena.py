@@ -36,9 +36,11 @@ Outputs: ``results/arena.json`` (the protocol's format), ``arena.md`` (one table
 axis, paired differences and McNemar verdicts against the arms of the same budget tag),
 ``arena_macs.png``, ``arena_m4.png``, ``arena_bytes.png`` (test accuracy against cost).
 
-Run: ``python -m benchmarks.arena [--arms wff_i1 l1_r30] [--seeds 0] [--recheck ARM]``
-(``--arms``/``--seeds`` run a part; the cache makes a rerun resume; ``--recheck ARM``
-recomputes that arm's seed-0 cell and compares it with the cached one, timing excluded).
+Run: ``python -m benchmarks.arena [--arms wff_i1 l1_r30] [--seeds 0] [--recheck ARM]
+[--retime]`` (``--arms``/``--seeds`` run a part; the cache makes a rerun resume;
+``--recheck ARM`` recomputes that arm's seed-0 cell and compares it with the cached one,
+timing excluded; ``--retime`` times the cached flatbuffers again, for a run that shared the
+machine: run it last, with nothing else running).
 """
 
 from __future__ import annotations
@@ -262,7 +264,7 @@ class Arena:
     def deploy(self, model, ds, control: dict | None, key: dict, pixels: bool = False) -> dict:
         """Costs, accuracies and the deployed form of a final ``model`` (see the module
         docstring); the flatbuffer is kept next to the cell for later timing."""
-        from converters import bench, fold
+        from converters import fold
         from pipelines.stages.deploy import build_firmware, convert_lce
 
         view = ds.pixels() if pixels else ds
@@ -279,13 +281,8 @@ class Arena:
                        lce_binary_convs=lce_metrics["binary_convs"]["LceBconv2d"],
                        lce_argmax_agreement=lce_metrics["verify"]["argmax_agreement"])
             if control is not None:
-                base = (protocol.CACHE / "cells" / control["flatbuffer"]).read_bytes()
-                results = bench.bench_host({"arm": flatbuffer, "control": base}, KERNELS,
-                                           RUNS, warmup=2, seed=0)
-                row["lce_time_ratio"] = {
-                    k: bench.ratio(bench.find(results, "arm", k),
-                                   bench.find(results, "control", k))["ratio"]
-                    for k in KERNELS}
+                row["lce_time_ratio"] = lce_time_ratio(
+                    flatbuffer, (protocol.CACHE / "cells" / control["flatbuffer"]).read_bytes())
         try:
             row.update(fold.fold(model).binary_cost())
             with tempfile.TemporaryDirectory() as tmp:
@@ -404,6 +401,31 @@ def markdown(rows, sums, args) -> str:
     return "\n".join(lines)
 
 
+def lce_time_ratio(flatbuffer: bytes, control: bytes) -> dict:
+    """Control time / arm time (> 1: the arm is faster) per LCE kernel, both timed
+    interleaved in one process (``RUNS`` rounds)."""
+    from converters import bench
+
+    results = bench.bench_host({"arm": flatbuffer, "control": control}, KERNELS, RUNS,
+                               warmup=2, seed=0)
+    return {k: bench.ratio(bench.find(results, "arm", k),
+                           bench.find(results, "control", k))["ratio"] for k in KERNELS}
+
+
+def retime(rows: list[dict]) -> None:
+    """Time every arm's flatbuffer against its control's again and store the ratios in
+    the rows and their cells: for cells computed while the machine was busy, rerun once
+    with nothing else running."""
+    cells = protocol.CACHE / "cells"
+    by_arm = {(r["arm"], r["seed"]): r for r in rows}
+    for row in rows:
+        control = by_arm.get((row.get("control"), row["seed"]))
+        if "flatbuffer" in row and control is not None and "flatbuffer" in control:
+            row["lce_time_ratio"] = lce_time_ratio((cells / row["flatbuffer"]).read_bytes(),
+                                                   (cells / control["flatbuffer"]).read_bytes())
+            files.write_json(cells / row["flatbuffer"].replace(".tflite", ".json"), row)
+
+
 def run(arm_names, seeds, arena: Arena) -> list[dict]:
     rows = []
     for seed in seeds:
@@ -440,19 +462,25 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--recheck", choices=BY_NAME)
+    parser.add_argument("--retime", action="store_true",
+                        help="time the LCE flatbuffers of the cells again (run it with "
+                             "nothing else on the machine)")
     args = parser.parse_args(argv)
     arena = Arena(args.epochs, args.lr)
     if args.recheck:
         print(recheck(args.recheck, arena))
         return
     rows = run(args.arms, args.seeds, arena)
+    if args.retime:
+        retime(rows)
     sums = summaries(rows)
     for stem, cost, label in (("macs", "binary_macs", "binary MACs"),
                               ("m4", "m4_instructions", "Cortex-M4 instructions"),
                               ("bytes", "model_bytes", "LCE flatbuffer bytes")):
         files.write_bytes(RESULTS / f"arena_{stem}.png", render_png(pareto(rows, cost, label)))
     command = ("python -m benchmarks.arena --arms " + " ".join(args.arms) + " --seeds "
-               + " ".join(map(str, args.seeds)) + f" --epochs {args.epochs} --lr {args.lr}")
+               + " ".join(map(str, args.seeds)) + f" --epochs {args.epochs} --lr {args.lr}"
+               + " --retime" * args.retime)
     write_results("arena", {"protocol": {**protocol.SETUP, "epochs": args.epochs,
                                          "lr": args.lr, "k": K},
                             "arms": [dataclasses.asdict(a) for a in ARMS if a.name in args.arms],

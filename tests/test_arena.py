@@ -71,6 +71,18 @@ def test_arena_runs_every_arm_through_the_interface_and_deploys(tiny):
     arena.main(["--arms", *ARMS, "--seeds", "0", "--epochs", "1", "--lr", "0.01"])
     assert json.loads((tiny / "results" / "arena.json").read_text())["rows"] == result["rows"]
     assert {p: p.stat().st_mtime_ns for p in (tiny / "cache").rglob("*")} == cache
+    # --retime times the cached flatbuffers again and stores the ratios in the cells
+    arena.main(["--arms", *ARMS, "--seeds", "0", "--epochs", "1", "--lr", "0.01",
+                "--retime"])
+    retimed = json.loads((tiny / "results" / "arena.json").read_text())["rows"]
+    timed = [r for r in retimed if "lce_time_ratio" in r]
+    assert {r["arm"] for r in timed} == {a for a in ARMS if "weight" not in a}
+    for old, new in zip(result["rows"], retimed):
+        assert {**old, "lce_time_ratio": None} == {**new, "lce_time_ratio": None}
+    for row in timed:
+        cell = tiny / "cache" / "cells" / row["flatbuffer"].replace(".tflite", ".json")
+        assert json.loads(cell.read_text()) == row
+        assert cell.stat().st_mtime_ns > cache[cell]
     # a recomputed cell is identical to the cached one (timing aside)
     assert arena.recheck("random_weight_w46", arena.Arena(1, 0.01, log=lambda _: None)) == {
         "arm": "random_weight_w46", "identical": True, "differ": []}
