@@ -367,15 +367,18 @@ def render(folded: fold_lib.Folded, test_inputs: np.ndarray | None = None,
                 raise ConversionError(f"layer {layer.name!r}: its input map is too wide for "
                                       "the C runtime's 16-bit connection offsets")
             lists = sbnn.connection_stream(layer)
+            thresholds, flips = sbnn.decisions(layer)
+            flip_bits = pack_bits(np.where(flips, -1, 1))
             body += (_array("uint32_t", f"w{i}", lists["words"])
-                     + _array("uint16_t", f"c{i}", lists["counts"])
-                     + _array("int8_t", f"g{i}", layer.signs)
-                     + _array("int64_t", f"t{i}", layer.thresholds))
-            fields.update(weights=f"w{i}", counts=f"c{i}", signs=f"g{i}",
-                          thresholds64=f"t{i}", ratio=f"{layer.ratio}LL", rice_k=lists["k"])
-            weight_bytes += 4 * lists["words"].size + 2 * cout + 9 * cout
-            offsets = -(-2 * int(lists["counts"].sum()) // 4)
-            scratch = max(scratch, -(-(hp * c * wp + 4) // 4) + hp * wp + offsets)
+                     + _array("uint32_t", f"f{i}", flip_bits)
+                     + _array("int64_t", f"t{i}", thresholds))
+            fields.update(weights=f"w{i}", flips=f"f{i}", thresholds64=f"t{i}",
+                          ratio=f"{layer.ratio}LL", connections=lists["connections"],
+                          rice_k=lists["k"])
+            weight_bytes += 4 * lists["words"].size + 4 * flip_bits.size + 8 * cout
+            # decoded in the scratch: 16-bit offsets and 16-bit counts
+            decoded = -(-2 * (lists["connections"] + cout) // 4)
+            scratch = max(scratch, -(-(hp * c * wp + 4) // 4) + hp * wp + decoded)
         if kind in ("first", "binary", "pairs", "masked"):
             body += _array("int32_t", f"t{i}", layer_thresholds)
             fields["thresholds"] = f"t{i}"

@@ -119,38 +119,54 @@ def rice_bits(values: np.ndarray, k: int) -> int:
 
 
 def connection_stream(conv: AffineConv) -> dict:
-    """The C runtime's connection lists of ``conv`` (``firmware/src/sbconv.c``): per filter
-    its number of connections (``counts``, uint16), and every connection's gap to the
-    previous one in the patch order (ky, c, kx) (from -1), minus 1, in a Rice code of
-    parameter ``k`` (the one giving the fewest bits for the layer): ``v >> k`` ones, a
-    zero, the low ``k`` bits; a bit stream in uint32 ``words``, LSB first, plus one zero
-    word (the decoder reads one word ahead). About ``log2(1 / share) + 1.5`` bits per
-    connection: 5.8 at 5 %.
+    """The C runtime's connection lists of ``conv`` (``firmware/src/sbconv.c``): the
+    layer's connections in one sequence, filter after filter, each at its position
+    ``filter * patch + (ky * c + ch) * kw + kx`` (patch order ky, c, kx); stored are the
+    gaps to the previous position (from -1), minus 1, in a Rice code of parameter ``k``
+    (the one giving the fewest bits for the layer): ``v >> k`` ones, a zero, the low ``k``
+    bits; a bit stream in uint32 ``words``, LSB first, plus one zero word (the decoder
+    reads one word ahead). A filter's end needs no mark and its count no storage: the
+    positions say which filter a connection is in (``counts`` are for the caller).
+    About ``log2(1 / share) + 1.5`` bits per connection: 5.8 at 5 %.
 
     Example::
 
         s = connection_stream(conv)
-        s["counts"].sum() == conv.weights.sum()
+        s["connections"] == s["counts"].sum() == conv.weights.sum()
     """
-    o, kh, kw, c = conv.weights.shape
+    o = conv.weights.shape[0]
     order = conv.weights.transpose(0, 1, 3, 2).reshape(o, -1)      # OHWI -> (ky, c, kx)
-    counts, gaps = [], []
-    for f in range(o):
-        where = np.flatnonzero(order[f])
-        counts.append(len(where))
-        gaps.append(np.diff(np.concatenate([[-1], where])) - 1)
-    if max(counts, default=0) > 65535:
+    counts = order.sum(axis=1, dtype=np.int64)
+    if counts.max(initial=0) > 65535:
         raise ConversionError(f"layer {conv.name!r}: a filter with more than 65535 connections")
-    values = np.concatenate(gaps) if gaps else np.zeros(0, np.int64)
-    k = min(range(16), key=lambda k: rice_bits(values, k))
+    where = np.flatnonzero(order)
+    values = np.diff(np.concatenate([[-1], where])) - 1
+    k = min(range(24), key=lambda k: rice_bits(values, k))
     bits = []
     for v in values.astype(np.int64):
         bits += [1] * int(v >> k) + [0] + [(int(v) >> i) & 1 for i in range(k)]
     padded = np.zeros(-(-len(bits) // 32) * 32 + 32, np.uint64)
     padded[:len(bits)] = bits
     words = (padded.reshape(-1, 32) << np.arange(32, dtype=np.uint64)).sum(axis=1)
-    return {"counts": np.asarray(counts, np.uint16), "words": words.astype(np.uint32),
-            "k": k, "bits": len(bits)}
+    return {"counts": counts, "connections": len(where),
+            "words": words.astype(np.uint32), "k": k, "bits": len(bits)}
+
+
+def decisions(conv: AffineConv) -> tuple[np.ndarray, np.ndarray]:
+    """``(thresholds, flips)``: the C runtime's form of ``conv``'s decision, output +1
+    iff ``(u < thresholds) == flips`` with ``u = S_B * 2**32 + ratio * S_1``, the same
+    as ``signs * u >= conv.thresholds`` (``T``): for a sign -1, ``-u >= T`` iff not
+    ``u < 1 - T`` (flipped); a sign 0 gives the constant ``0 >= T``: the threshold is the
+    int64 maximum, above every ``u``, flipped when ``0 >= T``.
+
+    Example::
+
+        thresholds, flips = decisions(conv)     # int64 and bool, one per output channel
+    """
+    t = np.asarray(conv.thresholds, np.int64)
+    s = np.asarray(conv.signs)
+    thresholds = np.where(s > 0, t, np.where(s < 0, 1 - t, np.iinfo(np.int64).max))
+    return thresholds.astype(np.int64), (s < 0) | ((s == 0) & (t <= 0))
 
 
 def check_tflm(model: tf.keras.Model) -> None:

@@ -72,23 +72,40 @@ def test_c_runtime_bit_exact_on_m4_with_work_and_bytes_following_connections(ima
     assert weight_bytes[0.05] < 0.7 * weight_bytes[0.5]      # + per-channel thresholds
 
 
-def test_connection_stream_stores_one_byte_per_connection():
-    weights = np.zeros((2, 3, 3, 40), np.int8)
-    weights[0, 0, 0, 0] = weights[0, 0, 1, 5] = weights[0, 2, 2, 39] = 1   # gaps 1, 16, 343
-    conv = deploy.AffineConv("c", weights, (1, 1), "same", 1, 1.0, 0, np.ones(2, np.int8),
-                             np.zeros(2, np.int64))
+def test_connection_stream_codes_the_gaps_across_filters_without_counts():
+    weights = np.zeros((3, 3, 3, 40), np.int8)                   # patch: 360 positions
+    weights[0, 0, 0, 0] = weights[0, 0, 1, 5] = weights[0, 2, 2, 39] = 1
+    weights[2, 0, 0, 1] = 1                                       # filter 1: none
+    conv = deploy.AffineConv("c", weights, (1, 1), "same", 1, 1.0, 0, np.ones(3, np.int8),
+                             np.zeros(3, np.int64))
     stream = deploy.connection_stream(conv)
-    np.testing.assert_array_equal(stream["counts"], [3, 0])     # the second filter: none
-    # patch order (ky, c, kx): 0, 5 * 3 + 1 = 16, (2 * 40 + 39) * 3 + 2 = 359: gaps - 1 =
-    # 0, 15, 342; the fewest bits with Rice parameter 6: 7 + 7 + (5 ones, 0, 6 bits) = 26
-    assert (stream["k"], stream["bits"]) == (6, 26)
-    word = int(stream["words"][0])
-    code = "0" + "000000" + "0" + "111100" + "11111" + "0" + "011010"   # bit i = character i
-    assert word == int(code[::-1], 2) and stream["words"][-1] == 0
+    np.testing.assert_array_equal(stream["counts"], [3, 0, 1])
+    # positions filter * 360 + (ky * 40 + c) * 3 + kx: 0, 16, 359, 723; gaps - 1 = 0, 15,
+    # 342, 363; the fewest bits with Rice parameter 7: 8 + 8 + (2 ones, 0, 7 bits) * 2 = 36
+    assert (stream["connections"], stream["k"], stream["bits"]) == (4, 7, 36)
+    code = ("0" + "0000000" + "0" + "1111000" + "11" + "0" + "0110101"
+            + "11" + "0" + "1101011")                              # bit i = character i
+    assert [int(w) for w in stream["words"]] == [int(code[:32][::-1], 2),
+                                                 int(code[32:][::-1], 2), 0]
     rng = np.random.RandomState(5)                 # 5 % random connections: near the entropy
     weights = (rng.rand(64, 3, 3, 64) < 0.05).astype(np.int8)     # (5.7 bits a connection)
     conv = dataclasses.replace(conv, weights=weights)
-    assert deploy.connection_stream(conv)["bits"] / weights.sum() < 6.3
+    assert deploy.connection_stream(conv)["bits"] / weights.sum() < 6.0
+
+
+def test_c_decisions_equal_the_folded_comparison_for_every_sign():
+    rng = np.random.RandomState(0)
+    signs = np.repeat([-1, 0, 1], 40).astype(np.int8)
+    t = rng.randint(-2 ** 40, 2 ** 40, size=signs.size, dtype=np.int64)
+    t[::7] = np.repeat([0, 1], 60)[::7]                      # the edges of a sign 0
+    conv = deploy.AffineConv("c", np.ones((signs.size, 1, 1, 1), np.int8), (1, 1), "valid",
+                             1, 1.0, 0, signs, t)
+    thresholds, flips = deploy.decisions(conv)
+    u = np.concatenate([rng.randint(-2 ** 41, 2 ** 41, size=500, dtype=np.int64),
+                        t, t - 1, 1 - t, -t, [0, 1, -1]])[:, None]
+    folded = signs.astype(np.int64) * u >= t                       # AffineConv's +1
+    c_runtime = (u < thresholds) == flips                          # sbconv.c's +1
+    np.testing.assert_array_equal(c_runtime, folded)
 
 
 def test_tflm_refuses_sbnn_layers_saying_why():

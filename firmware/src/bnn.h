@@ -57,12 +57,14 @@ typedef struct {
   const int32_t *nonzeros;
   const int32_t *thresholds;  /* output +1 iff S >= threshold */
   const float *scale, *offset;
-  /* BNN_SBCONV (sbconv.c): weights = the gaps between connections (patch order ky, c,
-   * kx) in a Rice code of parameter rice_k, counts = connections per filter; output +1
-   * iff signs * (S_B * 2^32 + ratio * S_1) >= thresholds64 */
-  const int8_t *signs;
+  /* BNN_SBCONV (sbconv.c): weights = the gaps between the layer's connections, filter
+   * after filter in patch order (ky, c, kx), in a Rice code of parameter rice_k;
+   * connections: their number; output -1 (bit 1) iff (S_B * 2^32 + ratio * S_1 <
+   * thresholds64) XOR the channel's bit in flips */
+  const uint32_t *flips;
   const int64_t *thresholds64;
   int64_t ratio;
+  uint32_t connections;
   uint8_t rice_k;
 } bnn_layer;
 
@@ -101,8 +103,8 @@ void bnn_bconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, int32_t 
 /* BNN_BCONV_PAIRS (bconv_pair.c); patch: (k_h * k_w + 2) / 3 * 3 words */
 void bnn_bconv2d_pairs(const bnn_layer *l, const uint32_t *in, uint32_t *out, uint32_t *patch);
 void bnn_maxpool(const bnn_layer *l, const uint32_t *in, uint32_t *out);
-/* scratch: the byte map of the padded input, its channel sums and the decoded connection
- * offsets (c_export sizes it) */
+/* scratch: the byte map of the padded input, its channel sums, the decoded connection
+ * offsets and the connections per filter (c_export sizes it) */
 void bnn_sbconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, uint32_t *scratch);
 /* CBNN input: the kept bits (uint8 bit numbers in l->weights, out_c / in_c per channel)
  * of every pixel byte, packed in (channel, bit) order; a 0 bit is -1, so packed bit 1. */

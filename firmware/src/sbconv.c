@@ -1,12 +1,13 @@
 /* SBNN conv: weights {alpha, beta} = xi + eta * B with B in {0, 1} (converters/sbnn.py).
  * conv(x, W) = eta * S_B + xi * S_1: S_B sums the input under the filter's connections
  * only, S_1 (the sum of the whole window) is shared by all filters. BatchNorm and the
- * sign are folded into s * (S_B * 2^32 + ratio * S_1) >= t per channel (int64).
+ * sign are folded into (S_B * 2^32 + ratio * S_1 < t) XOR flip per channel (int64).
  *
- * Flash holds, per filter, its connection count, and the gaps between connections in the
- * patch order (ky, c, kx), Rice-coded (about 6 bits each at 5 %). At the start of the
- * layer the lists are decoded into 16-bit offsets in the input map, which
- * is unpacked as one byte per value, e = 1 - x (0 for +1, 2 for -1, 1 for zero padding),
+ * Flash holds the gaps between the layer's connections, filter after filter in the
+ * patch order (ky, c, kx), Rice-coded (about 6 bits each at 5 %): a connection's
+ * position says its filter, so no counts are stored. At the start of the layer the
+ * lists are decoded into 16-bit offsets in the input map and 16-bit counts; the map is
+ * unpacked as one byte per value, e = 1 - x (0 for +1, 2 for -1, 1 for zero padding),
  * laid out [row][channel][column] so that four neighbouring output pixels read one
  * 32-bit word per connection: S_B = n - sum(e), four pixels per add. The work and the
  * weight bytes follow the connections.
@@ -45,61 +46,69 @@ static void unpack(const bnn_layer *l, const uint32_t *in, int hp, int wp, uint8
   }
 }
 
-/* the connection lists as offsets (ky * c + ch) * wp + kx from a window's corner, from
- * the Rice-coded gaps (LSB first: gap - 1 >> k ones, a zero, the low k bits) */
-static void decode(const bnn_layer *l, int wp, uint16_t *offsets) {
+/* the connection lists as offsets (ky * c + ch) * wp + kx from a window's corner, and
+ * each filter's count, from the Rice-coded gaps (LSB first: gap - 1 >> k ones, a zero,
+ * the low k bits) */
+static void decode(const bnn_layer *l, int wp, uint16_t *offsets, uint16_t *counts) {
   const uint32_t *src = (const uint32_t *)l->weights;
   const uint32_t kw = l->k_w, k = l->rice_k, low = (1u << k) - 1u;
+  const uint32_t patch = (uint32_t)l->k_h * kw * l->in_c;
   uint64_t buf = *src++;
   int have = 32;
-  for (int oc = 0; oc < l->out_c; ++oc) {
-    uint32_t at = (uint32_t)-1;
-    for (int n = l->counts[oc]; n > 0; --n) {
-      if (have < 32) {                                  /* at least 32 bits in buf */
-        buf |= (uint64_t)*src++ << have;
-        have += 32;
-      }
-      const uint32_t word = (uint32_t)buf, ones = ~word;
-      const int t = ones ? __builtin_ctz(ones) : 32;
-      uint32_t v;
-      if (t + 1 + (int)k <= 32) {                       /* the whole code in one word */
-        v = ((uint32_t)t << k) | ((word >> (t + 1)) & low);
-        buf >>= t + 1 + (int)k;
-        have -= t + 1 + (int)k;
-      } else {                                          /* a long run of ones */
-        uint32_t q = 0;
-        for (;;) {
-          if (have < 32) {
-            buf |= (uint64_t)*src++ << have;
-            have += 32;
-          }
-          const uint32_t o = ~(uint32_t)buf;
-          const int r = o ? __builtin_ctz(o) : 32;
-          q += (uint32_t)r;
-          buf >>= r == 32 ? 32 : r + 1;
-          have -= r == 32 ? 32 : r + 1;
-          if (r < 32) break;
-        }
+  uint32_t at = (uint32_t)-1, start = 0;                /* start: the filter's position */
+  int oc = 0;
+  uint16_t n = 0;
+  for (uint32_t left = l->connections; left > 0; --left) {
+    if (have < 32) {                                    /* at least 32 bits in buf */
+      buf |= (uint64_t)*src++ << have;
+      have += 32;
+    }
+    const uint32_t word = (uint32_t)buf, ones = ~word;
+    const int t = ones ? __builtin_ctz(ones) : 32;
+    uint32_t v;
+    if (t + 1 + (int)k <= 32) {                         /* the whole code in one word */
+      v = ((uint32_t)t << k) | ((word >> (t + 1)) & low);
+      buf >>= t + 1 + (int)k;
+      have -= t + 1 + (int)k;
+    } else {                                            /* a long run of ones */
+      uint32_t q = 0;
+      for (;;) {
         if (have < 32) {
           buf |= (uint64_t)*src++ << have;
           have += 32;
         }
-        v = (q << k) | ((uint32_t)buf & low);
-        buf >>= k;
-        have -= (int)k;
+        const uint32_t o = ~(uint32_t)buf;
+        const int r = o ? __builtin_ctz(o) : 32;
+        q += (uint32_t)r;
+        buf >>= r == 32 ? 32 : r + 1;
+        have -= r == 32 ? 32 : r + 1;
+        if (r < 32) break;
       }
-      at += v + 1u;
-      const uint32_t r = at / kw;
-      *offsets++ = (uint16_t)(r * (uint32_t)wp + (at - r * kw));
+      if (have < 32) {
+        buf |= (uint64_t)*src++ << have;
+        have += 32;
+      }
+      v = (q << k) | ((uint32_t)buf & low);
+      buf >>= k;
+      have -= (int)k;
     }
+    at += v + 1u;
+    while (at - start >= patch) {                       /* the next filter's position */
+      counts[oc++] = n;
+      n = 0;
+      start += patch;
+    }
+    ++n;
+    const uint32_t p = at - start, r = p / kw;
+    *offsets++ = (uint16_t)(r * (uint32_t)wp + (p - r * kw));
   }
+  for (; oc < l->out_c; n = 0) counts[oc++] = n;
 }
 
-/* Output bit of one channel for one pixel: 1 (= -1) unless s * (S_B * 2^32 + shared) >= t. */
-static inline uint32_t decide(int32_t sb, int64_t shared, int8_t sign, int64_t t) {
+/* Output bit of one channel for one pixel: 1 (= -1) iff (S_B * 2^32 + shared < t) XOR flip. */
+static inline uint32_t decide(int32_t sb, int64_t shared, int64_t t, uint32_t flip) {
   const int64_t u = (int64_t)((uint64_t)(uint32_t)sb << 32) + shared;
-  const int64_t v = sign > 0 ? u : sign < 0 ? -u : 0;
-  return v < t;
+  return (uint32_t)(u < t) ^ flip;
 }
 
 void bnn_sbconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, uint32_t *scratch) {
@@ -108,9 +117,9 @@ void bnn_sbconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, uint32_
   const int words = BNN_WORDS(l->out_c), group = l->stride_w == 1 ? 4 : 1;
   uint8_t *map = (uint8_t *)scratch;
   int32_t *csum = (int32_t *)(scratch + (hp * c * wp + 4 + 3) / 4);   /* + 4 bytes slack */
-  uint16_t *offsets = (uint16_t *)(csum + hp * wp);
+  uint16_t *offsets = (uint16_t *)(csum + hp * wp), *counts = offsets + l->connections;
   unpack(l, in, hp, wp, map, csum);
-  decode(l, wp, offsets);
+  decode(l, wp, offsets, counts);
   for (int oy = 0; oy < l->out_h; ++oy) {
     const int py = oy * l->stride_h;
     for (int ox0 = 0; ox0 < l->out_w; ox0 += group) {
@@ -129,7 +138,7 @@ void bnn_sbconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, uint32_
       uint32_t *dst = out + (oy * l->out_w + ox0) * words;
       uint32_t w0 = 0, w1 = 0, w2 = 0, w3 = 0;
       for (int oc = 0; oc < l->out_c; ++oc) {
-        const int32_t n = l->counts[oc];
+        const int32_t n = counts[oc];
         int32_t e0 = 0, e1 = 0, e2 = 0, e3 = 0;
         for (int left = n; left > 0;) {
           const int m = left < 127 ? left : 127;         /* byte lanes hold up to 254 */
@@ -151,12 +160,12 @@ void bnn_sbconv2d(const bnn_layer *l, const uint32_t *in, uint32_t *out, uint32_
           e3 += acc >> 24;
         }
         const int bit = oc & 31;
-        const int8_t sign = l->signs[oc];
+        const uint32_t flip = (l->flips[oc >> 5] >> bit) & 1u;
         const int64_t t = l->thresholds64[oc];
-        w0 |= decide(n - e0, shared[0], sign, t) << bit;
-        w1 |= decide(n - e1, shared[1], sign, t) << bit;
-        w2 |= decide(n - e2, shared[2], sign, t) << bit;
-        w3 |= decide(n - e3, shared[3], sign, t) << bit;
+        w0 |= decide(n - e0, shared[0], t, flip) << bit;
+        w1 |= decide(n - e1, shared[1], t, flip) << bit;
+        w2 |= decide(n - e2, shared[2], t, flip) << bit;
+        w3 |= decide(n - e3, shared[3], t, flip) << bit;
         if (bit == 31 || oc + 1 == l->out_c) {
           const int k = oc >> 5;
           dst[k] = w0;
