@@ -71,6 +71,13 @@ def test_arena_runs_every_arm_through_the_interface_and_deploys(tiny):
     arena.main(["--arms", *ARMS, "--seeds", "0", "--epochs", "1", "--lr", "0.01"])
     assert json.loads((tiny / "results" / "arena.json").read_text())["rows"] == result["rows"]
     assert {p: p.stat().st_mtime_ns for p in (tiny / "cache").rglob("*")} == cache
+    # --cached-only reports the cached cells and lists the others, training nothing
+    arena.main(["--arms", *ARMS, "random_r30", "--seeds", "0", "--epochs", "1", "--lr",
+                "0.01", "--cached-only"])
+    assert json.loads((tiny / "results" / "arena.json").read_text())["rows"] == result["rows"]
+    assert "Not run yet (1): random_r30 seed 0." in \
+        (tiny / "results" / "arena.md").read_text()
+    assert {p: p.stat().st_mtime_ns for p in (tiny / "cache").rglob("*")} == cache
     # --retime times the cached flatbuffers again and stores the ratios in the cells
     arena.main(["--arms", *ARMS, "--seeds", "0", "--epochs", "1", "--lr", "0.01",
                 "--retime"])
