@@ -371,7 +371,14 @@ def _conv_fields(layer, first: bool) -> dict:
     return fields
 
 
-def _batchnorm(layer) -> tuple[np.ndarray, np.ndarray]:
+def batchnorm_affine(layer) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, offset)`` per channel of an inference-mode BatchNormalization, float64:
+    ``y = scale * x + offset``.
+
+    Example::
+
+        scale, offset = batchnorm_affine(model.get_layer("conv2_bn"))
+    """
     axis = layer.axis if isinstance(layer.axis, int) else list(layer.axis)
     if axis not in (-1, 3, [3], [-1]):
         raise ConversionError(f"layer {layer.name!r}: BatchNormalization over axis {axis}; only "
@@ -476,7 +483,7 @@ def fold(model: tf.keras.Model) -> Folded:
             if pending is None or not pending["can_fold"]:
                 raise ConversionError(f"layer {layer.name!r}: BatchNormalization must directly "
                                       "follow a conv to be folded")
-            scale, offset = _batchnorm(layer)
+            scale, offset = batchnorm_affine(layer)
             pending["scale"], pending["offset"] = pending["scale"] * scale, pending["offset"] * scale + offset
         elif isinstance(layer, layers.MaxPool2D):
             if pending is None:

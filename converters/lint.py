@@ -21,6 +21,9 @@ rule                         severity what happens in LCE
                                       output + RELU + LceQuantize
 ``packing-words``            slow     input channels not a multiple of 32: the
                                       last 32-bit word is partly wasted
+``bn-threshold-tie``         tie      conv -> BN -> sign with a channel's threshold
+                                      on a sum the conv can produce (to float32
+                                      precision): Keras and LCE may round it apart
 ============================ ======== =============================================
 
 Layers without any quantizer (plain ``Conv2D``/``Dense``) are float on purpose
@@ -60,7 +63,9 @@ class Finding:
 
     layer: str
     rule: str
-    severity: str   # "float": becomes a float op; "slow": binary but slower; "info": by design
+    # "float": becomes a float op; "slow": binary but slower; "tie": Keras and LCE may
+    # differ; "info": by design
+    severity: str
     problem: str
     fix: str
 
@@ -228,6 +233,9 @@ def _conv_findings(layer, graph: _Graph) -> list[Finding]:
             break
         elif not isinstance(nxt, (layers.MaxPool2D, layers.Dropout)):
             break
+    tie = _threshold_tie(layer, graph)
+    if tie:
+        found.append(tie)
     cin = int(layer.kernel.shape[2])
     if cin % WORD_BITS:
         words = -(-cin // WORD_BITS)
@@ -240,6 +248,56 @@ def _conv_findings(layer, graph: _Graph) -> list[Finding]:
             "give the producing layer a multiple of 32 channels ("
             + " or ".join(map(str, choices)) + ")"))
     return found
+
+
+def _threshold_tie(layer, graph: _Graph) -> Finding | None:
+    """``bn-threshold-tie``: a binary conv whose BatchNorm output only feeds signs (through
+    max-pools) decides each channel by ``S >= t`` on its integer sum ``S``; a ``t`` within
+    float32 rounding of a value ``S`` takes (but not exactly on it) is a tie that Keras
+    (float32) and LCE (its own fused threshold) can settle apart, and the flipped bit
+    propagates."""
+    from converters.fold import batchnorm_affine
+
+    chain = list(graph.single_consumer_chain(layer.name))
+    if not chain or not isinstance(chain[0], layers.BatchNormalization):
+        return None
+    bn, after = chain[0], graph.consumers[chain[0].name]
+    todo = list(after)
+    while todo:                       # every reader binarizes (max-pool commutes with sign)
+        reader = graph.layers[todo.pop()]
+        if isinstance(reader, (layers.MaxPool2D, layers.Dropout)):
+            todo += graph.consumers[reader.name]
+        elif not (isinstance(reader, lq.layers.QuantConv2D)
+                  and layer_facts.is_binary_input(reader)):
+            return None
+    if not after:
+        return None
+    step = np.abs(np.asarray(layer_facts.quantized_kernel(layer), np.float64)[0, 0, 0])
+    bias = np.asarray(layer.bias, np.float64) if layer.use_bias else 0.0
+    scale, offset = batchnorm_affine(bn)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = -(offset / scale + bias) / step                # output >= 0 iff S >= t
+    taps = int(np.prod(layer.kernel.shape[:3]))
+    nearest = np.round(t)
+    tolerance = 4 * FLT_EPSILON * (np.abs(t) + np.abs(np.asarray(bn.moving_mean)) / step + 1)
+    reachable = np.abs(nearest) <= taps
+    if layer.padding == "valid" or float(getattr(layer, "pad_values", 0.0)) == 1.0:
+        reachable &= (nearest - taps) % 2 == 0              # S = taps - 2 * (-1 count)
+    gap = np.abs(t - nearest)        # 0: exactly on it (an untrained BN), no rounding
+    ties = np.flatnonzero(np.isfinite(t) & reachable & (gap > 0) & (gap <= tolerance))
+    if not len(ties):
+        return None
+    c = int(ties[0])
+    return Finding(
+        layer.name, "bn-threshold-tie", "tie",
+        f"{bn.name} channel{'s' if len(ties) > 1 else ''} {', '.join(map(str, ties[:8]))}"
+        f"{' ...' if len(ties) > 8 else ''}: the sign threshold {t[c]:.7f} of the integer "
+        f"sum is {gap[c]:.1e} from {int(nearest[c])}, a sum the conv "
+        "produces: Keras (float32) and LCE can decide that tie apart and the flipped bit "
+        "propagates (the C runtime and TFLM follow exact arithmetic)",
+        f"move the threshold off the integer: train a few more steps, or shift those "
+        f"channels' {bn.name} beta by about 1e-4 (either way: every other sum keeps its "
+        "sign)")
 
 
 def lint(model: tf.keras.Model) -> list[Finding]:

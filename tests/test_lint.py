@@ -186,3 +186,21 @@ def test_same_zero_and_bn_relu_leave_float_output_in_lce():
     # c: float (BN->ReLU), d: bit-packed, zero: float (same-zero), e: float (model output)
     assert outputs == ["float32", "bitpacked", "float32", "float32"]
     assert info.ops["RELU"] == 1
+
+
+def test_bn_threshold_tie_only_where_a_sign_reads_a_sum_the_conv_produces():
+    model = net(bconv(name="a"), L.BatchNormalization(name="a_bn"), L.MaxPool2D(),
+                bconv(name="b"), L.BatchNormalization(name="b_bn"))
+    for bn in ("a_bn", "b_bn"):
+        mean = np.full(32, -22.3, np.float32)   # t = mean - beta * sqrt(var + eps) / gamma
+        mean[5] = -22.0 + 2e-6                  # on -22 (288 taps: even sums) within float32
+        mean[6] = -21.0                         # odd: no sum of 288 +-1 products is odd
+        model.get_layer(bn).moving_mean.assign(mean)
+    found = [f for f in lint(model) if f.rule == "bn-threshold-tie"]
+    # b_bn feeds the (float) pooling at the end: its ties decide nothing
+    assert [(f.layer, f.severity) for f in found] == [("a", "tie")]
+    assert "a_bn channel 5:" in found[0].problem and "from -22," in found[0].problem
+    assert binary_conv_layers(model) == ["a", "b"]          # a tie is no float fallback
+    mean[5] = -22.0 + 1e-3                                  # off the integer: settled
+    model.get_layer("a_bn").moving_mean.assign(mean)
+    assert "bn-threshold-tie" not in rules(model)
