@@ -279,7 +279,8 @@ def main(argv=None):
                "train_minutes_total": round(sum(r["train_minutes"] for r in rows), 1),
                "minutes_this_run": round((time.time() - started) / 60, 1)}
     write_results("sbnn", payload, markdown(rows, summary, epochs, payload["arms_left_out"]),
-                  f"python -m benchmarks.sbnn --epochs {epochs}")
+                  f"python -m benchmarks.sbnn --epochs {epochs}"
+                  + " --pretrained" * args.pretrained)
 
 
 def markdown(rows, summary, epochs, left_out) -> str:
