@@ -423,7 +423,7 @@ def markdown(rows, sums, args) -> str:
 
 
 def lce_time_ratio(flatbuffer: bytes, control: bytes) -> dict:
-    """Control time / arm time (> 1: the arm is faster) per LCE kernel, both timed
+    """Arm time / control time (< 1: the arm is faster) per LCE kernel, both timed
     interleaved in one process (``RUNS`` rounds)."""
     from converters import bench
 
