@@ -47,6 +47,7 @@ import tensorflow as tf
 from bnnprune_tf import layer_facts, prune
 from bnnprune_tf.errors import ConversionError
 from bnnprune_tf.reporting import markdown_table
+from converters.fold import batchnorm_affine
 
 layers = tf.keras.layers
 FLT_EPSILON = float(np.finfo(np.float32).eps)
@@ -256,8 +257,6 @@ def _threshold_tie(layer, graph: _Graph) -> Finding | None:
     float32 rounding of a value ``S`` takes (but not exactly on it) is a tie that Keras
     (float32) and LCE (its own fused threshold) can settle apart, and the flipped bit
     propagates."""
-    from converters.fold import batchnorm_affine
-
     chain = list(graph.single_consumer_chain(layer.name))
     if not chain or not isinstance(chain[0], layers.BatchNormalization):
         return None
