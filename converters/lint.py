@@ -253,10 +253,10 @@ def _conv_findings(layer, graph: _Graph) -> list[Finding]:
 
 def _threshold_tie(layer, graph: _Graph) -> Finding | None:
     """``bn-threshold-tie``: a binary conv whose BatchNorm output only feeds signs (through
-    max-pools) decides each channel by ``S >= t`` on its integer sum ``S``; a ``t`` within
-    float32 rounding of a value ``S`` takes (but not exactly on it) is a tie that Keras
-    (float32) and LCE (its own fused threshold) can settle apart, and the flipped bit
-    propagates."""
+    max-pools) decides each channel by its integer sum ``S`` against a threshold ``t``; a
+    ``t`` within float32 rounding of a value ``S`` takes (but not exactly on it) is a tie
+    that Keras (float32) and LCE (its own fused threshold) can settle apart, and the
+    flipped bit propagates."""
     chain = list(graph.single_consumer_chain(layer.name))
     if not chain or not isinstance(chain[0], layers.BatchNormalization):
         return None
@@ -274,16 +274,17 @@ def _threshold_tie(layer, graph: _Graph) -> Finding | None:
     step = np.abs(np.asarray(layer_facts.quantized_kernel(layer), np.float64)[0, 0, 0])
     bias = np.asarray(layer.bias, np.float64) if layer.use_bias else 0.0
     scale, offset = batchnorm_affine(bn)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = -(offset / scale + bias) / step                # output >= 0 iff S >= t
     taps = int(np.prod(layer.kernel.shape[:3]))
-    nearest = np.round(t)
-    tolerance = 4 * FLT_EPSILON * (np.abs(t) + np.abs(np.asarray(bn.moving_mean)) / step + 1)
-    reachable = np.abs(nearest) <= taps
-    if layer.padding == "valid" or float(getattr(layer, "pad_values", 0.0)) == 1.0:
-        reachable &= (nearest - taps) % 2 == 0              # S = taps - 2 * (-1 count)
-    gap = np.abs(t - nearest)        # 0: exactly on it (an untrained BN), no rounding
-    ties = np.flatnonzero(np.isfinite(t) & reachable & (gap > 0) & (gap <= tolerance))
+    with np.errstate(divide="ignore", invalid="ignore"):  # gamma 0 or an all-zero filter
+        t = -(offset / scale + bias) / step                # the BN output is 0 at S = t
+        nearest = np.round(t)
+        tolerance = 4 * FLT_EPSILON * (np.abs(t) + np.abs(np.asarray(bn.moving_mean)) / step
+                                       + 1)
+        reachable = np.abs(nearest) <= taps
+        if layer.padding == "valid" or float(getattr(layer, "pad_values", 0.0)) == 1.0:
+            reachable &= (nearest - taps) % 2 == 0          # S = taps - 2 * (-1 count)
+        gap = np.abs(t - nearest)    # 0: exactly on it (an untrained BN), no rounding
+        ties = np.flatnonzero(np.isfinite(t) & reachable & (gap > 0) & (gap <= tolerance))
     if not len(ties):
         return None
     c = int(ties[0])
