@@ -9,11 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import bnnprune_tf  # noqa: F401  (Keras 2 before tensorflow)
 import numpy as np
 import pytest
+import tensorflow as tf
 import yaml
 
-from bnnprune_tf import distribute
+from bnnprune_tf import distribute, files, models
+from bnnprune_tf.methods.base import copy_masked
 from bnnprune_tf.errors import DistributeError, RecipeError
 from pipelines.recipe import parse_recipe
 
@@ -92,10 +95,6 @@ def test_synchronized_batch_norm_survives_copies_and_saving(tmp_path):
     """tf-keras leaves ``synchronized`` out of BatchNormalization's config, so a clone
     (every method's masked copy, ETB's quantizer swap) went back to per-replica
     statistics: ETB under 2 replicas then trained another network."""
-    import tensorflow as tf
-    from bnnprune_tf import files, models
-    from bnnprune_tf.methods.base import copy_masked
-
     model = distribute.synchronize_batch_norm(models.build("mnist_bnn", (28, 28, 1), seed=0))
     path = tmp_path / "m.keras"
     files.save_model(model, path)
