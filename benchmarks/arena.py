@@ -264,8 +264,7 @@ class Arena:
         return key, compute
 
     def cell(self, key: dict, compute) -> dict:
-        if self.cached_only and not (protocol.CACHE / "cells"
-                                     / f"{protocol.key_hash(key)}.json").exists():
+        if self.cached_only and not protocol.cell_path(key).exists():
             raise Missing(key["arm"])
         return protocol.cell(key, compute, log=self.log)
 
@@ -288,7 +287,7 @@ class Arena:
         except errors.BnnpruneError as e:          # zero weights inside kept filters
             row["lce"] = f"refused: {e}"
         else:
-            path = protocol.CACHE / "cells" / f"{protocol.key_hash(key)}.tflite"
+            path = protocol.cell_path(key, ".tflite")
             files.write_bytes(path, flatbuffer)
             row.update(model_bytes=len(flatbuffer), flatbuffer=path.name,
                        lce_binary_convs=lce_metrics["binary_convs"]["LceBconv2d"],

@@ -114,10 +114,20 @@ def with_decay(cls: type, decay: float) -> type:
         m, decay)})
 
 
+def cell_path(key: Mapping, suffix: str = ".json"):
+    """Where the cell of ``key`` keeps its row (``.json``) or another of its files.
+
+    Example::
+
+        cell_path(key, ".tflite").write_bytes(flatbuffer)
+    """
+    return CACHE / "cells" / f"{key_hash(key)}{suffix}"
+
+
 def cell(key: Mapping, compute: Callable[[], dict], log=print) -> dict:
     """``compute()`` once per ``key`` (a JSON-able dict of every input of the cell); the row is
     cached in ``benchmarks/cache/cells/`` and returned with ``key`` merged in."""
-    path = CACHE / "cells" / f"{key_hash(key)}.json"
+    path = cell_path(key)
     if path.exists():
         return json.loads(path.read_text())
     row = {**key, **compute()}
