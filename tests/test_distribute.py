@@ -138,36 +138,75 @@ def test_mirrored_method_state_matches_one_device():
         assert r2["loss"] == pytest.approx(r1["loss"], rel=0.05)
 
 
-def test_multi_worker_run_two_processes_equals_one(tmp_path):
+def _start_workers(recipe: Path, run_dir: Path) -> list[subprocess.Popen]:
+    ports = distribute.free_local_ports(2)
+    return [_bnnprune_run(recipe, run_dir, TF_CONFIG=_tf_config(ports, i)) for i in range(2)]
+
+
+def test_multi_worker_equals_one_process_and_resumes_after_a_lost_worker(tmp_path):
     """``bnnprune run`` on 2 workers over loopback: both finish, only the chief writes the
-    report, and the pruned network equals the one-process run's (same kept channels,
-    same binary weights)."""
-    from bnnprune_tf import models, prune
+    report, and the pruned network equals the one-process run's up to float rounding (same
+    kept channels, binary weights). Then worker 1 is killed after epoch 1: worker 0 stops with the
+    error within the heartbeat bound; both relaunched resume from the backup and end with the
+    uninterrupted run's weights bit for bit."""
+    from bnnprune_tf import models, prune, training
     from pipelines.runner import run_recipe
 
+    recipe = {**TINY, "data": {**TINY["data"], "limit": 512}, "training": {
+        **TINY["training"], "epochs": 3}}
     multi = tmp_path / "multi.yaml"
-    multi.write_text(yaml.safe_dump({**TINY, "distribute": {"strategy": "multi_worker",
-                                                            "timeout": 120}}))
-    ports = distribute.free_local_ports(2)
-    workers = [_bnnprune_run(multi, tmp_path / "run", TF_CONFIG=_tf_config(ports, i))
-               for i in range(2)]
-    results = _finish(workers, 500)
+    multi.write_text(yaml.safe_dump({**recipe, "distribute": {"strategy": "multi_worker",
+                                                              "timeout": 60}}))
+    results = _finish(_start_workers(multi, tmp_path / "run"), 500)
     # the one-process reference afterwards: beside the workers it starves them on 2 cores
-    run_recipe(parse_recipe({**TINY, "stages": TINY["stages"][:2]}), tmp_path / "one",
+    run_recipe(parse_recipe({**recipe, "stages": recipe["stages"][:2]}), tmp_path / "one",
                log=lambda line: None)
     for code, stdout, stderr in results:
         assert code == 0, stderr[-3000:]
     assert "[2] report: on the chief only" in results[1][1]
     assert (tmp_path / "run" / "report.md").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["multi.yaml", "one", "run"]
-    a = models.load(tmp_path / "run" / "model_l1.keras")
+    whole = models.load(tmp_path / "run" / "model_l1.keras")
     b = models.load(tmp_path / "one" / "model_l1.keras")
-    assert prune.kept_widths(a) == prune.kept_widths(b)
-    assert prune.kept_widths(a)["conv3"] < 32
-    for la, lb in zip(a.layers, b.layers):
+    assert prune.kept_widths(whole) == prune.kept_widths(b)
+    assert prune.kept_widths(whole)["conv3"] < 32
+    for la, lb in zip(whole.layers, b.layers):
         if la.name.startswith(("conv", "fc")) and not la.name.endswith("_bn"):
-            np.testing.assert_array_equal(np.sign(la.get_weights()[0]),
-                                          np.sign(lb.get_weights()[0]), err_msg=la.name)
+            # float rounding of the summed gradients may carry a latent weight near 0
+            # across it: a few signs, never a layer's worth
+            differ = np.sign(la.get_weights()[0]) != np.sign(lb.get_weights()[0])
+            assert differ.mean() <= 0.01, la.name
+
+    killed = tmp_path / "killed"
+    backup = killed / "train" / "backup"
+    chief, worker = _start_workers(multi, killed)
+    try:
+        deadline = time.time() + 300
+        while not (backup / "chief" / "checkpoint").exists():
+            assert chief.poll() is None and worker.poll() is None, "a worker stopped early"
+            assert time.time() < deadline, "no epoch 1 within 300 s"
+            time.sleep(0.05)
+        worker.kill()
+        lost = time.time()
+        (code, _, stderr), = _finish([chief], 200)
+        waited = time.time() - lost
+    finally:
+        _finish([chief, worker], 1)
+    assert code == 2, stderr[-3000:]
+    assert "a worker of the multi_worker run stopped or cannot be reached" in stderr
+    assert "relaunch every worker" in stderr
+    assert waited < 60 + 30, waited             # the collective timeout, the heartbeat
+    assert not (killed / "stages" / "00-train.json").exists()
+    assert training.resumed_epoch(backup) in (1, 2)
+
+    relaunched = _finish(_start_workers(multi, killed), 500)
+    for code, stdout, stderr in relaunched:
+        assert code == 0, stderr[-3000:]
+        assert "Epoch 1/3" not in stdout and "Epoch 3/3" in stdout
+    for name in ("model.keras", "model_l1.keras"):
+        for a, b in zip(models.load(tmp_path / "run" / name).get_weights(),
+                        models.load(killed / name).get_weights()):
+            np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 def test_unreachable_worker_is_an_error_within_the_timeout(tmp_path):
