@@ -18,7 +18,9 @@ run computes:
   statistics would train a different network.
 - :func:`is_chief`: only the chief writes files (models, reports, manifests);
   the other workers run the same steps (every collective needs all of them).
-- :func:`agree`: one integer every worker agrees on (the chief's).
+- :func:`agree`: one integer every worker agrees on (the chief's);
+  :func:`resumable`: how much saved work (epochs, rounds, scanned layers) every
+  worker resumes from after a relaunch (the chief's files decide).
 
 Example (a user's own script; with a recipe: ``distribute: {strategy: mirrored}``)::
 
@@ -188,6 +190,29 @@ def agree(strategy: tf.distribute.Strategy, value: int) -> int:
     local = len(strategy.extended.worker_devices)      # replicas per worker (all alike)
     per_replica = strategy.run(lambda: tf.constant(mine, tf.int64))
     return int(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)) // local
+
+
+def resumable(count: int) -> int:
+    """How many saved steps (epochs, rounds, scanned layers) to resume from, given
+    the ``count`` this process sees in the run directory: ``count`` itself, except
+    under ``multi_worker``, where every worker takes the chief's count (a collective:
+    every worker calls it at the same point). A worker that sees fewer steps than the
+    chief cannot read the chief's files: a :class:`DistributeError`.
+
+    Example::
+
+        done = resumable(len(saved_rounds))   # then skip rounds[:done], train the rest
+    """
+    strategy = tf.distribute.get_strategy()
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return count
+    chief = agree(strategy, count)
+    if chief > count:
+        raise DistributeError(
+            f"this worker sees {count} of the {chief} finished steps that the chief saved: "
+            "resuming a multi_worker run needs the run directory on a file system all "
+            "workers share (or a new run directory)")
+    return chief
 
 
 @tf.keras.utils.register_keras_serializable("bnnprune")

@@ -48,7 +48,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from bnnprune_tf import files, masks, profile, select
+from bnnprune_tf import distribute, files, masks, profile, select
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
 from bnnprune_tf.layer_facts import DEPTHWISE, PRODUCERS
@@ -373,7 +373,8 @@ def analyze(model: tf.keras.Model, level: Level, x: np.ndarray, y: np.ndarray,
             before it is evaluated, and restored afterwards.
         checkpoint: a JSON file; each finished layer's curve is saved there, and a rerun
             of the same analysis (same model weights, data, grid and layers) resumes
-            after the last finished layer.
+            after the last finished layer. Under ``multi_worker`` the chief writes it
+            and every worker resumes from the chief's.
     """
     from tqdm.auto import tqdm
 
@@ -402,6 +403,8 @@ def analyze(model: tf.keras.Model, level: Level, x: np.ndarray, y: np.ndarray,
     key = _analysis_key(masked, level, x, y, grid, names, calibration)
     base_acc, base_ops = accuracy(), operations(masked)
     curves = _load_curves(checkpoint, key)
+    curves = dict(list(curves.items())[:distribute.resumable(len(curves))])
+    write = checkpoint is not None and distribute.is_chief()
     try:
         with tqdm(total=len(names) * len(grid), desc=f"sensitivity ({level.granularity})",
                   disable=not progress, leave=False) as bar:
@@ -417,7 +420,7 @@ def analyze(model: tf.keras.Model, level: Level, x: np.ndarray, y: np.ndarray,
                     bar.update()
                 _restore(masked, saved)
                 curves[name] = Curve(name, (0.0, *grid), tuple(acc), tuple(ops))
-                if checkpoint is not None:
+                if write:
                     files.write_json(checkpoint, {"key": key, "curves": {
                         n: asdict(c) for n, c in curves.items()}})
     finally:

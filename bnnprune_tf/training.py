@@ -106,7 +106,7 @@ def fit(
         history_file = work_dir / "history.csv" if chief else None
         if chief and not backup.exists() and history_file.exists():
             history_file.unlink()  # a finished or never-started fit: start the log anew
-        first = min(resumed_epoch(backup), epochs)
+        first = distribute.resumable(min(resumed_epoch(backup), epochs))
         log = [tf.keras.callbacks.CSVLogger(os.fspath(history_file), append=True)] if chief else []
         all_callbacks = [tf.keras.callbacks.BackupAndRestore(os.fspath(backup)), *log,
                          *all_callbacks]

@@ -184,11 +184,6 @@ class Run:
         files.write_text(stamp, self.fingerprint)
         return path
 
-    def method_work_dir(self, name: str) -> Path | None:
-        """:meth:`work_dir` for a method's own resumable state (rounds, scans); None under
-        multi_worker, where a method's stage restarts from its beginning when interrupted."""
-        return None if self.multi_worker else self.work_dir(name)
-
     def latest_output(self, key: str) -> Path:
         """The newest artifact ``key`` (e.g. ``"model"``) of the finished stages."""
         for manifest in reversed(self.manifests):

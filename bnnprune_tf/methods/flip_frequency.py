@@ -45,6 +45,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping
@@ -54,7 +55,7 @@ import tensorflow as tf
 
 from pydantic import Field, model_validator
 
-from bnnprune_tf import files, layer_facts, masks, profile, select, training
+from bnnprune_tf import distribute, files, layer_facts, masks, profile, select, training
 from bnnprune_tf.models import copy_model
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph
@@ -87,7 +88,9 @@ class FlipCounter(tf.Module):
         self._kernels = _Untracked([layer_facts.latent_kernel(l) for l in layers])
         self.counts = [tf.Variable(tf.zeros(k.shape, tf.int32), trainable=False,
                                    name=f"{n}_flips") for k, n in zip(self._kernels, self.layer_names)]
-        self.last_sign = [tf.Variable(tf.zeros(k.shape, tf.int8), trainable=False,
+        # bool, not int8: MultiWorkerMirroredStrategy broadcasts initial values with a
+        # collective that has no int8 kernel
+        self.last_sign = [tf.Variable(tf.zeros(k.shape, tf.bool), trainable=False,
                                       name=f"{n}_sign") for k, n in zip(self._kernels, self.layer_names)]
         self.samples = tf.Variable(0, dtype=tf.int64, trainable=False, name="samples")
 
@@ -96,7 +99,7 @@ class FlipCounter(tf.Module):
         """Take a snapshot: count weights whose sign differs from the last snapshot."""
         counting = self.samples > 0
         for kernel, count, last in zip(self._kernels, self.counts, self.last_sign):
-            sign = tf.cast(tf.convert_to_tensor(kernel) >= 0, tf.int8)   # sign(0) = +1
+            sign = tf.convert_to_tensor(kernel) >= 0                     # sign(0) = +1
             flipped = tf.logical_and(counting, tf.not_equal(sign, last))
             count.assign_add(tf.cast(flipped, tf.int32))
             last.assign(sign)
@@ -526,7 +529,8 @@ class RoundStore:
     last finished round.
 
     ``inputs`` (the model, the dataset and the settings) are hashed into ``key``: rounds
-    saved from other inputs are removed, never resumed from.
+    saved from other inputs are removed, never resumed from. Under ``multi_worker`` only
+    the chief writes, and every worker resumes the rounds the chief finished.
 
     Example::
 
@@ -542,12 +546,26 @@ class RoundStore:
             digest.update(np.ascontiguousarray(array).tobytes())
         key = digest.hexdigest()[:16]
         stamp = self.dir / "rounds.key"
-        if not stamp.exists() or stamp.read_text() != key:
+        self.chief = distribute.is_chief()
+        fresh = stamp.exists() and stamp.read_text() == key
+        if self.chief and not fresh:
             for old in self.dir.glob("round[0-9]*"):
                 shutil.rmtree(old)
             files.write_text(stamp, key)
+        done = 0
+        while fresh and (self.dir / f"round{done}" / "done").exists():
+            done += 1
+        self.finished = distribute.resumable(done)
 
     def save(self, iteration: Iteration, current, control, counts: Mapping[str, np.ndarray]):
+        if not self.chief:
+            # saving reads the mirrored variables, a collective every worker takes part
+            # in; the other workers' copies go to a scratch directory, then away
+            with tempfile.TemporaryDirectory(prefix="bnnprune-round-") as scratch:
+                for name, model in (("model", current), ("control", control)):
+                    if model is not None:
+                        files.save_model(model, Path(scratch) / f"{name}.keras")
+            return
         path = self.dir / f"round{iteration.index}"
         (path / "done").unlink(missing_ok=True)
         files.save_model(current, path / "model.keras")
@@ -565,7 +583,7 @@ class RoundStore:
         """``(model, control, Iteration, counts)`` of finished round ``index``, or None.
         ``decayed`` re-attaches the loss term a saved model does not keep."""
         path = self.dir / f"round{index}"
-        if not (path / "done").exists():
+        if index >= self.finished:
             return None
         info = json.loads((path / "round.json").read_text())
         arrays = np.load(path / "flips.npz")

@@ -77,7 +77,7 @@ def prune_stage(run, method: methods.Method):
     context = Context(run.dataset, batch_size=recipe.data.batch_size,
                       augment=tuple(recipe.data.augment), seed=recipe.seed, epochs=t.epochs,
                       learning_rate=t.learning_rate, optimizer=t.optimizer,
-                      schedule=t.schedule, work_dir=run.method_work_dir("prune"))
+                      schedule=t.schedule, work_dir=run.work_dir("prune"))
     result = method.run(before, context)
     name = f"model_{method.name}.keras"
     files.save_model(result.model, run.dir / name)
