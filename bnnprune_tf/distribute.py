@@ -18,9 +18,9 @@ run computes:
   statistics would train a different network.
 - :func:`is_chief`: only the chief writes files (models, reports, manifests);
   the other workers run the same steps (every collective needs all of them).
-- :func:`agree`: one integer every worker agrees on (the chief's);
-  :func:`resumable`: how much saved work (epochs, rounds, scanned layers) every
-  worker resumes from after a relaunch (the chief's files decide).
+- :func:`agree`: one integer every worker agrees on (the chief's); :func:`barrier`:
+  wait for every worker; :func:`resumable`: how much saved work (epochs, rounds,
+  scanned layers) every worker resumes from after a relaunch (the chief's files decide).
 
 Example (a user's own script; with a recipe: ``distribute: {strategy: mirrored}``)::
 
@@ -190,6 +190,14 @@ def agree(strategy: tf.distribute.Strategy, value: int) -> int:
     local = len(strategy.extended.worker_devices)      # replicas per worker (all alike)
     per_replica = strategy.run(lambda: tf.constant(mine, tf.int64))
     return int(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)) // local
+
+
+def barrier(strategy: tf.distribute.Strategy | None = None) -> None:
+    """Return once every worker of a ``multi_worker`` run has called it (a no-op
+    otherwise), e.g. before the chief removes files the others may still write."""
+    strategy = strategy or tf.distribute.get_strategy()
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        agree(strategy, 0)
 
 
 def resumable(count: int) -> int:

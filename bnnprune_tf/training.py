@@ -117,6 +117,8 @@ def fit(
     val = dataset.batches("val", batch_size)
     result = model.fit(train, validation_data=val, epochs=epochs, callbacks=all_callbacks,
                        steps_per_epoch=steps_per_epoch(dataset, batch_size), verbose=verbose)
+    if work_dir is not None:
+        distribute.barrier(model.distribute_strategy)   # other workers' last backup writes
     if history_file is None:
         return [{"epoch": e + 1, **{k: float(v[e]) for k, v in result.history.items()}}
                 for e in range(len(result.epoch))]

@@ -91,6 +91,29 @@ def test_recipe_field_and_tf_config_errors(tmp_path):
     assert distribute.is_chief(distribute.strategy("none"))
 
 
+def test_parsing_any_method_starts_no_tensorflow():
+    """``bnnprune run`` parses the recipe's stages before it builds the strategy, and
+    MultiWorkerMirroredStrategy must configure TensorFlow before TensorFlow starts: a
+    method that made a variable when built (ETB did) broke every multi_worker run."""
+    code = """if True:
+        import bnnprune_tf
+        from tensorflow.python.eager import context
+        from bnnprune_tf import methods
+        from pipelines.recipe import parse_recipe, stage_params
+        from distributed_methods import PARAMS
+        assert sorted(PARAMS) == sorted(methods.names()), methods.names()
+        recipe = {"name": "all", "data": {"name": "mnist5k"}, "model": {"name": "mnist_bnn"},
+                  "stages": ["train", *({"prune": {"method": m, **p}} for m, p in PARAMS.items())]}
+        stage_params(parse_recipe(recipe))
+        print(context.context()._context_handle is None)
+    """
+    done = subprocess.run([sys.executable, "-c", code], env=_env(PYTHONPATH=os.pathsep.join(
+        [os.fspath(ROOT), os.fspath(ROOT / "tests")])), capture_output=True, text=True,
+        timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True"]
+
+
 def test_synchronized_batch_norm_survives_copies_and_saving(tmp_path):
     """tf-keras leaves ``synchronized`` out of BatchNormalization's config, so a clone
     (every method's masked copy, ETB's quantizer swap) went back to per-replica

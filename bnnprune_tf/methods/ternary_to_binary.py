@@ -180,8 +180,10 @@ class ETB(Method):
     def __init__(self, params=None, **kwargs):
         super().__init__(params, **kwargs)
         self.plan: _Plan | None = None
-        self.pressure = tf.Variable(0.0, trainable=False, name="etb_pressure")
-        self.polarize = tf.Variable(0.0, trainable=False, name="etb_polarization")
+        # made by prepare, under the caller's strategy scope (a method is often built
+        # before TensorFlow starts, which multi_worker must configure first)
+        self.pressure: tf.Variable | None = None
+        self.polarize: tf.Variable | None = None
         self.controller: EvolutionController | None = None
 
     # ------------------------------------------------------------ hooks
@@ -226,8 +228,8 @@ class ETB(Method):
                           activation_layers, binary, {}, 0)
         self.plan.dense_params = self.plan.binary_params({})
         self.plan.shares = self._channel_shares()
-        self.pressure.assign(0.0)
-        self.polarize.assign(0.0)
+        self.pressure = tf.Variable(0.0, trainable=False, name="etb_pressure")
+        self.polarize = tf.Variable(0.0, trainable=False, name="etb_polarization")
         evolving.add_loss(self.loss(evolving))
         return evolving
 
