@@ -1,7 +1,9 @@
 """Training speed under tf.distribute on this host: one device vs. ``mirrored`` (2 logical
 CPU devices) vs. ``multi_worker`` (2 worker processes over loopback), as ratios of steps per
 second; plus every method's state under ``mirrored`` against one device
-(``tests/distributed_methods.py``: same widths and masks?).
+(``tests/distributed_methods.py``: same widths and masks?) and under ``multi_worker``
+(``bnnprune run`` of a train + prune recipe on 2 worker processes against one process: same
+widths?).
 
 Each setting runs in its own process (TensorFlow fixes its devices once per process), one
 after another; the MNIST BNN trains on mnist5k with the same global batch (64) and seed;
@@ -102,6 +104,70 @@ def method_states() -> dict:
             for name, r in results.items()}
 
 
+def _bnnprune_run(recipe: Path, run_dir: Path, tf_config: str | None = None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("TF_CONFIG", None)
+    if tf_config:
+        env["TF_CONFIG"] = tf_config
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", str(recipe),
+                             "--run-dir", str(run_dir)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _widths(run_dir: Path) -> dict:
+    manifest = json.loads((run_dir / "stages" / "01-prune.json").read_text())
+    return manifest["metrics"]["after"]["widths"]
+
+
+def multi_worker_states() -> dict:
+    """Every method in ``bnnprune run`` (train 1 epoch, then prune) on 2 workers over
+    loopback and in one process: the pruned widths."""
+    import tempfile
+
+    import yaml
+    from bnnprune_tf.distribute import free_local_ports
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from method_params import PARAMS
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, params in PARAMS.items():
+            prune = {"method": name, "epochs": 1, **params}
+            if name == "wff":
+                prune.update(iterations=1, accuracy_budget=1.0)
+            recipe = {"name": f"mw_{name}", "seed": 0,
+                      "data": {"name": "mnist5k", "limit": 64, "batch_size": 32},
+                      "model": {"name": "mnist_bnn", "width": 0.25},
+                      "training": {"epochs": 1, "learning_rate": 0.05, "optimizer": "sgd",
+                                   "schedule": "constant"},
+                      "stages": ["train", {"prune": prune}]}
+            one, multi = Path(tmp) / f"{name}.yaml", Path(tmp) / f"{name}_mw.yaml"
+            one.write_text(yaml.safe_dump(recipe))
+            multi.write_text(yaml.safe_dump({**recipe, "distribute": {
+                "strategy": "multi_worker", "timeout": 120}}))
+            ports = free_local_ports(2)
+            workers = [_bnnprune_run(multi, Path(tmp) / f"{name}_mw", json.dumps(
+                {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                 "task": {"type": "worker", "index": i}})) for i in range(2)]
+            try:
+                for worker in workers:
+                    _, stderr = worker.communicate(timeout=1200)
+                    if worker.returncode != 0:
+                        raise SystemExit(f"{name} on 2 workers failed: {stderr[-2000:]}")
+            finally:
+                for worker in workers:
+                    if worker.poll() is None:
+                        worker.kill()
+            single = _bnnprune_run(one, Path(tmp) / name)
+            _, stderr = single.communicate(timeout=1200)
+            if single.returncode != 0:
+                raise SystemExit(f"{name} in one process failed: {stderr[-2000:]}")
+            a, b = _widths(Path(tmp) / name), _widths(Path(tmp) / f"{name}_mw")
+            out[name] = {"widths_equal": a == b, "single": a, "multi_worker": b}
+    return out
+
+
 def main() -> None:
     from benchmarks.common import write_results
 
@@ -110,6 +176,7 @@ def main() -> None:
     for row in rows:
         row["steps_per_second_ratio"] = base / row["median_step_seconds"]
     methods = method_states()
+    workers = multi_worker_states()
     table = ("| strategy | replicas | processes | timed steps | steps/s relative to one device |"
              "\n|---|---:|---:|---:|---:|\n" + "\n".join(
                  f"| {r['setting']} | {r['replicas']} | {r['processes']} | {r['timed_steps']} | "
@@ -124,8 +191,16 @@ def main() -> None:
                   f"| {n} | {m['widths_equal']} | {m['masks_equal']} | {m['single']} | "
                   f"{m['mirrored']} |" for n, m in methods.items()))
     table += ("\n\nMethods: mnist_bnn width 0.25, 64 images, 2 epochs of 2 SGD steps, "
-              "2 logical CPUs vs one device, both with global-batch BatchNorm.")
+              "2 logical CPUs vs one device, both with global-batch BatchNorm.\n\n"
+              "| method | widths equal | widths one process | widths 2 workers |\n"
+              "|---|---|---|---|\n" + "\n".join(
+                  f"| {n} | {m['widths_equal']} | {m['single']} | {m['multi_worker']} |"
+                  for n, m in workers.items()))
+    table += ("\n\n`bnnprune run` of a recipe (mnist_bnn width 0.25, 64 images, batch 32: "
+              "train 1 epoch, then prune; the method's epochs 1 unless set) on 2 worker "
+              "processes over loopback vs. one process.")
     write_results("distributed", {"rows": rows, "methods": methods,
+                                  "multi_worker_methods": workers,
                                   "scale": {"epochs": EPOCHS, "batch": BATCH, "limit": LIMIT}},
                   table, "python benchmarks/distributed.py")
     print(table)

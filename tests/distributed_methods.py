@@ -19,16 +19,8 @@ tf.config.set_logical_device_configuration(
 import numpy as np  # noqa: E402
 
 from bnnprune_tf import data, distribute, masks, methods, models, prune, training  # noqa: E402
+from method_params import PARAMS  # noqa: E402
 
-PARAMS = {
-    "wff": {"interval": 1},
-    "l1": {"ratio": 0.5},
-    "random": {"ratio": 0.5},
-    "latent": {"level": "channel", "budget": 0.7, "grid": [0.25, 0.5], "eval_samples": 64},
-    "sbnn": {"ec": 0.25, "gamma": 0.1},
-    "etb": {"ratio": 0.3, "control_every": 2, "epochs": 2},
-    "cbnn": {"slices": [4, 5, 6, 7]},
-}
 EPOCHS = 2
 LIMIT = 64          # 64 training images: 2 steps of 32 per epoch
 

@@ -100,7 +100,7 @@ def test_parsing_any_method_starts_no_tensorflow():
         from tensorflow.python.eager import context
         from bnnprune_tf import methods
         from pipelines.recipe import parse_recipe, stage_params
-        from distributed_methods import PARAMS
+        from method_params import PARAMS
         assert sorted(PARAMS) == sorted(methods.names()), methods.names()
         recipe = {"name": "all", "data": {"name": "mnist5k"}, "model": {"name": "mnist_bnn"},
                   "stages": ["train", *({"prune": {"method": m, **p}} for m, p in PARAMS.items())]}
