@@ -131,6 +131,21 @@ def test_removal_is_lossless_and_deploys(trained, mnist_small):
     assert report["bit_exact"] and report["integer_argmax_agreement"] == 1.0
 
 
+def test_max_layer_ratio_keeps_every_group_above_its_floor(mnist_small):
+    """At a high target the uncapped controller empties a group down to a few channels;
+    ``max_layer_ratio=0.4`` keeps 60 % of every group and still meets the target."""
+    model = models.build("mnist_bnn", mnist_small.input_shape, 10, width=0.5, seed=0)
+    data = _subset(mnist_small, 1024)
+    widths = {}
+    for cap in (1.0, 0.4):
+        _, _, result = _etb_fit(model, data, epochs=3, ratio=0.55, max_layer_ratio=cap)
+        assert abs(result.metrics["binary_params_reduction"] - 0.55) <= 0.02, cap
+        widths[cap] = {layer: (r["kept"], r["filters"])
+                       for layer, r in result.tables["kept filters"].items()}
+    assert any(k < 0.6 * n for k, n in widths[1.0].values()), widths
+    assert all(k >= 0.6 * n for k, n in widths[0.4].values()), widths
+
+
 def test_residual_channels_are_decided_together(mnist_small):
     model = models.build("resnet18", mnist_small.input_shape, 10, width=0.125,
                          stages=(1, 1, 1, 1))

@@ -38,6 +38,10 @@ choices made here:
    (its input mask, and its activation threshold, make it 0).
 6. Residual networks: channels tied by adds are one group of the channel graph,
    decided together (their producers' zero fractions averaged).
+7. ``max_layer_ratio`` (ours; default 1, as in the paper: no limit) caps the share of
+   each group that may go: a group at its floor gets no more sparsity pressure, and
+   the decision keeps its floor. Without it, a run can empty a whole layer down to one
+   channel: filters with few weights (the first layers') turn all-zero first.
 
 Example (a user's own compile/fit)::
 
@@ -53,6 +57,7 @@ Example (a user's own compile/fit)::
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -78,6 +83,9 @@ class ETBParams(Params):
     """ETB's parameters; ``ratio`` is the target share of binary parameters removed."""
 
     ratio: float = Field(ge=0, lt=1)
+    # the largest share of one channel group that may go (Torch-Pruning's
+    # max_pruning_ratio): below 1, a group never shrinks to its last channels
+    max_layer_ratio: float = Field(1.0, gt=0, le=1)
     epochs: int = Field(10, ge=1)
     learning_rate: float = Field(1e-2, gt=0)
     polarization: float = Field(1.0, ge=0)          # final weight of the polarising term
@@ -157,6 +165,11 @@ class _Plan:
     binary: dict[str, int]            # binary convs (binary input and weights): k*k
     shares: dict[int, np.ndarray]     # group id -> share of binary params per channel
     dense_params: int
+    floor: dict[int, int]             # group id -> channels max_layer_ratio keeps (may be 0)
+
+    def least(self, group_id: int) -> int:
+        """Channels a group keeps at least: its floor, and never none."""
+        return max(1, self.floor[group_id])
 
     def binary_params(self, keep: dict[int, np.ndarray]) -> int:
         g = self.graph
@@ -224,12 +237,16 @@ class ETB(Method):
 
         evolving = _swap_quantizers(masked, quantizers)
         graph = ChannelGraph(evolving)           # same layers, so the same group ids
+        floor = {g.id: math.ceil(round((1.0 - p.max_layer_ratio) * g.size, 6)) for g in groups}
         self.plan = _Plan(graph, [graph.groups[g.id] for g in groups], weight_layers,
-                          activation_layers, binary, {}, 0)
+                          activation_layers, binary, {}, 0, floor)
         self.plan.dense_params = self.plan.binary_params({})
         self.plan.shares = self._channel_shares()
         self.pressure = tf.Variable(0.0, trainable=False, name="etb_pressure")
         self.polarize = tf.Variable(0.0, trainable=False, name="etb_polarization")
+        # 1 while a group may lose channels, 0 once it is down to its floor
+        self.open = tf.Variable(tf.ones(len(self.plan.groups)), trainable=False,
+                                name="etb_open_groups")
         evolving.add_loss(self.loss(evolving))
         return evolving
 
@@ -254,11 +271,12 @@ class ETB(Method):
             z = {l.name: l.kernel_quantizer.soft_zero_fraction(l.latent_kernel)
                  for l in weight_layers}
             polar, pressure = 0.0, 0.0
-            for g in plan.groups:
+            for j, g in enumerate(plan.groups):
                 zbar = plan.channel_zero_fraction(z, g)
                 share = tf.constant(plan.shares[g.id], tf.float32)
                 polar += tf.reduce_sum(share * 4.0 * zbar * (1.0 - zbar))
-                pressure += tf.reduce_sum(share * (1.0 - zbar))   # kept weights cost
+                # kept weights cost, in the groups above their floor
+                pressure += self.open[j] * tf.reduce_sum(share * (1.0 - zbar))
             total = self.polarize * polar + self.pressure * pressure
             if act_quantizers and p.activation_decay:
                 total += p.activation_decay * tf.add_n(
@@ -281,16 +299,23 @@ class ETB(Method):
             for n in self.plan.weight_layers}
 
     def hard_keep(self, model) -> dict[int, np.ndarray]:
-        """Channels kept now: the mean zero fraction of their producers is below 0.5."""
+        """Channels kept now: the mean zero fraction of their producers is below 0.5,
+        and at least :meth:`_Plan.least` per group (its channels of lowest zero fraction)."""
         z = self.zero_fractions(model)
         keep = {}
         for g in self.plan.groups:
             zbar = self.plan.channel_zero_fraction(z, g).numpy()
             k = zbar < 0.5
-            if not k.any():
-                k[np.argmin(zbar)] = True          # a group keeps at least one channel
+            least = self.plan.least(g.id)
+            if k.sum() < least:
+                k[np.argsort(zbar, kind="stable")[:least]] = True
             keep[g.id] = k
         return keep
+
+    def close_groups_at_floor(self, keep: dict[int, np.ndarray]) -> None:
+        """No sparsity pressure on the groups that ``keep`` leaves at their floor."""
+        self.open.assign([float(keep[g.id].sum() > self.plan.floor[g.id])
+                          for g in self.plan.groups])
 
     def closest_keep(self, model) -> dict[int, np.ndarray]:
         """Keep-masks removing the channels of highest zero fraction, as many as bring
@@ -302,8 +327,8 @@ class ETB(Method):
         keep = {g: np.ones(len(v), bool) for g, v in zbar.items()}
         best = (target, {g: k.copy() for g, k in keep.items()})
         for _, g, i in order:
-            if keep[g].sum() == 1:
-                continue                            # a group keeps at least one channel
+            if keep[g].sum() <= plan.least(g):
+                continue                            # a group keeps its floor
             keep[g][i] = False
             error = abs(1.0 - plan.binary_params(keep) / plan.dense_params - target)
             if error < best[0]:
@@ -419,7 +444,10 @@ class EvolutionController(tf.keras.callbacks.Callback):
         p, step = self.method.params, self._step()
         self.method.polarize.assign(p.polarization * min(1.0, step / self._decide_at))
         if step % p.control_every == 0:
-            target, measured = self.setpoint(step), self.method.removed_share(self.model)
+            keep = self.method.hard_keep(self.model)
+            self.method.close_groups_at_floor(keep)
+            target = self.setpoint(step)
+            measured = 1.0 - self.method.plan.binary_params(keep) / self.method.plan.dense_params
             pressure = float(self.method.pressure.numpy()) + p.gain * (target - measured)
             self.method.pressure.assign(pressure)
             self.trace.append((step, target, measured, pressure))
