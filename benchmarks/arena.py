@@ -141,7 +141,8 @@ ARMS = (
     Arm("etb_r50", "etb", {"ratio": 0.5}, "scratch", "r50"),
     # ETB with every layer keeping a quarter of its channels (its seed 0 emptied three
     # layers down to 1 channel at r30 and r50)
-    Arm("etb_r30_c75", "etb", {"ratio": 0.3, "max_layer_ratio": 0.75}, "scratch", "r30"),
+    Arm("etb_r30_c75", "etb", {"ratio": 0.3, "max_layer_ratio": 0.75}, "scratch", "r30",
+        headline=True),
     Arm("sbnn_ec25", "sbnn", {"ec": 0.25, "gamma": 0.02, "start": "closed_form"}, "scratch",
         "ec25"),
     Arm("sbnn_ec05", "sbnn", {"ec": 0.05, "gamma": 0.07, "start": "closed_form"}, "scratch",
