@@ -197,6 +197,7 @@ class ETB(Method):
         # before TensorFlow starts, which multi_worker must configure first)
         self.pressure: tf.Variable | None = None
         self.polarize: tf.Variable | None = None
+        self.open: tf.Variable | None = None     # per group: 1 above its floor, else 0
         self.controller: EvolutionController | None = None
 
     # ------------------------------------------------------------ hooks
@@ -244,7 +245,6 @@ class ETB(Method):
         self.plan.shares = self._channel_shares()
         self.pressure = tf.Variable(0.0, trainable=False, name="etb_pressure")
         self.polarize = tf.Variable(0.0, trainable=False, name="etb_polarization")
-        # 1 while a group may lose channels, 0 once it is down to its floor
         self.open = tf.Variable(tf.ones(len(self.plan.groups)), trainable=False,
                                 name="etb_open_groups")
         evolving.add_loss(self.loss(evolving))
@@ -337,9 +337,11 @@ class ETB(Method):
                 break                               # past the target
         return best[1]
 
-    def removed_share(self, model) -> float:
-        """Share of the dense binary parameters removed by :meth:`hard_keep` now."""
-        return 1.0 - self.plan.binary_params(self.hard_keep(model)) / self.plan.dense_params
+    def removed_share(self, model, keep: dict[int, np.ndarray] | None = None) -> float:
+        """Share of the dense binary parameters removed by ``keep`` (default
+        :meth:`hard_keep` now)."""
+        keep = self.hard_keep(model) if keep is None else keep
+        return 1.0 - self.plan.binary_params(keep) / self.plan.dense_params
 
     def decided(self, model) -> bool:
         return all(float(np.min(model.get_layer(n).kernel_quantizer.decision)) >= 0
@@ -446,8 +448,7 @@ class EvolutionController(tf.keras.callbacks.Callback):
         if step % p.control_every == 0:
             keep = self.method.hard_keep(self.model)
             self.method.close_groups_at_floor(keep)
-            target = self.setpoint(step)
-            measured = 1.0 - self.method.plan.binary_params(keep) / self.method.plan.dense_params
+            target, measured = self.setpoint(step), self.method.removed_share(self.model, keep)
             pressure = float(self.method.pressure.numpy()) + p.gain * (target - measured)
             self.method.pressure.assign(pressure)
             self.trace.append((step, target, measured, pressure))
