@@ -166,44 +166,19 @@ def _start_workers(recipe: Path, run_dir: Path) -> list[subprocess.Popen]:
     return [_bnnprune_run(recipe, run_dir, TF_CONFIG=_tf_config(ports, i)) for i in range(2)]
 
 
-def _kill_worker_when(run_dir: Path, recipe: Path, ready, what: str) -> tuple[str, float]:
-    """Start both workers, SIGKILL worker 1 as soon as ``ready()``; worker 0's stderr and
-    how long it took to stop after that."""
-    chief, worker = _start_workers(recipe, run_dir)
-    try:
-        deadline = time.time() + 300
-        while not ready():
-            assert chief.poll() is None and worker.poll() is None, f"stopped before {what}"
-            assert time.time() < deadline, f"no {what} within 300 s"
-            time.sleep(0.05)
-        worker.kill()
-        lost = time.time()
-        (code, _, stderr), = _finish([chief], 200)
-        waited = time.time() - lost
-    finally:
-        _finish([chief, worker], 1)
-    assert code == 2, stderr[-3000:]
-    assert "a worker of the multi_worker run stopped or cannot be reached" in stderr
-    assert "relaunch every worker" in stderr
-    assert waited < 60 + 30, waited             # the collective timeout, the heartbeat
-    return stderr, waited
-
-
 def test_multi_worker_equals_one_process_and_resumes_after_a_lost_worker(tmp_path):
     """``bnnprune run`` on 2 workers over loopback: both finish, only the chief writes the
     report, and the pruned network equals the one-process run's up to float rounding (same
-    kept channels, binary weights). Then worker 1 is killed twice, after training epoch 1
-    and after WFF's round 0: each time worker 0 stops with the error within the heartbeat
-    bound, and the relaunched pair resumes (training from its backup, WFF after round 0)
-    and ends with the uninterrupted run's weights bit for bit."""
+    kept channels, binary weights). Then worker 1 is killed in the prune stage's
+    fine-tuning: worker 0 stops with the error within the heartbeat bound, and the
+    relaunched pair skips training, resumes the fine-tuning from its backup and ends with
+    the uninterrupted run's weights bit for bit."""
     from bnnprune_tf import models, prune, training
     from pipelines.runner import run_recipe
 
-    wff = {"prune": {"method": "wff", "interval": 1, "iterations": 1, "epochs": 1,
-                     "accuracy_budget": 1.0}}
+    l1 = {"prune": {"method": "l1", "ratio": 0.5, "epochs": 3, "learning_rate": 0.01}}
     recipe = {**TINY, "data": {**TINY["data"], "limit": 512},
-              "training": {**TINY["training"], "epochs": 3},
-              "stages": [*TINY["stages"][:2], wff, "report"]}
+              "training": {**TINY["training"], "epochs": 1}, "stages": ["train", l1, "report"]}
     multi = tmp_path / "multi.yaml"
     multi.write_text(yaml.safe_dump({**recipe, "distribute": {"strategy": "multi_worker",
                                                               "timeout": 60}}))
@@ -212,7 +187,7 @@ def test_multi_worker_equals_one_process_and_resumes_after_a_lost_worker(tmp_pat
     run_recipe(parse_recipe({**recipe, "stages": recipe["stages"][:2]}), tmp_path / "one",
                log=lambda line: None)
     assert [code for code, _, _ in results] == [0, 0], [e[-3000:] for _, _, e in results]
-    assert "[3] report: on the chief only" in results[1][1]
+    assert "[2] report: on the chief only" in results[1][1]
     assert (tmp_path / "run" / "report.md").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["multi.yaml", "one", "run"]
     whole = models.load(tmp_path / "run" / "model_l1.keras")
@@ -227,23 +202,36 @@ def test_multi_worker_equals_one_process_and_resumes_after_a_lost_worker(tmp_pat
             assert differ.mean() <= 0.01, la.name
 
     killed = tmp_path / "killed"
-    backup = killed / "train" / "backup"
-    _kill_worker_when(killed, multi, lambda: (backup / "chief" / "checkpoint").exists(),
-                      "training epoch 1")
-    assert not (killed / "stages" / "00-train.json").exists()
+    backup = killed / "prune" / "backup"
+    chief, worker = _start_workers(multi, killed)
+    try:
+        deadline = time.time() + 300
+        while not (backup / "chief" / "checkpoint").exists():
+            assert chief.poll() is None and worker.poll() is None, "stopped before epoch 1"
+            assert time.time() < deadline, "no fine-tuning epoch 1 within 300 s"
+            time.sleep(0.05)
+        worker.kill()
+        lost = time.time()
+        (code, _, stderr), = _finish([chief], 200)
+        waited = time.time() - lost
+    finally:
+        _finish([chief, worker], 1)
+    assert code == 2, stderr[-3000:]
+    assert "a worker of the multi_worker run stopped or cannot be reached" in stderr
+    assert "relaunch every worker" in stderr
+    assert waited < 60 + 30, waited             # the collective timeout, the heartbeat
+    assert (killed / "stages" / "00-train.json").exists()
+    assert not (killed / "stages" / "01-prune.json").exists()
     assert training.resumed_epoch(backup) in (1, 2)
-    round0 = killed / "prune" / "round0"
-    _kill_worker_when(killed, multi, lambda: (round0 / "done").exists(), "WFF round 0")
-    assert not (killed / "stages" / "02-prune.json").exists()
-    saved = (round0 / "model.keras").stat().st_mtime_ns
 
     relaunched = _finish(_start_workers(multi, killed), 500)
     assert [code for code, _, _ in relaunched] == [0, 0], [e[-3000:] for _, _, e in relaunched]
-    assert "[1] prune: up to date, skipped" in relaunched[0][1]
-    for _, stdout, _ in relaunched:                 # both start at the WFF stage
-        assert "[0] train: running" not in stdout and "[2] prune: running" in stdout
-    assert (round0 / "model.keras").stat().st_mtime_ns == saved     # resumed, not redone
-    for name in ("model.keras", "model_l1.keras", "model_wff.keras"):
+    assert "[0] train: up to date, skipped" in relaunched[0][1]
+    for _, stdout, _ in relaunched:      # both skip training and resume the fine-tuning
+        assert "[0] train: running" not in stdout and "[1] prune: running" in stdout
+    manifest = json.loads((killed / "stages" / "01-prune.json").read_text())
+    assert [row["epoch"] for row in manifest["metrics"]["history"]] == [1, 2, 3]  # no rerun
+    for name in ("model.keras", "model_l1.keras"):
         for a, b in zip(models.load(tmp_path / "run" / name).get_weights(),
                         models.load(killed / name).get_weights()):
             np.testing.assert_array_equal(a, b, err_msg=name)
