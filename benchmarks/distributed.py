@@ -56,23 +56,27 @@ def measure(strategy_name: str) -> None:
                       "chief": distribute.is_chief(strategy)}))
 
 
+def _env(tf_config: str | None = None) -> dict:
+    """This environment for a child process: the project importable, TensorFlow quiet,
+    ``TF_CONFIG`` only if given."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("TF_CONFIG", None)
+    return {**env, "TF_CONFIG": tf_config} if tf_config else env
+
+
 def _child(setting: str, env: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, __file__, "--measure", setting], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
 def run_setting(setting: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.pop("TF_CONFIG", None)
     if setting != "multi_worker":
-        children = [_child(setting, env)]
+        children = [_child(setting, _env())]
     else:
-        from bnnprune_tf.distribute import free_local_ports
+        from bnnprune_tf.distribute import free_local_ports, local_tf_config
 
         ports = free_local_ports(2)
-        children = [_child(setting, {**env, "TF_CONFIG": json.dumps(
-            {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-             "task": {"type": "worker", "index": i}})}) for i in range(2)]
+        children = [_child(setting, _env(local_tf_config(ports, i))) for i in range(2)]
     outputs = []
     try:
         for child in children:
@@ -92,9 +96,8 @@ def run_setting(setting: str) -> dict:
 
 def method_states() -> dict:
     """Every method: single device vs. mirrored (tests/distributed_methods.py)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, str(ROOT / "tests" / "distributed_methods.py")],
-                          env=env, capture_output=True, text=True, timeout=3600)
+                          env=_env(), capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise SystemExit(f"tests/distributed_methods.py failed: {done.stderr[-2000:]}")
     results = json.loads(done.stdout.strip().splitlines()[-1])
@@ -105,12 +108,8 @@ def method_states() -> dict:
 
 
 def _bnnprune_run(recipe: Path, run_dir: Path, tf_config: str | None = None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.pop("TF_CONFIG", None)
-    if tf_config:
-        env["TF_CONFIG"] = tf_config
     return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", str(recipe),
-                             "--run-dir", str(run_dir)], cwd=ROOT, env=env,
+                             "--run-dir", str(run_dir)], cwd=ROOT, env=_env(tf_config),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -125,7 +124,7 @@ def multi_worker_states() -> dict:
     import tempfile
 
     import yaml
-    from bnnprune_tf.distribute import free_local_ports
+    from bnnprune_tf.distribute import free_local_ports, local_tf_config
 
     sys.path.insert(0, str(ROOT / "tests"))
     from method_params import PARAMS
@@ -147,9 +146,8 @@ def multi_worker_states() -> dict:
             multi.write_text(yaml.safe_dump({**recipe, "distribute": {
                 "strategy": "multi_worker", "timeout": 120}}))
             ports = free_local_ports(2)
-            workers = [_bnnprune_run(multi, Path(tmp) / f"{name}_mw", json.dumps(
-                {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                 "task": {"type": "worker", "index": i}})) for i in range(2)]
+            workers = [_bnnprune_run(multi, Path(tmp) / f"{name}_mw", local_tf_config(ports, i))
+                       for i in range(2)]
             try:
                 for worker in workers:
                     _, stderr = worker.communicate(timeout=1200)

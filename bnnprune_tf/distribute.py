@@ -262,6 +262,17 @@ def synchronize_batch_norm(model: tf.keras.Model) -> tf.keras.Model:
     return copy
 
 
+def local_tf_config(ports: list[int], index: int) -> str:
+    """``TF_CONFIG`` of worker ``index`` in a cluster of workers on this host's ``ports``.
+
+    Example::
+
+        env["TF_CONFIG"] = local_tf_config(free_local_ports(2), 0)
+    """
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
 def free_local_ports(n: int) -> list[int]:
     """``n`` loopback ports free right now, for a cluster of workers on this host.
 

@@ -35,11 +35,6 @@ def _env(**extra):
     return env
 
 
-def _tf_config(ports, index) -> str:
-    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                       "task": {"type": "worker", "index": index}})
-
-
 def _bnnprune_run(recipe: Path, run_dir: Path, **env) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", os.fspath(recipe),
                              "--run-dir", os.fspath(run_dir)], cwd=recipe.parent,
@@ -163,7 +158,7 @@ def test_mirrored_method_state_matches_one_device():
 
 def _start_workers(recipe: Path, run_dir: Path) -> list[subprocess.Popen]:
     ports = distribute.free_local_ports(2)
-    return [_bnnprune_run(recipe, run_dir, TF_CONFIG=_tf_config(ports, i)) for i in range(2)]
+    return [_bnnprune_run(recipe, run_dir, TF_CONFIG=distribute.local_tf_config(ports, i)) for i in range(2)]
 
 
 def test_multi_worker_equals_one_process_and_resumes_after_a_lost_worker(tmp_path):
@@ -244,7 +239,7 @@ def test_unreachable_worker_is_an_error_within_the_timeout(tmp_path):
     started = time.time()
     ports = distribute.free_local_ports(2)
     (code, _, stderr), = _finish([_bnnprune_run(recipe, tmp_path / "run",
-                                                TF_CONFIG=_tf_config(ports, 1))], 120)
+                                                TF_CONFIG=distribute.local_tf_config(ports, 1))], 120)
     assert code == 2, stderr[-2000:]
     assert "bnnprune: error: not all workers answered within 3 s" in stderr
     assert time.time() - started < 60
