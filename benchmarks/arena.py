@@ -14,8 +14,8 @@ parameters, where it starts and a budget tag. Nothing here knows a method beyond
   fine-tuning); its control (``dense_<prelude>_k{K}``) trains exactly so, and so do its
   matched baselines, which start from the checkpoint after the prelude
   (``start="prelude"``): equal training, only the choice of what to prune differs;
-- ``start="scratch"``: the method runs on the seeded, untrained model for E + K epochs;
-  its control is the dense model trained E + K epochs from scratch (``dense_scratch``);
+- ``start="scratch"``: the method runs on the seeded, untrained model for E + K epochs at
+  the arena's lr; its control is the dense model trained so from scratch (``dense_scratch``);
 - ``match=(arm, key)``: a baseline takes ``key`` (``widths`` kept, or the method's
   per-layer ``ratios``) from that arm's row of the same seed: equal cost by construction.
 
@@ -239,8 +239,10 @@ class Arena:
         if "seed" in cls.Params.model_fields:
             params.setdefault("seed", seed)
         scratch = arm.start == "scratch"
-        if scratch:
+        if scratch:                  # as dense_scratch trains: E + K epochs at lr
             params.setdefault("epochs", self.epochs + K)
+            if cls.Params.model_fields["learning_rate"].default != self.lr:
+                params.setdefault("learning_rate", self.lr)   # (at the default: key as before)
         else:
             params.setdefault("learning_rate", self.lr / 10)
         key = {**self.common, "arm": arm.name, "method": arm.method, "params": params,
