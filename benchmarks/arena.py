@@ -143,6 +143,11 @@ ARMS = (
     # layers down to 1 channel at r30 and r50)
     Arm("etb_r30_c75", "etb", {"ratio": 0.3, "max_layer_ratio": 0.75}, "scratch", "r30",
         headline=True),
+    # ETB's widths, pruned by L1 from the checkpoint or trained from scratch: equal
+    # architecture and epochs, only how it was found and trained differs
+    Arm("l1_etb_r30", "l1", {}, budget="r30", headline=True, match=("etb_r30", "widths")),
+    Arm("uniform_etb_r30", "l1", {}, "scratch", "r30", headline=True,
+        match=("etb_r30", "widths")),
     Arm("sbnn_ec25", "sbnn", {"ec": 0.25, "gamma": 0.02, "start": "closed_form"}, "scratch",
         "ec25"),
     Arm("sbnn_ec05", "sbnn", {"ec": 0.05, "gamma": 0.07, "start": "closed_form"}, "scratch",
@@ -227,18 +232,18 @@ class Arena:
         """``(key, compute)`` of the cell of ``arm`` at ``seed``."""
         ds = protocol.dataset(seed)
         params = dict(arm.params)
-        after_prelude = arm.start == "prelude"
+        after_prelude, scratch = arm.start == "prelude", arm.start == "scratch"
         prelude_epochs = PRELUDES[arm.prelude].epochs if after_prelude else 0
         if arm.match:                # the source's widths or ratios, and its epochs
             source = rows.get(arm.match[0]) or self.arm(BY_NAME[arm.match[0]], seed, rows)
             params[arm.match[1]] = source[arm.match[1]]
-            params["epochs"] = source["epochs_total"] - self.epochs - prelude_epochs
+            params["epochs"] = source["epochs_total"] - (0 if scratch else self.epochs) \
+                - prelude_epochs
         cls = methods.get(arm.method)
         if after_prelude:            # the prelude's decay goes on while the method trains
             cls = protocol.with_decay(cls, PRELUDES[arm.prelude].decay)
         if "seed" in cls.Params.model_fields:
             params.setdefault("seed", seed)
-        scratch = arm.start == "scratch"
         if scratch:                  # as dense_scratch trains: E + K epochs at lr
             params.setdefault("epochs", self.epochs + K)
             if cls.Params.model_fields["learning_rate"].default != self.lr:

@@ -45,6 +45,7 @@ def test_arena_runs_every_arm_through_the_interface_and_deploys(tiny):
     assert l1["config"]["widths"] == wff["widths"] and l1["config"]["epochs"] == 2
     assert l1["binary_macs"] == wff["binary_macs"]
     assert rows["uniform_r30"]["widths"]                              # really narrower
+    assert rows["uniform_r30"]["config"]["learning_rate"] == 0.01     # as dense_scratch
     for name, row in rows.items():
         assert row["bit_exact"] is True and row["m4_instructions"] > 0, name
         if "weight" in name:      # zero binary weights: the C runtime runs them, LCE cannot
