@@ -154,6 +154,10 @@ ARMS = (
         "ec05", headline=True),
     Arm("cbnn_w75", "cbnn", {"widths": [0.75], "base_epochs": 2}, "scratch", "r20"),
     Arm("cbnn_w50", "cbnn", {"widths": [0.5], "base_epochs": 2}, "scratch", "r50"),
+    # the 5 most significant slices (the analysis keeps all 8): a binary first conv weighs
+    # every slice alike, so the low bits may be noise to it
+    Arm("cbnn_w50_s5", "cbnn", {"widths": [0.5], "slices": [3, 4, 5, 6, 7], "base_epochs": 2},
+        "scratch", "r50"),
 )
 BY_NAME = {a.name: a for a in ARMS}
 
