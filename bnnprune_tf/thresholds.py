@@ -1,0 +1,92 @@
+"""BatchNorm thresholds of binary layers, placed where float rounding cannot move them.
+
+A binary conv (sign input, sign kernel) computes integer sums ``S``. When its
+BatchNorm output only reaches signs (the next binary layer's input quantizer, through
+max-pooling, flattening or dropout), BatchNorm is a threshold on ``S``: the output is
++1 where ``gamma * (S + bias - mean) / sqrt(var + eps) + beta >= 0``. If that threshold
+falls on an integer within float32 rounding, Keras and LCE (which folds BatchNorm into
+its own float32 threshold) can decide that sum differently, and the difference
+propagates to the logits. :func:`centered` moves every such threshold half-way between
+two integers, keeping the decision float64 takes at every integer sum; so Keras, LCE
+and :mod:`converters.fold` (float64) agree, and no sign the model computes in float64
+changes.
+
+Example::
+
+    from bnnprune_tf import thresholds
+    safe = thresholds.centered(model)     # a copy; model is untouched
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from bnnprune_tf import layer_facts, models
+
+layers = tf.keras.layers
+_PASS = (layers.MaxPooling2D, layers.Flatten, layers.Reshape, layers.Dropout)
+
+
+def _consumers(layer) -> list:
+    return [node.outbound_layer for node in layer._outbound_nodes]
+
+
+def _reaches_only_signs(layer) -> bool:
+    """Every path from ``layer``'s output ends in a sign input quantizer, through layers
+    that commute with a sign (:data:`_PASS`)."""
+    consumers = _consumers(layer)
+    return bool(consumers) and all(
+        _reaches_only_signs(c) if isinstance(c, _PASS) else
+        isinstance(c, layers.Layer) and layer_facts.is_binary_input(c) for c in consumers)
+
+
+def _integer_conv(layer) -> bool:
+    """A conv whose outputs (bias aside) are integers: sign input and sign kernel."""
+    return isinstance(layer, layers.Conv2D) and layer_facts.is_binary_input(layer) and \
+        layer_facts.is_sign(layer_facts.kernel_quantizer(layer))
+
+
+def threshold_layers(model: tf.keras.Model) -> list[tuple[str, str]]:
+    """``(conv, batchnorm)`` name pairs where the BatchNorm is a threshold on integer sums."""
+    pairs = []
+    for layer in model.layers:
+        if not isinstance(layer, layers.BatchNormalization) or len(layer._inbound_nodes) != 1 \
+                or not layer.center or layer.axis not in ([-1], [3]):
+            continue                       # no beta to move, or not per output channel
+        producer = layer._inbound_nodes[0].inbound_layers
+        if _integer_conv(producer) and len(_consumers(producer)) == 1 \
+                and _reaches_only_signs(layer):
+            pairs.append((producer.name, layer.name))
+    return pairs
+
+
+def _center(bn, bias) -> None:
+    """Move ``bn``'s per-channel thresholds (on ``S``, the conv's sums before ``bias``)
+    half-way between integers, in place."""
+    mean = np.asarray(bn.moving_mean, np.float64)
+    sd = np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
+    gamma = np.asarray(bn.gamma, np.float64) if bn.scale else np.ones_like(mean)
+    beta = np.asarray(bn.beta, np.float64)
+    live = gamma != 0                      # gamma 0: a constant sign, nothing to move
+    g = np.where(live, gamma, 1.0)
+    t = mean - bias - beta * sd / g         # output >= 0 <=> S >= t (gamma > 0), S <= t (< 0)
+    n = np.round(t)
+    value_at_n = gamma * (n + bias - mean) / sd + beta
+    plus_at_n = value_at_n >= 0
+    # the half-integer next to n that keeps n's decision, for either sign of gamma
+    up = plus_at_n != (gamma > 0)
+    target = np.where(up, n + 0.5, n - 0.5)
+    bn.beta.assign(np.where(live, -gamma * (target + bias - mean) / sd, beta).astype(np.float32))
+
+
+def centered(model: tf.keras.Model) -> tf.keras.Model:
+    """A copy of ``model`` whose BatchNorm thresholds on integer sums
+    (:func:`threshold_layers`) lie half-way between two integers; every float64
+    decision is kept (see the module docstring). ``model`` is untouched."""
+    copy = models.copy_model(model)
+    for conv_name, bn_name in threshold_layers(copy):
+        conv = copy.get_layer(conv_name)
+        bias = np.asarray(conv.bias, np.float64) if conv.use_bias else 0.0
+        _center(copy.get_layer(bn_name), bias)
+    return copy
