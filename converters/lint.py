@@ -295,9 +295,9 @@ def _threshold_tie(layer, graph: _Graph) -> Finding | None:
         f"sum is {gap[c]:.1e} from {int(nearest[c])}, a sum the conv "
         "produces: Keras (float32) and LCE can decide that tie apart and the flipped bit "
         "propagates (the C runtime and TFLM follow exact arithmetic)",
-        f"move the threshold off the integer: train a few more steps, or shift those "
-        f"channels' {bn.name} beta by about 1e-4 (either way: every other sum keeps its "
-        "sign)")
+        "nothing for LCE: converters.lce.convert moves such thresholds half-way between "
+        "two integers, keeping every float64 sign; for Keras itself, use "
+        "bnnprune_tf.thresholds.centered(model)")
 
 
 def lint(model: tf.keras.Model) -> list[Finding]:

@@ -1,5 +1,6 @@
 """bnnprune_tf.thresholds: BatchNorm thresholds on integer sums moved half-way between two
-integers keep every sign and make Keras and LCE agree where float rounding split them."""
+integers keep every sign; LCE conversion moves them (where float rounding split it from
+Keras)."""
 
 import larq as lq
 import numpy as np
@@ -58,20 +59,21 @@ def test_thresholds_move_half_way_and_keep_every_sign():
                           signs(new.beta.numpy().astype(np.float64)))
     t = bn.moving_mean.numpy() - new.beta.numpy() * sd          # new thresholds on the sum
     np.testing.assert_allclose(np.abs(t - np.round(t)), 0.5, atol=1e-3)
+    np.testing.assert_array_equal(safe.predict(x, verbose=0), model.predict(x, verbose=0))
     # the other layers are untouched
     for name in ("first_bn", "last_bn", "middle", "last"):
         for a, b in zip(model.get_layer(name).get_weights(), safe.get_layer(name).get_weights()):
             assert np.array_equal(a, b), name
 
 
-def test_centered_model_converts_and_lce_agrees_with_keras():
+def test_lce_convert_moves_the_thresholds_and_agrees_with_keras():
     """On the ETB model where this was found (arena etb_r30 seed 2), LCE agreed with Keras
-    on 94.8 % of 1,000 test images before and on 100 % after; LCE's own rounding is not
-    reproduced by the planted tie here, so this checks the moved model end to end."""
+    on 94.8 % of 1,000 test images before and on 100 % after. LCE's own rounding is not
+    reproduced by the planted tie here, so this checks the conversion end to end."""
     from converters import lce
 
     model = tied_model()
     x = np.random.default_rng(1).normal(size=(256, 8, 8, 1)).astype(np.float32)
-    safe = thresholds.centered(model)
-    assert lce.verify(safe, lce.convert(safe), x, atol=1e-4).argmax_agreement == 1.0
-    np.testing.assert_array_equal(safe.predict(x, verbose=0), model.predict(x, verbose=0))
+    flatbuffer = lce.convert(model)
+    assert flatbuffer == lce.convert(thresholds.centered(model))   # convert moves them
+    assert lce.verify(model, flatbuffer, x, atol=1e-4).argmax_agreement == 1.0

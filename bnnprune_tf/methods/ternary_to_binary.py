@@ -35,10 +35,7 @@ choices made here:
    training, not fine-tuning after pruning: at the end every kept filter is pure
    binary, so removing the zero filters (:func:`bnnprune_tf.shrink.shrink`) is
    lossless, and BatchNorm's offset on a removed channel never reaches a consumer
-   (its input mask, and its activation threshold, make it 0). The BatchNorm thresholds
-   on integer sums are then moved half-way between two integers
-   (:func:`bnnprune_tf.thresholds.centered`, every sign kept): one that lay on an
-   integer within float32 rounding made LCE disagree with Keras on 5 % of the images.
+   (its input mask, and its activation threshold, make it 0).
 6. Residual networks: channels tied by adds are one group of the channel graph,
    decided together (their producers' zero fractions averaged).
 7. ``max_layer_ratio`` (ours; default 1, as in the paper: no limit) caps the share of
@@ -69,7 +66,7 @@ import numpy as np
 import tensorflow as tf
 from pydantic import Field
 
-from bnnprune_tf import layer_facts, masks, thresholds
+from bnnprune_tf import layer_facts, masks
 from bnnprune_tf.errors import ModelError
 from bnnprune_tf.graph import ChannelGraph, ChannelGroup
 from bnnprune_tf.methods.base import Method, Params, Result, copy_masked
@@ -380,7 +377,7 @@ class ETB(Method):
             self.decide(model)
             notes.append("etb: channels were decided at the end of training (no settle "
                          "steps ran): the pruned model is not the trained model")
-        binary = thresholds.centered(to_binary(model))     # no BatchNorm tie for LCE
+        binary = to_binary(model)
         small = shrink(binary)
         keep = self.plan.graph.keep_from_masks(binary)
         kept_params = self.plan.binary_params(keep)
