@@ -14,7 +14,7 @@ changes.
 Example::
 
     from bnnprune_tf import thresholds
-    safe = thresholds.centered(model)     # a copy; model is untouched
+    safe = thresholds.centered(model)     # a copy (model untouched)
 """
 
 from __future__ import annotations
@@ -83,9 +83,13 @@ def _center(bn, bias) -> None:
 def centered(model: tf.keras.Model) -> tf.keras.Model:
     """A copy of ``model`` whose BatchNorm thresholds on integer sums
     (:func:`threshold_layers`) lie half-way between two integers; every float64
-    decision is kept (see the module docstring). ``model`` is untouched."""
+    decision is kept (see the module docstring). ``model`` itself when it has no such
+    threshold; it is never modified."""
+    pairs = threshold_layers(model)
+    if not pairs:
+        return model
     copy = models.copy_model(model)
-    for conv_name, bn_name in threshold_layers(copy):
+    for conv_name, bn_name in pairs:
         conv = copy.get_layer(conv_name)
         bias = np.asarray(conv.bias, np.float64) if conv.use_bias else 0.0
         _center(copy.get_layer(bn_name), bias)

@@ -71,8 +71,8 @@ def convert(model: tf.keras.Model, target: str = "arm") -> bytes:
             raise ConversionError(
                 f"input {tensor.name} has shape {tuple(tensor.shape)}: LCE needs every dimension "
                 "but the batch fixed; rebuild the model with a full input_shape")
-    model = sbnn.lce_form(prune.strip_pruning(model))   # SBNN {alpha, beta}: binary + shared term
-    model = thresholds.centered(model)     # no BatchNorm threshold on an integer sum
+    model = thresholds.centered(prune.strip_pruning(model))   # no threshold on an integer sum
+    model = sbnn.lce_form(model)           # SBNN {alpha, beta}: binary + shared term
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
