@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from bnnprune_tf import layer_facts, models
+from bnnprune_tf.errors import ConversionError
 
 layers = tf.keras.layers
 _PASS = (layers.MaxPooling2D, layers.Flatten, layers.Reshape, layers.Dropout)
@@ -61,23 +62,46 @@ def threshold_layers(model: tf.keras.Model) -> list[tuple[str, str]]:
     return pairs
 
 
+def batchnorm_affine(layer) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, offset)`` per channel of an inference-mode BatchNormalization, float64:
+    ``y = scale * x + offset``.
+
+    Example::
+
+        scale, offset = batchnorm_affine(model.get_layer("conv2_bn"))
+    """
+    axis = layer.axis if isinstance(layer.axis, int) else list(layer.axis)
+    if axis not in (-1, 3, [3], [-1]):
+        raise ConversionError(f"layer {layer.name!r}: BatchNormalization over axis {axis}; only "
+                              "the channel axis (-1) can be folded")
+    var = np.asarray(layer.moving_variance, np.float64)
+    gamma = np.asarray(layer.gamma, np.float64) if layer.scale else np.ones_like(var)
+    beta = np.asarray(layer.beta, np.float64) if layer.center else np.zeros_like(var)
+    scale = gamma / np.sqrt(var + layer.epsilon)
+    return scale, beta - np.asarray(layer.moving_mean, np.float64) * scale
+
+
+def sum_threshold(bn, bias=0.0, step=1.0) -> np.ndarray:
+    """Per channel, the conv sum ``S`` (in units of ``step``, the kernel's magnitude; the
+    conv adds ``bias``) at which ``bn``'s output is 0, float64; +-inf or nan where gamma
+    is 0 or ``step`` is 0."""
+    scale, offset = batchnorm_affine(bn)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -(offset / scale + bias) / step
+
+
 def _center(bn, bias) -> None:
     """Move ``bn``'s per-channel thresholds (on ``S``, the conv's sums before ``bias``)
     half-way between integers, in place."""
-    mean = np.asarray(bn.moving_mean, np.float64)
-    sd = np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
-    gamma = np.asarray(bn.gamma, np.float64) if bn.scale else np.ones_like(mean)
-    beta = np.asarray(bn.beta, np.float64)
-    live = gamma != 0                      # gamma 0: a constant sign, nothing to move
-    g = np.where(live, gamma, 1.0)
-    t = mean - bias - beta * sd / g         # output >= 0 <=> S >= t (gamma > 0), S <= t (< 0)
-    n = np.round(t)
-    value_at_n = gamma * (n + bias - mean) / sd + beta
-    plus_at_n = value_at_n >= 0
+    scale, offset = batchnorm_affine(bn)
+    live = scale != 0                      # gamma 0: a constant sign, nothing to move
+    n = np.round(np.where(live, sum_threshold(bn, bias), 0.0))
+    plus_at_n = scale * (n + bias) + offset >= 0
     # the half-integer next to n that keeps n's decision, for either sign of gamma
-    up = plus_at_n != (gamma > 0)
-    target = np.where(up, n + 0.5, n - 0.5)
-    bn.beta.assign(np.where(live, -gamma * (target + bias - mean) / sd, beta).astype(np.float32))
+    target = np.where(plus_at_n != (scale > 0), n + 0.5, n - 0.5)
+    mean = np.asarray(bn.moving_mean, np.float64)
+    beta = np.where(live, scale * (mean - target - bias), np.asarray(bn.beta, np.float64))
+    bn.beta.assign(beta.astype(np.float32))
 
 
 def centered(model: tf.keras.Model) -> tf.keras.Model:

@@ -46,6 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from bnnprune_tf import layer_facts, masks, sbnn
+from bnnprune_tf.thresholds import batchnorm_affine
 from bnnprune_tf.bitslice import BitSlice
 from bnnprune_tf.errors import ConversionError
 
@@ -369,25 +370,6 @@ def _conv_fields(layer, first: bool) -> dict:
                       bias=bias + alpha * INPUT_SCALE * INPUT_OFFSET
                       * signs.reshape(len(signs), -1).sum(axis=1))
     return fields
-
-
-def batchnorm_affine(layer) -> tuple[np.ndarray, np.ndarray]:
-    """``(scale, offset)`` per channel of an inference-mode BatchNormalization, float64:
-    ``y = scale * x + offset``.
-
-    Example::
-
-        scale, offset = batchnorm_affine(model.get_layer("conv2_bn"))
-    """
-    axis = layer.axis if isinstance(layer.axis, int) else list(layer.axis)
-    if axis not in (-1, 3, [3], [-1]):
-        raise ConversionError(f"layer {layer.name!r}: BatchNormalization over axis {axis}; only "
-                              "the channel axis (-1) can be folded")
-    var = np.asarray(layer.moving_variance, np.float64)
-    gamma = np.asarray(layer.gamma, np.float64) if layer.scale else np.ones_like(var)
-    beta = np.asarray(layer.beta, np.float64) if layer.center else np.zeros_like(var)
-    scale = gamma / np.sqrt(var + layer.epsilon)
-    return scale, beta - np.asarray(layer.moving_mean, np.float64) * scale
 
 
 def _chain(model) -> list:

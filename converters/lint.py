@@ -44,10 +44,9 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from bnnprune_tf import layer_facts, prune
+from bnnprune_tf import layer_facts, prune, thresholds
 from bnnprune_tf.errors import ConversionError
 from bnnprune_tf.reporting import markdown_table
-from converters.fold import batchnorm_affine
 
 layers = tf.keras.layers
 FLT_EPSILON = float(np.finfo(np.float32).eps)
@@ -273,10 +272,9 @@ def _threshold_tie(layer, graph: _Graph) -> Finding | None:
         return None
     step = np.abs(np.asarray(layer_facts.quantized_kernel(layer), np.float64)[0, 0, 0])
     bias = np.asarray(layer.bias, np.float64) if layer.use_bias else 0.0
-    scale, offset = batchnorm_affine(bn)
     taps = int(np.prod(layer.kernel.shape[:3]))
-    with np.errstate(divide="ignore", invalid="ignore"):  # gamma 0 or an all-zero filter
-        t = -(offset / scale + bias) / step                # the BN output is 0 at S = t
+    t = thresholds.sum_threshold(bn, bias, step)           # the BN output is 0 at S = t
+    with np.errstate(invalid="ignore"):                    # gamma 0 or an all-zero filter
         nearest = np.round(t)
         tolerance = 4 * FLT_EPSILON * (np.abs(t) + np.abs(np.asarray(bn.moving_mean)) / step
                                        + 1)
