@@ -148,6 +148,13 @@ ARMS = (
     Arm("l1_etb_r30", "l1", {}, budget="r30", headline=True, match=("etb_r30", "widths")),
     Arm("uniform_etb_r30", "l1", {}, "scratch", "r30", headline=True,
         match=("etb_r30", "widths")),
+    # ETB at the paper's VGG-Small ratio (46.3 %) and beyond, and L1 / random filter
+    # pruning from the checkpoint at its exact widths
+    Arm("etb_r46", "etb", {"ratio": 0.46}, "scratch", "r46", headline=True),
+    Arm("etb_r60", "etb", {"ratio": 0.6}, "scratch", "r60"),
+    Arm("l1_etb_r46", "l1", {}, budget="r46", headline=True, match=("etb_r46", "widths")),
+    Arm("random_etb_r46", "random", {}, budget="r46", headline=True,
+        match=("etb_r46", "widths")),
     Arm("sbnn_ec25", "sbnn", {"ec": 0.25, "gamma": 0.02, "start": "closed_form"}, "scratch",
         "ec25"),
     Arm("sbnn_ec05", "sbnn", {"ec": 0.05, "gamma": 0.07, "start": "closed_form"}, "scratch",
