@@ -174,17 +174,23 @@ class Missing(Exception):
 
 
 class Arena:
-    """The cells of one protocol setting (``epochs`` E of the checkpoint, ``lr``);
-    ``cached_only``: a cell that is not cached raises :class:`Missing` (no training)."""
+    """The cells of one protocol setting (``epochs`` E of the checkpoint, ``lr``) for
+    ``arms`` (default :data:`ARMS`) on ``model`` (default the protocol's ``vgg_small``, at
+    its width); ``cached_only``: a cell that is not cached raises :class:`Missing` (no
+    training)."""
 
-    def __init__(self, epochs: int, lr: float, log=print, cached_only: bool = False):
+    def __init__(self, epochs: int, lr: float, log=print, cached_only: bool = False,
+                 model: str | None = None, arms=ARMS):
         self.epochs, self.lr, self.log, self.cached_only = epochs, lr, log, cached_only
-        self.common = {"bench": "arena", "setup": protocol.SETUP, "epochs": epochs, "lr": lr,
+        self.setup = {**protocol.SETUP, **({"model": model} if model else {})}
+        self.by_name = {a.name: a for a in arms}
+        self.common = {"bench": "arena", "setup": self.setup, "epochs": epochs, "lr": lr,
                        "verify": VERIFY, "board": BOARD}
 
     # ------------------------------------------------------------ models
     def checkpoint(self, ds, seed):
-        return protocol.dense(ds, seed, self.epochs, self.lr)
+        return protocol.dense(ds, seed, self.epochs, self.lr, self.setup["width"],
+                              self.setup["model"])
 
     def after_prelude(self, ds, seed, prelude: str):
         """The checkpoint trained as :data:`PRELUDES` ``[prelude]`` says (cached)."""
@@ -193,13 +199,13 @@ class Arena:
                                 p.decay, self.common)
 
     def fresh(self, ds, seed):
-        return models.build(protocol.SETUP["model"], ds.input_shape, ds.num_classes,
-                            protocol.SETUP["width"], seed=seed)
+        return models.build(self.setup["model"], ds.input_shape, ds.num_classes,
+                            self.setup["width"], seed=seed)
 
     def context(self, ds, seed, epochs, **overrides) -> Context:
-        fields = {"batch_size": protocol.SETUP["batch_size"], "seed": seed, "epochs": epochs,
-                  "learning_rate": self.lr, "optimizer": protocol.SETUP["optimizer"],
-                  "schedule": protocol.SETUP["schedule"], "log": lambda *_: None, **overrides}
+        fields = {"batch_size": self.setup["batch_size"], "seed": seed, "epochs": epochs,
+                  "learning_rate": self.lr, "optimizer": self.setup["optimizer"],
+                  "schedule": self.setup["schedule"], "log": lambda *_: None, **overrides}
         return Context(ds, **fields)
 
     # ------------------------------------------------------------ cells
@@ -246,7 +252,7 @@ class Arena:
         after_prelude, scratch = arm.start == "prelude", arm.start == "scratch"
         prelude_epochs = PRELUDES[arm.prelude].epochs if after_prelude else 0
         if arm.match:                # the source's widths or ratios, and its epochs
-            source = rows.get(arm.match[0]) or self.arm(BY_NAME[arm.match[0]], seed, rows)
+            source = rows.get(arm.match[0]) or self.arm(self.by_name[arm.match[0]], seed, rows)
             params[arm.match[1]] = source[arm.match[1]]
             params["epochs"] = source["epochs_total"] - (0 if scratch else self.epochs) \
                 - prelude_epochs
@@ -475,9 +481,9 @@ def run(arm_names, seeds, arena: Arena) -> list[dict]:
     for seed in seeds:
         seed_rows: dict[str, dict] = {}
         for name in arm_names:
-            if seed == 0 or BY_NAME[name].headline:
+            if seed == 0 or arena.by_name[name].headline:
                 try:
-                    rows.append(arena.arm(BY_NAME[name], seed, seed_rows))
+                    rows.append(arena.arm(arena.by_name[name], seed, seed_rows))
                 except Missing:
                     continue
         ds = protocol.dataset(seed)
@@ -491,10 +497,10 @@ def recheck(name: str, arena: Arena) -> dict:
     """Recompute ``name``'s seed-0 cell and compare it, and its flatbuffer, with the cached
     ones; LCE timing is a measurement and is left out."""
     rows: dict[str, dict] = {}
-    first = arena.arm(BY_NAME[name], 0, rows)
+    first = arena.arm(arena.by_name[name], 0, rows)
     flatbuffer = (protocol.CACHE / "cells" / first["flatbuffer"]).read_bytes() \
         if "flatbuffer" in first else None
-    second = arena.arm(BY_NAME[name], 0, rows, fresh=True)
+    second = arena.arm(arena.by_name[name], 0, rows, fresh=True)
     differ = [k for k in first if k != "lce_time_ratio" and first[k] != second.get(k)]
     if "flatbuffer" in first and (protocol.CACHE / "cells" / first["flatbuffer"]
                                   ).read_bytes() != flatbuffer:

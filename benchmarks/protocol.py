@@ -70,15 +70,18 @@ def train(model: tf.keras.Model, ds: data.Dataset, epochs: int, learning_rate: f
 
 
 def dense(ds: data.Dataset, seed: int, epochs: int, learning_rate: float,
-          width: float = SETUP["width"]) -> tf.keras.Model:
-    """The dense checkpoint: ``vgg_small`` trained ``epochs`` from a seeded init (cached)."""
-    def make():
-        model = models.build(SETUP["model"], ds.input_shape, ds.num_classes, width, seed=seed)
-        train(model, ds, epochs, learning_rate, seed)
-        return model
+          width: float | None = None, model: str | None = None) -> tf.keras.Model:
+    """The dense checkpoint: ``model`` at ``width`` (default the protocol's ``vgg_small`` at
+    1/4) trained ``epochs`` from a seeded init (cached)."""
+    name, width = model or SETUP["model"], width or SETUP["width"]
 
-    return checkpoint({"what": "dense", **SETUP, "width": width, "seed": seed, "epochs": epochs,
-                       "learning_rate": learning_rate}, make)
+    def make():
+        built = models.build(name, ds.input_shape, ds.num_classes, width, seed=seed)
+        train(built, ds, epochs, learning_rate, seed)
+        return built
+
+    return checkpoint({"what": "dense", **SETUP, "model": name, "width": width, "seed": seed,
+                       "epochs": epochs, "learning_rate": learning_rate}, make)
 
 
 def checkpoint(key: Mapping, make: Callable[[], tf.keras.Model]) -> tf.keras.Model:

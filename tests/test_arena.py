@@ -94,3 +94,33 @@ def test_arena_runs_every_arm_through_the_interface_and_deploys(tiny):
     # a recomputed cell is identical to the cached one (timing aside)
     assert arena.recheck("random_weight_w46", arena.Arena(1, 0.01, log=lambda _: None)) == {
         "arm": "random_weight_w46", "identical": True, "differ": []}
+
+
+def test_etb_benchmark_runs_resnet18_with_tied_channels(tiny, monkeypatch):
+    """``benchmarks/etb.py``'s resnet18 arms: arena cells keyed by the model; ETB's widths
+    keep the channels that residual adds tie equal; L1 and random prune the checkpoint to
+    exactly those widths; LCE runs every model, the C runtime (chains only) refuses."""
+    from benchmarks import etb
+
+    monkeypatch.setattr(protocol, "SETUP", {**protocol.SETUP, "width": 0.125})
+    etb.main(["--models", "resnet18", "--seeds", "0", "--epochs", "1", "--lr", "0.01"])
+    result = json.loads((tiny / "results" / "etb.json").read_text())["models"]["resnet18"]
+    rows = {r["arm"]: r for r in result["rows"]}
+    assert set(rows) == {"etb_r30", "l1_etb_r30", "random_etb_r30", "dense_scratch", "dense_k3"}
+    assert all(r["setup"]["model"] == "resnet18" for r in rows.values() if "setup" in r)
+    widths = rows["etb_r30"]["widths"]
+    assert widths, "ETB removed no channel"
+    for stage in ("s1", "s2", "s3", "s4"):       # a stage's adds tie all its producers
+        tied = {w for layer, w in widths.items() if layer.startswith(stage)}
+        assert len(tied) <= 1, (stage, widths)
+    for name in ("l1_etb_r30", "random_etb_r30"):
+        assert rows[name]["config"]["widths"] == widths
+        assert rows[name]["binary_params"] == rows["etb_r30"]["binary_params"], name
+    for name, row in rows.items():
+        assert row["lce_argmax_agreement"] == 1.0, name
+        assert row["c_runtime"].startswith("refused: "), name
+    summary = {s["arm"]: s for s in result["summary"]}
+    assert abs(summary["etb_r30"]["binary_params_reduction"] - 0.3) <= 0.02
+    assert {*summary["etb_r30"]["beats"], *summary["etb_r30"]["ties"],
+            *summary["etb_r30"]["loses"]} == {"l1_etb_r30", "random_etb_r30"}
+    assert "## resnet18 width 0.125" in (tiny / "results" / "etb.md").read_text()
