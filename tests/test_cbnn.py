@@ -101,6 +101,25 @@ def test_cbnn_method_end_to_end(sliced_trained, digits):
     assert "raw pixel values 0..255" in " ".join(result.notes)
 
 
+def test_slice_counts_choose_the_slices_on_validation_with_the_binary_first_conv(
+        sliced_trained, digits):
+    method = methods.get("cbnn")(slice_counts=[8, 2, 3], widths=[0.5, 1.0], epochs=1,
+                                 budget=0.99, learning_rate=1e-2)
+    result = method.run(sliced_trained, methods.Context(digits, epochs=1, learning_rate=1e-2))
+    rows = result.tables["candidates (validation)"]
+    # each count trained once at the smallest width; the budget then stops the width search
+    assert set(rows) == {f"{k} slices, width 0.5" for k in (2, 3, 8)}
+    counts = {k: rows[f"{k} slices, width 0.5"]["val correct"] for k in (2, 3, 8)}
+    best = max(counts.values())
+    k = min(k for k, c in counts.items() if c == best)        # fewer slices on a tie
+    m = result.metrics
+    assert m["slices"] == list(top(k)) and m["width"] == 0.5 and m["val_correct"] == best
+    first = result.model.get_layer("conv_first")
+    assert first.kernel.shape[2] == k and first.kernel_quantizer is not None   # binary
+    x, y = digits.pixels().arrays("val")
+    assert bit_sensitivity.correct(result.model, x, y) == best
+
+
 def test_sensitivity_selector_spends_the_width_budget_by_layer(sliced_trained, digits):
     from bnnprune_tf import sensitivity
     from bnnprune_tf.prune import kept_widths
@@ -134,7 +153,11 @@ def test_retrain_finetune_keeps_the_shrunk_weights_scratch_draws_new_ones(sliced
 
 @pytest.mark.parametrize("params, match", [({"slices": []}, "no bit slice kept"),
                                            ({"widths": [0.0]}, "widths"),
-                                           ({"retrain": "never"}, "retrain")])
+                                           ({"retrain": "never"}, "retrain"),
+                                           ({"slice_counts": [0, 4]}, "slice_counts"),
+                                           ({"slice_counts": [9]}, "slice_counts"),
+                                           ({"slices": [7], "slice_counts": [1]},
+                                            "not both")])
 def test_bad_parameters(params, match):
     with pytest.raises(ModelError, match=match):
         methods.get("cbnn")(**params)

@@ -18,7 +18,14 @@ conv is binary too and the whole network runs in XNOR-popcount (LCE: an
    same weight magnitude, so it cannot rank slices by significance (measured: on
    MNIST it leans on the redundant low bits as much as on the MSB);
 2. kept slices: the fewest most significant slices whose complement, randomized,
-   costs at most ``delta`` of the validation images (or ``slices`` given);
+   costs at most ``delta`` of the validation images (or ``slices`` given). Or, with
+   ``slice_counts``, chosen on validation for the binary first conv that deploys: the
+   ``k`` most significant slices for each ``k`` given, each trained at the smallest
+   width; the most validation images correct wins (fewer slices on a tie). Why: the
+   analysis runs on the real-valued first conv, which can down-weight the low bits; a
+   binary first conv weighs every slice alike, so bits the analysis keeps can be noise
+   to it (measured in ``benchmarks/results/arena.md``: ``cbnn_w50_s5`` beats
+   ``cbnn_w50``, which keeps all 8);
 3. candidates, smallest first: the sliced baseline with the kept slices and a binary
    first conv (:func:`keep_slices`) at every width factor ``f`` of ``widths`` (``selector:
    uniform``: each prunable group keeps ``f`` of its filters by L1, rounded to
@@ -50,7 +57,7 @@ from typing import Literal
 import larq as lq
 import numpy as np
 import tensorflow as tf
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from bnnprune_tf import bit_sensitivity, bitslice, masks, profile, select, sensitivity
 from bnnprune_tf.bitslice import BitSlice
@@ -208,6 +215,7 @@ class CBNNParams(Params):
 
     delta: float = Field(0.005, ge=0, lt=1)      # slice cost allowed (fraction of val images)
     slices: list[int] | None = None              # kept slices given: no analysis
+    slice_counts: list[int] | None = None        # most significant slices to try (step 2)
     budget: float = Field(0.01, ge=0, lt=1)      # val accuracy drop allowed vs the reference
     widths: list[float] = [0.25, 0.375, 0.5, 0.75, 1.0]
     selector: Literal["uniform", "sensitivity"] = "uniform"
@@ -220,6 +228,21 @@ class CBNNParams(Params):
     @classmethod
     def _slices(cls, v):
         return None if v is None else list(bitslice.check_slices(v))
+
+    @field_validator("slice_counts")
+    @classmethod
+    def _counts(cls, v):
+        if v is not None and (not v or not all(1 <= k <= len(bitslice.ALL) for k in v)):
+            raise ValueError(f"slice_counts are numbers of slices in 1..{len(bitslice.ALL)}, "
+                             "at least one")
+        return None if v is None else sorted(set(v))
+
+    @model_validator(mode="after")
+    def _one_slice_rule(self):
+        if self.slices is not None and self.slice_counts is not None:
+            raise ValueError("give slices (kept as given) or slice_counts (chosen on "
+                             "validation), not both")
+        return self
 
     @field_validator("widths")
     @classmethod
@@ -271,27 +294,35 @@ class CBNN(Method):
         else:
             base = model
         analysis = bit_sensitivity.analyze(base, x_val, y_val, seed=p.seed)
-        kept = tuple(p.slices) if p.slices else analysis.kept_slices(p.delta)
-        reduced = keep_slices(base, kept, "binary")
         allowed = int(np.floor(p.budget * len(y_val) + 1e-9))
-        rows, chosen = {}, None
-        for factor in p.widths:
-            candidate = self._shrink(reduced, factor, x_val, y_val)
-            if p.retrain == "scratch":
-                candidate = reinitialize(candidate, p.seed)
-            history[f"width {factor}"] = pixels.train(candidate, p.epochs, p.learning_rate,
-                                                      seed=p.seed)
-            count = bit_sensitivity.correct(candidate, x_val, y_val)
-            ok = reference - count <= allowed
-            rows[f"{len(kept)} slices, width {factor}"] = {
-                "binary params": binary_params(candidate), "val correct": count,
-                "val accuracy": count / len(y_val), "within budget": ok}
-            context.log(f"cbnn: slices {list(kept)} width {factor}: {count}/{len(y_val)} "
-                        f"(reference {reference}, allowed drop {allowed})")
-            chosen = (factor, candidate, count)
-            if ok:
+        rows, trained = {}, {}
+
+        def candidate(kept, factor):
+            """The trained candidate of ``kept`` slices at width ``factor``, and its count."""
+            if (kept, factor) not in trained:
+                model = self._shrink(keep_slices(base, kept, "binary"), factor, x_val, y_val)
+                if p.retrain == "scratch":
+                    model = reinitialize(model, p.seed)
+                label = f"{len(kept)} slices, width {factor}"
+                history[label] = pixels.train(model, p.epochs, p.learning_rate, seed=p.seed)
+                count = bit_sensitivity.correct(model, x_val, y_val)
+                rows[label] = {"binary params": binary_params(model), "val correct": count,
+                               "val accuracy": count / len(y_val),
+                               "within budget": reference - count <= allowed}
+                context.log(f"cbnn: slices {list(kept)} width {factor}: {count}/{len(y_val)} "
+                            f"(reference {reference}, allowed drop {allowed})")
+                trained[kept, factor] = model, count
+            return trained[kept, factor]
+
+        if p.slice_counts:       # chosen on validation, binary first conv, smallest width
+            options = [bitslice.top(k) for k in p.slice_counts]
+            kept = max(options, key=lambda o: (candidate(o, p.widths[0])[1], -len(o)))
+        else:
+            kept = tuple(p.slices) if p.slices else analysis.kept_slices(p.delta)
+        for factor in p.widths:          # smallest first: the first within the budget
+            final, count = candidate(kept, factor)
+            if reference - count <= allowed:
                 break
-        factor, final, count = chosen
         notes = [] if reference - count <= allowed else [
             f"No candidate met the budget ({p.budget:.3g} of validation images); the widest "
             f"(width {factor}) is returned."]
@@ -302,7 +333,8 @@ class CBNN(Method):
             "retrain": p.retrain, "epochs_trained": p.epochs, "val_correct": count,
             "reference_val_correct": reference,
             "val_samples": len(y_val), "binary_params": binary_params(final),
-            "sensitivity": analysis.to_dict(), "history": history[f"width {factor}"],
+            "sensitivity": analysis.to_dict(),
+            "history": history[f"{len(kept)} slices, width {factor}"],
             "histories": history},
             tables={"bit-level sensitivity (validation)": analysis.rows(),
                     "candidates (validation)": rows},
