@@ -42,22 +42,29 @@ def _reaches_only_signs(layer) -> bool:
         isinstance(c, layers.Layer) and layer_facts.is_binary_input(c) for c in consumers)
 
 
-def _integer_conv(layer) -> bool:
-    """A conv whose outputs (bias aside) are integers: sign input and sign kernel."""
-    return isinstance(layer, layers.Conv2D) and layer_facts.is_binary_input(layer) and \
-        layer_facts.is_sign(layer_facts.kernel_quantizer(layer))
+def sum_step(layer) -> np.ndarray | None:
+    """Per output channel, the magnitude of a sign-input conv's weights when every weight of
+    the channel is +-that magnitude (a sign kernel: 1; a scaled sign: its scale), float64:
+    the conv's outputs are then ``step * S + bias`` with ``S`` an integer sum. None for any
+    other layer (zero weights, real-valued kernels, or no sign input)."""
+    if not isinstance(layer, layers.Conv2D) or not layer_facts.is_binary_input(layer):
+        return None
+    magnitude = np.abs(np.asarray(layer_facts.quantized_kernel(layer), np.float64))
+    magnitude = magnitude.reshape(-1, magnitude.shape[-1])
+    return magnitude[0] if np.all(magnitude == magnitude[:1]) else None
 
 
 def threshold_layers(model: tf.keras.Model) -> list[tuple[str, str]]:
-    """``(conv, batchnorm)`` name pairs where the BatchNorm is a threshold on integer sums."""
+    """``(conv, batchnorm)`` name pairs where the BatchNorm is a threshold on integer sums:
+    it alone reads a conv with a :func:`sum_step`, and its output reaches only signs."""
     pairs = []
     for layer in model.layers:
         if not isinstance(layer, layers.BatchNormalization) or len(layer._inbound_nodes) != 1 \
-                or not layer.center or layer.axis not in ([-1], [3]):
-            continue                       # no beta to move, or not per output channel
+                or layer.axis not in ([-1], [3]):
+            continue                       # not per output channel
         producer = layer._inbound_nodes[0].inbound_layers
-        if _integer_conv(producer) and len(_consumers(producer)) == 1 \
-                and _reaches_only_signs(layer):
+        if isinstance(producer, layers.Layer) and len(_consumers(producer)) == 1 \
+                and _reaches_only_signs(layer) and sum_step(producer) is not None:
             pairs.append((producer.name, layer.name))
     return pairs
 
@@ -90,17 +97,18 @@ def sum_threshold(bn, bias=0.0, step=1.0) -> np.ndarray:
         return -(offset / scale + bias) / step
 
 
-def _center(bn, bias) -> None:
-    """Move ``bn``'s per-channel thresholds (on ``S``, the conv's sums before ``bias``)
-    half-way between integers, in place."""
+def _center(bn, bias, step) -> None:
+    """Move ``bn``'s per-channel thresholds on ``S`` (the conv computes ``step * S +
+    bias``) half-way between integers, in place."""
     scale, offset = batchnorm_affine(bn)
-    live = scale != 0                      # gamma 0: a constant sign, nothing to move
-    n = np.round(np.where(live, sum_threshold(bn, bias), 0.0))
-    plus_at_n = scale * (n + bias) + offset >= 0
-    # the half-integer next to n that keeps n's decision, for either sign of gamma
-    target = np.where(plus_at_n != (scale > 0), n + 0.5, n - 0.5)
+    live = (scale != 0) & (step != 0)      # a constant sign: nothing to move
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n = np.round(np.where(live, sum_threshold(bn, bias, step), 0.0))
+    plus_at_n = scale * (step * n + bias) + offset >= 0
+    # the half-integer next to n that keeps n's decision, for either sign of gamma * step
+    target = np.where(plus_at_n != (scale * step > 0), n + 0.5, n - 0.5)
     mean = np.asarray(bn.moving_mean, np.float64)
-    beta = np.where(live, scale * (mean - target - bias), np.asarray(bn.beta, np.float64))
+    beta = np.where(live, scale * (mean - step * target - bias), np.asarray(bn.beta, np.float64))
     bn.beta.assign(beta.astype(np.float32))
 
 
@@ -108,13 +116,14 @@ def centered(model: tf.keras.Model) -> tf.keras.Model:
     """A copy of ``model`` whose BatchNorm thresholds on integer sums
     (:func:`threshold_layers`) lie half-way between two integers; every float64
     decision is kept (see the module docstring). ``model`` itself when it has no such
-    threshold; it is never modified."""
-    pairs = threshold_layers(model)
+    threshold to move (none, or only BatchNorms without a ``beta``, which
+    :mod:`converters.lint` reports); it is never modified."""
+    pairs = [(c, b) for c, b in threshold_layers(model) if model.get_layer(b).center]
     if not pairs:
         return model
     copy = models.copy_model(model)
     for conv_name, bn_name in pairs:
         conv = copy.get_layer(conv_name)
         bias = np.asarray(conv.bias, np.float64) if conv.use_bias else 0.0
-        _center(copy.get_layer(bn_name), bias)
+        _center(copy.get_layer(bn_name), bias, sum_step(conv))
     return copy

@@ -176,7 +176,8 @@ def _depthwise_findings(layer) -> list[Finding]:
         "keep it float on purpose (drop its quantizers) or replace it by a full QuantConv2D")]
 
 
-def _conv_findings(layer, graph: _Graph) -> list[Finding]:
+def _conv_findings(layer, graph: _Graph, ties: dict[str, str]) -> list[Finding]:
+    """``ties``: conv -> its BatchNorm, where that is a threshold on integer sums."""
     name, found = layer.name, []
     if layer.input_quantizer is None:
         if layer.kernel_quantizer is None:
@@ -233,7 +234,7 @@ def _conv_findings(layer, graph: _Graph) -> list[Finding]:
             break
         elif not isinstance(nxt, (layers.MaxPool2D, layers.Dropout)):
             break
-    tie = _threshold_tie(layer, graph)
+    tie = _threshold_tie(layer, graph.layers[ties[name]]) if name in ties else None
     if tie:
         found.append(tie)
     cin = int(layer.kernel.shape[2])
@@ -250,31 +251,17 @@ def _conv_findings(layer, graph: _Graph) -> list[Finding]:
     return found
 
 
-def _threshold_tie(layer, graph: _Graph) -> Finding | None:
-    """``bn-threshold-tie``: a binary conv whose BatchNorm output only feeds signs (through
-    max-pools) decides each channel by its integer sum ``S`` against a threshold ``t``; a
-    ``t`` within float32 rounding of a value ``S`` takes (but not exactly on it) is a tie
-    that Keras (float32) and LCE (its own fused threshold) can settle apart, and the
-    flipped bit propagates."""
-    chain = list(graph.single_consumer_chain(layer.name))
-    if not chain or not isinstance(chain[0], layers.BatchNormalization):
-        return None
-    bn, after = chain[0], graph.consumers[chain[0].name]
-    todo = list(after)
-    while todo:                       # every reader binarizes (max-pool commutes with sign)
-        reader = graph.layers[todo.pop()]
-        if isinstance(reader, (layers.MaxPool2D, layers.Dropout)):
-            todo += graph.consumers[reader.name]
-        elif not (isinstance(reader, lq.layers.QuantConv2D)
-                  and layer_facts.is_binary_input(reader)):
-            return None
-    if not after:
-        return None
-    step = np.abs(np.asarray(layer_facts.quantized_kernel(layer), np.float64)[0, 0, 0])
+def _threshold_tie(layer, bn) -> Finding | None:
+    """``bn-threshold-tie``: a binary conv whose BatchNorm ``bn`` is a threshold on its
+    integer sums ``S`` (:func:`bnnprune_tf.thresholds.threshold_layers`); a threshold ``t``
+    within float32 rounding of a value ``S`` takes (but not exactly on it) is a tie that
+    Keras (float32) and LCE (its own fused threshold) can settle apart, and the flipped
+    bit propagates."""
+    step = thresholds.sum_step(layer)
     bias = np.asarray(layer.bias, np.float64) if layer.use_bias else 0.0
     taps = int(np.prod(layer.kernel.shape[:3]))
     t = thresholds.sum_threshold(bn, bias, step)           # the BN output is 0 at S = t
-    with np.errstate(invalid="ignore"):                    # gamma 0 or an all-zero filter
+    with np.errstate(divide="ignore", invalid="ignore"):   # gamma 0 or an all-zero filter
         nearest = np.round(t)
         tolerance = 4 * FLT_EPSILON * (np.abs(t) + np.abs(np.asarray(bn.moving_mean)) / step
                                        + 1)
@@ -319,6 +306,7 @@ def lint(model: tf.keras.Model) -> list[Finding]:
         raise ConversionError(f"lint does not look inside nested models ({', '.join(nested)}): "
                               "build the model as one flat functional model")
     graph = _Graph(model)
+    ties = dict(thresholds.threshold_layers(model))
     findings: list[Finding] = []
     for layer in model.layers:
         if isinstance(layer, lq.layers.QuantDense):
@@ -326,7 +314,7 @@ def lint(model: tf.keras.Model) -> list[Finding]:
         elif isinstance(layer, lq.layers.QuantDepthwiseConv2D):
             findings += _depthwise_findings(layer)
         elif isinstance(layer, lq.layers.QuantConv2D):
-            findings += _conv_findings(layer, graph)
+            findings += _conv_findings(layer, graph, ties)
     return findings
 
 

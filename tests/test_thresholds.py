@@ -77,3 +77,38 @@ def test_lce_convert_moves_the_thresholds_and_agrees_with_keras():
     flatbuffer = lce.convert(model)
     assert flatbuffer == lce.convert(thresholds.centered(model))   # convert moves them
     assert lce.verify(model, flatbuffer, x, atol=1e-4).argmax_agreement == 1.0
+
+
+def test_scaled_sign_kernels_are_thresholds_on_integer_sums_too():
+    """A magnitude-aware sign kernel computes ``scale * S``: its BatchNorm is a threshold on
+    ``S`` as well; a tie there is found by lint and moved, keeping every float64 sign."""
+    from converters.lint import lint
+
+    tf.keras.utils.set_random_seed(0)
+    x = inputs = tf.keras.Input((6, 6, 4))
+    x = lq.layers.QuantConv2D(8, 3, padding="same", pad_values=1.0, name="mag",
+                              **{**SIGN, "kernel_quantizer": "magnitude_aware_sign"})(x)
+    x = layers.BatchNormalization(name="mag_bn")(x)
+    x = lq.layers.QuantConv2D(4, 1, name="last", **SIGN)(x)
+    model = tf.keras.Model(inputs, layers.Flatten()(x))
+    step = thresholds.sum_step(model.get_layer("mag"))
+    assert step.shape == (8,) and np.all(step > 0) and not np.allclose(step, 1)
+    assert thresholds.sum_step(model.get_layer("last")).tolist() == [1.0] * 4
+    bn = model.get_layer("mag_bn")
+    mean = (step * np.arange(-8, 8, 2) + 1e-6 * step).astype(np.float32)   # S = t + 1e-6
+    bn.moving_mean.assign(mean)
+    assert thresholds.threshold_layers(model) == [("mag", "mag_bn")]
+    assert [f.layer for f in lint(model) if f.rule == "bn-threshold-tie"] == ["mag"]
+    safe = thresholds.centered(model)
+    new = safe.get_layer("mag_bn")
+    sd = np.sqrt(bn.moving_variance.numpy().astype(np.float64) + bn.epsilon)
+    t = (bn.moving_mean.numpy() - new.beta.numpy() * sd / bn.gamma.numpy()) / step
+    np.testing.assert_allclose(np.abs(t - np.round(t)), 0.5, atol=1e-3)
+    sums = np.arange(-36, 37, 2)[:, None].astype(np.float64)     # every sum of 36 taps
+
+    def signs(beta):
+        return (step * sums - bn.moving_mean.numpy()) / sd * bn.gamma.numpy() + beta >= 0
+
+    assert np.array_equal(signs(bn.beta.numpy().astype(np.float64)),
+                          signs(new.beta.numpy().astype(np.float64)))
+    assert [f.layer for f in lint(safe) if f.rule == "bn-threshold-tie"] == []
