@@ -120,8 +120,8 @@ def main(argv=None):
         "protocol": {**protocol.SETUP, "epochs": args.epochs, "lr": args.lr, "k": K},
         "arms": {name: [dataclasses.asdict(a) for a in MODELS[name][1]
                         if a.name in MODELS[name][2]] for name in args.models},
-        "models": {name: {"rows": rows, "summary": sums}
-                   for name, (rows, sums) in results.items()}},
+        "rows": [{**r, "model": name} for name, (rows, _) in results.items() for r in rows],
+        "summary": [{**s, "model": name} for name, (_, sums) in results.items() for s in sums]},
         markdown(results, args), command)
 
 

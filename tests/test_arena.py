@@ -104,7 +104,8 @@ def test_etb_benchmark_runs_resnet18_with_tied_channels(tiny, monkeypatch):
 
     monkeypatch.setattr(protocol, "SETUP", {**protocol.SETUP, "width": 0.125})
     etb.main(["--models", "resnet18", "--seeds", "0", "--epochs", "1", "--lr", "0.01"])
-    result = json.loads((tiny / "results" / "etb.json").read_text())["models"]["resnet18"]
+    result = json.loads((tiny / "results" / "etb.json").read_text())
+    assert {r["model"] for r in result["rows"] + result["summary"]} == {"resnet18"}
     rows = {r["arm"]: r for r in result["rows"]}
     assert set(rows) == {"etb_r30", "l1_etb_r30", "random_etb_r30", "dense_scratch", "dense_k3"}
     assert all(r["setup"]["model"] == "resnet18" for r in rows.values() if "setup" in r)
