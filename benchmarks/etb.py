@@ -21,8 +21,9 @@ The controller error is the binary parameters removed (integer form, against the
 minus the target ratio. Headline arms run seeds 0, 1, 2; ``etb_r60`` seed 0.
 
 Run: ``python -m benchmarks.etb [--models vgg_small resnet18] [--seeds 0 1 2] [--epochs 4]
-[--lr 0.001] [--cached-only]`` (the cache makes a rerun resume; ``--cached-only`` reports
-what is cached so far).
+[--lr 0.001] [--cached-only] [--retime]`` (the cache makes a rerun resume; ``--cached-only``
+reports what is cached so far; ``--retime`` times the cached flatbuffers against their
+controls again, for cells timed on a busy machine).
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--cached-only", action="store_true",
                         help="report the cells computed so far, train nothing")
+    parser.add_argument("--retime", action="store_true",
+                        help="time the LCE flatbuffers of the cells again (run it with "
+                             "nothing else on the machine)")
     args = parser.parse_args(argv)
     results = {}
     for name in args.models:
@@ -112,10 +116,12 @@ def main(argv=None):
         bench = arena.Arena(args.epochs, args.lr, cached_only=args.cached_only, model=model,
                             arms=arms)
         rows = arena.run(names, args.seeds, bench)
+        if args.retime:
+            arena.retime(rows)
         results[name] = (rows, arena.summaries(rows))
     command = ("python -m benchmarks.etb --models " + " ".join(args.models) + " --seeds "
                + " ".join(map(str, args.seeds)) + f" --epochs {args.epochs} --lr {args.lr}"
-               + " --cached-only" * args.cached_only)
+               + " --cached-only" * args.cached_only + " --retime" * args.retime)
     write_results("etb", {
         "protocol": {**protocol.SETUP, "epochs": args.epochs, "lr": args.lr, "k": K},
         "arms": {name: [dataclasses.asdict(a) for a in MODELS[name][1]

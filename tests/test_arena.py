@@ -125,3 +125,11 @@ def test_etb_benchmark_runs_resnet18_with_tied_channels(tiny, monkeypatch):
     assert {*summary["etb_r30"]["beats"], *summary["etb_r30"]["ties"],
             *summary["etb_r30"]["loses"]} == {"l1_etb_r30", "random_etb_r30"}
     assert "## resnet18 width 0.125" in (tiny / "results" / "etb.md").read_text()
+    # --retime times the cached flatbuffers again; nothing else in a row changes
+    etb.main(["--models", "resnet18", "--seeds", "0", "--epochs", "1", "--lr", "0.01",
+              "--cached-only", "--retime"])
+    retimed = json.loads((tiny / "results" / "etb.json").read_text())["rows"]
+    assert [{**r, "lce_time_ratio": None} for r in retimed] == \
+        [{**r, "lce_time_ratio": None} for r in result["rows"]]
+    assert {r["arm"] for r in retimed if "lce_time_ratio" in r} == \
+        {"etb_r30", "l1_etb_r30", "random_etb_r30"}
