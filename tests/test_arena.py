@@ -99,31 +99,33 @@ def test_arena_runs_every_arm_through_the_interface_and_deploys(tiny):
 def test_etb_benchmark_runs_resnet18_with_tied_channels(tiny, monkeypatch):
     """``benchmarks/etb.py``'s resnet18 arms: arena cells keyed by the model; ETB's widths
     keep the channels that residual adds tie equal; L1 and random prune the checkpoint to
-    exactly those widths; LCE runs every model, the C runtime (chains only) refuses."""
+    exactly those widths; LCE runs every model, the C runtime (chains only) refuses. The
+    random arm is left out for time: it runs as the L1 arm does, with other scores."""
     from benchmarks import etb
 
     monkeypatch.setattr(protocol, "SETUP", {**protocol.SETUP, "width": 0.125})
+    monkeypatch.setitem(etb.MODELS, "resnet18",
+                        ("resnet18", etb.RESNET_ARMS, ("etb_r30", "l1_etb_r30")))
     etb.main(["--models", "resnet18", "--seeds", "0", "--epochs", "1", "--lr", "0.01"])
     result = json.loads((tiny / "results" / "etb.json").read_text())
     assert {r["model"] for r in result["rows"] + result["summary"]} == {"resnet18"}
     rows = {r["arm"]: r for r in result["rows"]}
-    assert set(rows) == {"etb_r30", "l1_etb_r30", "random_etb_r30", "dense_scratch", "dense_k3"}
+    assert set(rows) == {"etb_r30", "l1_etb_r30", "dense_scratch", "dense_k3"}
     assert all(r["setup"]["model"] == "resnet18" for r in rows.values() if "setup" in r)
     widths = rows["etb_r30"]["widths"]
     assert widths, "ETB removed no channel"
     for stage in ("s1", "s2", "s3", "s4"):       # a stage's adds tie all its producers
         tied = {w for layer, w in widths.items() if layer.startswith(stage)}
         assert len(tied) <= 1, (stage, widths)
-    for name in ("l1_etb_r30", "random_etb_r30"):
-        assert rows[name]["config"]["widths"] == widths
-        assert rows[name]["binary_params"] == rows["etb_r30"]["binary_params"], name
+    assert rows["l1_etb_r30"]["config"]["widths"] == widths
+    assert rows["l1_etb_r30"]["binary_params"] == rows["etb_r30"]["binary_params"]
     for name, row in rows.items():
         assert row["lce_argmax_agreement"] == 1.0, name
         assert row["c_runtime"].startswith("refused: "), name
     summary = {s["arm"]: s for s in result["summary"]}
     assert abs(summary["etb_r30"]["binary_params_reduction"] - 0.3) <= 0.02
     assert {*summary["etb_r30"]["beats"], *summary["etb_r30"]["ties"],
-            *summary["etb_r30"]["loses"]} == {"l1_etb_r30", "random_etb_r30"}
+            *summary["etb_r30"]["loses"]} == {"l1_etb_r30"}
     assert "## resnet18 width 0.125" in (tiny / "results" / "etb.md").read_text()
     # --retime times the cached flatbuffers again; nothing else in a row changes
     etb.main(["--models", "resnet18", "--seeds", "0", "--epochs", "1", "--lr", "0.01",
@@ -132,4 +134,4 @@ def test_etb_benchmark_runs_resnet18_with_tied_channels(tiny, monkeypatch):
     assert [{**r, "lce_time_ratio": None} for r in retimed] == \
         [{**r, "lce_time_ratio": None} for r in result["rows"]]
     assert {r["arm"] for r in retimed if "lce_time_ratio" in r} == \
-        {"etb_r30", "l1_etb_r30", "random_etb_r30"}
+        {"etb_r30", "l1_etb_r30"}
