@@ -102,8 +102,7 @@ def _center(bn, bias, step) -> None:
     bias``) half-way between integers, in place."""
     scale, offset = batchnorm_affine(bn)
     live = (scale != 0) & (step != 0)      # a constant sign: nothing to move
-    with np.errstate(divide="ignore", invalid="ignore"):
-        n = np.round(np.where(live, sum_threshold(bn, bias, step), 0.0))
+    n = np.round(np.where(live, sum_threshold(bn, bias, step), 0.0))
     plus_at_n = scale * (step * n + bias) + offset >= 0
     # the half-integer next to n that keeps n's decision, for either sign of gamma * step
     target = np.where(plus_at_n != (scale * step > 0), n + 0.5, n - 0.5)
