@@ -1,6 +1,8 @@
 """Convert a Larq model with Larq Compute Engine, check it against Keras, look inside.
 
-- :func:`convert` wraps ``larq_compute_engine.convert_keras_model``, after
+- :func:`convert` runs LCE's converter on a lean SavedModel of the model (the
+  serving function and its variables: what ``larq_compute_engine.convert_keras_model``
+  converts, without Keras' per-layer serialization, at a third of the time), after
   stripping pruning state (tfmot wrappers, which the converter cannot handle,
   and bnnprune masks, whose pruned channels it removes);
 - :func:`verify` runs the LCE interpreter and Keras on the same samples and
@@ -21,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -48,7 +51,8 @@ def convert(model: tf.keras.Model, target: str = "arm") -> bytes:
     (:func:`bnnprune_tf.thresholds.centered`: every sign in float64 kept). LCE folds
     BatchNorm into a threshold of its own in float32: one that lay on an integer within
     float32 rounding made it disagree with Keras on 5 % of the images of an ETB model.
-    Input and output stay float32; the batch size becomes 1.
+    Input and output stay float32; the batch size becomes 1. The flatbuffer is the one
+    ``larq_compute_engine.convert_keras_model`` makes, byte for byte (tested).
 
     Raises:
         ConversionError: not a Keras model, unknown target, a non-batch ``None``
@@ -59,7 +63,7 @@ def convert(model: tf.keras.Model, target: str = "arm") -> bytes:
         flatbuffer = convert(models.build("mnist_bnn", (28, 28, 1)))
         files.write_bytes("model.tflite", flatbuffer)
     """
-    import larq_compute_engine as lce
+    from larq_compute_engine.mlir.python.converter import convert_saved_model
 
     if not isinstance(model, tf.keras.Model):
         raise ConversionError(f"convert expects a tf.keras.Model, got {type(model).__name__}: "
@@ -76,11 +80,33 @@ def convert(model: tf.keras.Model, target: str = "arm") -> bytes:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return lce.convert_keras_model(model, target=target)
+            with tempfile.TemporaryDirectory() as saved_model:
+                _save_serving(model, saved_model)
+                return convert_saved_model(saved_model, target=target)
     except Exception as e:  # the converter raises plain Exception subclasses of many kinds
         raise ConversionError(
             f"LCE could not convert model {model.name!r}: {type(e).__name__}: {e}. "
             "Run converters.lint.lint(model) to find layers LCE does not support") from e
+
+
+def _save_serving(model: tf.keras.Model, path: str) -> None:
+    """Save ``model``'s inference call (batch 1) and its variables as a SavedModel with
+    the signature Keras gives it (inputs by input name, outputs by output layer name),
+    without the Keras layers' own serialization (two thirds of the time of
+    ``model.save(path, save_format="tf")`` on resnet18, and nothing the converter reads)."""
+    specs = [tf.TensorSpec([1, *t.shape[1:]], t.dtype, name=t.name.split(":")[0])
+             for t in model.inputs]
+
+    def serve(*inputs):
+        outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        names = model.output_names or [f"output_{i}" for i in range(len(outputs))]
+        return dict(zip(names, outputs))
+
+    module = tf.Module()
+    module.variables_ = list(model.variables)    # tracked, so the SavedModel holds them
+    module.serve = tf.function(serve, input_signature=specs)
+    tf.saved_model.save(module, path, signatures=module.serve.get_concrete_function())
 
 
 @dataclass(frozen=True)

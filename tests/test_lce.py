@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnnprune_tf import files, masks, models, prune
+from bnnprune_tf import files, masks, models, prune, thresholds
 from bnnprune_tf.errors import ConversionError
 from converters import flatbuffer, lce
 
@@ -39,6 +39,24 @@ def test_convert_makes_every_binary_conv_an_lce_bconv(small):
     assert [c["output"] for c in info.binary_convs] == ["bitpacked", "bitpacked", "float32"]
     assert info.binary_convs[0]["channels_in"] == 8 and info.binary_convs[0]["pad_values"] == 1
     assert info.largest_activation_bytes == 28 * 28 * 8 * 4      # the stem's float output
+
+
+def test_convert_makes_the_flatbuffer_of_lce_convert_keras_model(small):
+    """The lean SavedModel changes the time, not the bytes: one input and output, and two
+    of each (the signature keeps Keras' input and output names and their order)."""
+    import larq_compute_engine
+
+    model, fb = small
+    assert fb == larq_compute_engine.convert_keras_model(
+        thresholds.centered(prune.strip_pruning(model)))
+    a, b = tf.keras.Input((8, 8, 3), name="a"), tf.keras.Input((8, 8, 3), name="b")
+    x = lq.layers.QuantConv2D(32, 3, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                              kernel_constraint="weight_clip", use_bias=False)(a)
+    y = tf.keras.layers.Flatten()(tf.keras.layers.Concatenate()([x, x]))
+    two = tf.keras.Model([a, b], [tf.keras.layers.Dense(2, name="left")(y),
+                                  tf.keras.layers.Dense(3, name="right")(
+                                      tf.keras.layers.Flatten()(b))])
+    assert lce.convert(two) == larq_compute_engine.convert_keras_model(two)
 
 
 def test_flatbuffer_reader_sees_tensors_and_options(small):
