@@ -155,6 +155,12 @@ ARMS = (
     Arm("l1_etb_r46", "l1", {}, budget="r46", headline=True, match=("etb_r46", "widths")),
     Arm("random_etb_r46", "random", {}, budget="r46", headline=True,
         match=("etb_r46", "widths")),
+    # ETB r46's widths trained from scratch: what the architecture reaches in these epochs
+    Arm("uniform_etb_r46", "l1", {}, "scratch", "r46", headline=True,
+        match=("etb_r46", "widths")),
+    # the decision at half of training (default: 70 %), so the decided network trains
+    # longer at a higher lr; kept or not on validation
+    Arm("etb_r46_s50", "etb", {"ratio": 0.46, "settle": 0.5}, "scratch", "r46", headline=True),
     Arm("sbnn_ec25", "sbnn", {"ec": 0.25, "gamma": 0.02, "start": "closed_form"}, "scratch",
         "ec25"),
     Arm("sbnn_ec05", "sbnn", {"ec": 0.05, "gamma": 0.07, "start": "closed_form"}, "scratch",

@@ -15,7 +15,9 @@ and cells are keyed by the model). So:
 - ``l1_etb_rNN`` / ``random_etb_rNN``: the dense checkpoint (E epochs) pruned by L1 / random
   filter scores to exactly ETB's kept widths of the same seed (equal binary parameters),
   then fine-tuned K epochs at lr/10 (E + K in all); control ``dense_kK``;
-- ``uniform_etb_r30``: ETB's widths trained from scratch (vgg_small only).
+- ``uniform_etb_rNN``: ETB's widths trained from scratch for E + K epochs (what the
+  architecture ETB found reaches; control ``dense_scratch``);
+- ``etb_r46_s50``: ``etb_r46`` deciding at half of training instead of 70 %.
 
 The controller error is the binary parameters removed (integer form, against the control)
 minus the target ratio. Headline arms run seeds 0, 1, 2; ``etb_r60`` seed 0.
@@ -43,10 +45,13 @@ RESNET_ARMS = (
     Arm("l1_etb_r30", "l1", {}, budget="r30", headline=True, match=("etb_r30", "widths")),
     Arm("random_etb_r30", "random", {}, budget="r30", headline=True,
         match=("etb_r30", "widths")),
+    Arm("uniform_etb_r30", "l1", {}, "scratch", "r30", headline=True,
+        match=("etb_r30", "widths")),
 )
 MODELS = {    # model -> (Arena model, arms, arm names run)
     "vgg_small": (None, arena.ARMS, ("etb_r30", "etb_r46", "etb_r60", "l1_etb_r30",
-                                     "uniform_etb_r30", "l1_etb_r46", "random_etb_r46")),
+                                     "uniform_etb_r30", "l1_etb_r46", "random_etb_r46",
+                                     "uniform_etb_r46", "etb_r46_s50")),
     "resnet18": ("resnet18", RESNET_ARMS, tuple(a.name for a in RESNET_ARMS)),
 }
 
@@ -82,8 +87,8 @@ def markdown(results: dict, args) -> str:
              "paper's abstract. ETB and `dense_scratch` train E + K = "
              f"{args.epochs + K} epochs from the same seeded init at lr {args.lr}; the L1 / "
              f"random arms prune the checkpoint to ETB's widths of the same seed and fine-tune "
-             f"{K} epochs at lr/10 (control `dense_k{K}`); `uniform_etb_r30` trains ETB's "
-             "widths from scratch. LCE time: arm / control, default kernel, interleaved on the "
+             f"{K} epochs at lr/10 (control `dense_k{K}`); `uniform_etb_rNN` trains ETB's "
+             "widths from scratch; `etb_r46_s50` decides at half of training (default 70 %). LCE time: arm / control, default kernel, interleaved on the "
              "host. M4: instructions per inference of the bnnprune C runtime under QEMU, arm / "
              "control (the C runtime runs chains only, so none for resnet18). "
              f"{protocol.STATISTICS}", ""]
