@@ -6,7 +6,8 @@
   stripping pruning state (tfmot wrappers, which the converter cannot handle,
   and bnnprune masks, whose pruned channels it removes);
 - :func:`verify` runs the LCE interpreter and Keras on the same samples and
-  raises when they disagree;
+  raises when they disagree; :func:`divergence` finds the first binary conv whose
+  input signs differ;
 - :func:`inspect` reads the flatbuffer with the TFLite schema (see
   :mod:`converters.flatbuffer`): op histogram, tensor sizes, float vs
   bit-packed weight bytes.
@@ -31,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from bnnprune_tf import prune, thresholds
+from bnnprune_tf import layer_facts, prune, thresholds
 from bnnprune_tf.errors import ConversionError
 from bnnprune_tf.reporting import markdown_table
 from converters import flatbuffer as fb_lib
@@ -75,8 +76,7 @@ def convert(model: tf.keras.Model, target: str = "arm") -> bytes:
             raise ConversionError(
                 f"input {tensor.name} has shape {tuple(tensor.shape)}: LCE needs every dimension "
                 "but the batch fixed; rebuild the model with a full input_shape")
-    model = thresholds.centered(prune.strip_pruning(model))   # no threshold on an integer sum
-    model = sbnn.lce_form(model)           # SBNN {alpha, beta}: binary + shared term
+    model = _deployable(model)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -87,6 +87,13 @@ def convert(model: tf.keras.Model, target: str = "arm") -> bytes:
         raise ConversionError(
             f"LCE could not convert model {model.name!r}: {type(e).__name__}: {e}. "
             "Run converters.lint.lint(model) to find layers LCE does not support") from e
+
+
+def _deployable(model: tf.keras.Model) -> tf.keras.Model:
+    """What :func:`convert` hands to LCE: pruning state stripped, thresholds on integer
+    sums centered, SBNN kernels in LCE's form (each computes what ``model`` computes)."""
+    model = thresholds.centered(prune.strip_pruning(model))   # no threshold on an integer sum
+    return sbnn.lce_form(model)           # SBNN {alpha, beta}: binary + shared term
 
 
 def _save_serving(model: tf.keras.Model, path: str) -> None:
@@ -234,9 +241,48 @@ def verify(model: tf.keras.Model, flatbuffer: bytes, samples, labels=None, *,
             f"{result.argmax_ties} ties (need >= {min_agreement}), max |diff| "
             f"{result.max_abs_diff:.3g} (need <= {atol}). First differing sample: {i} (Keras "
             f"argmax {keras_top[i]}, LCE argmax {lce_top[i]}, |diff| {diff[i]:.3g}). Check "
-            "converters.lint.lint(model) for layers LCE treats differently, or relax "
-            "atol/min_agreement if the gap is float rounding")
+            "converters.lint.lint(model) for layers LCE treats differently, "
+            "converters.lce.divergence(model, samples) for the first binary conv whose "
+            "input signs differ, or relax atol/min_agreement if the gap is float rounding")
     return result
+
+
+def divergence(model: tf.keras.Model, samples, kernel: str = "default",
+               stop_at_first_flip: bool = True) -> list[dict]:
+    """Where LCE first departs from Keras: the float input of every binary conv (the
+    tensor its sign reads), in layer order, computed by Keras and by LCE (the model cut
+    there, converted as :func:`convert` converts it) on ``samples``.
+
+    A row per binary conv: ``layer``, ``max_abs_diff``, ``scale`` (Keras' largest
+    ``|value|``) and ``sign_flips`` (values whose sign differs, so the conv's binary input
+    does). Rounding differences that flip no sign are harmless; the first row with
+    flips names where the outputs part (in a residual network, a float sum within
+    rounding of 0). Stops after that row unless ``stop_at_first_flip`` is False.
+    One conversion per row: a debugging tool, for when :func:`verify` disagrees.
+
+    Example::
+
+        for row in divergence(model, x_test[:200]):
+            print(row)      # {'layer': 's3b2_conv', 'max_abs_diff': 0.0001, ...}
+    """
+    samples, _ = _check_samples(model, samples, None)
+    ready = _deployable(model)
+    rows = []
+    for layer in ready.layers:
+        if not layer_facts.is_binary_conv(layer) or any(
+                layer.input is t for t in ready.inputs):
+            continue
+        cut = tf.keras.Model(ready.inputs, layer.input)
+        keras_out = np.asarray(cut.predict(samples, batch_size=256, verbose=0), np.float32)
+        lce_out = np.asarray(interpreter(convert(cut), kernel).predict(samples),
+                             np.float32).reshape(keras_out.shape)
+        flips = int(np.sum((keras_out >= 0) != (lce_out >= 0)))
+        rows.append({"layer": layer.name,
+                     "max_abs_diff": float(np.abs(keras_out - lce_out).max()),
+                     "scale": float(np.abs(keras_out).max()), "sign_flips": flips})
+        if flips and stop_at_first_flip:
+            break
+    return rows
 
 
 @dataclass

@@ -181,3 +181,48 @@ def test_cli_convert_lints_inspects_and_verifies(tmp_path, capsys):
     assert flatbuffer.read(out.read_bytes()).file_bytes == out.stat().st_size
     assert cli.main(["convert", str(tmp_path / "missing.keras")]) == 2
     assert "missing.keras not found" in capsys.readouterr().err
+
+
+def _residual_bnn():
+    """Stem, then three blocks ``x + BN(bconv(x))``: every sign reads a float sum."""
+    tf.keras.utils.set_random_seed(3)
+    inputs = tf.keras.Input((8, 8, 3))
+    x = tf.keras.layers.BatchNormalization(name="bn0")(
+        tf.keras.layers.Conv2D(32, 3, padding="same", use_bias=False, name="stem")(inputs))
+    for i in (1, 2, 3):
+        y = lq.layers.QuantConv2D(32, 3, padding="same", pad_values=1.0, use_bias=False,
+                                  input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                                  kernel_constraint="weight_clip", name=f"conv{i}")(x)
+        x = tf.keras.layers.Add(name=f"add{i}")(
+            [x, tf.keras.layers.BatchNormalization(name=f"bn{i}")(y)])
+    out = tf.keras.layers.Dense(4)(tf.keras.layers.GlobalAveragePooling2D()(x))
+    return tf.keras.Model(inputs, out)
+
+
+def test_divergence_names_the_first_binary_conv_whose_input_signs_differ(monkeypatch):
+    model = _residual_bnn()
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype(np.float32)
+    rows = lce.divergence(model, x)
+    assert [r["layer"] for r in rows] == ["conv1", "conv2", "conv3"]
+    for row in rows:          # the same model in LCE: rounding, no flipped sign
+        assert row["sign_flips"] == 0 and row["max_abs_diff"] <= 1e-5 * row["scale"], row
+
+    convert = lce.convert
+
+    def departing(model):     # an "LCE" that shifts channel 0 of bn1 far below 0
+        if "bn1" in [la.name for la in model.layers]:
+            clone = tf.keras.models.clone_model(model)
+            clone.set_weights(model.get_weights())
+            model = clone
+            beta = model.get_layer("bn1").beta
+            beta.assign(beta - np.eye(1, 32, dtype=np.float32)[0] * 1e4)
+        return convert(model)
+
+    monkeypatch.setattr(lce, "convert", departing)
+    rows = lce.divergence(model, x)
+    assert [r["layer"] for r in rows] == ["conv1", "conv2"]      # stops at the first flip
+    assert rows[0]["sign_flips"] == 0 and rows[1]["sign_flips"] > 0
+    assert rows[1]["max_abs_diff"] >= 1e4 - 1e-3 * rows[1]["scale"]
+    rows = lce.divergence(model, x, stop_at_first_flip=False)
+    assert [r["layer"] for r in rows] == ["conv1", "conv2", "conv3"]
+    assert rows[2]["sign_flips"] > 0
