@@ -2,7 +2,7 @@
 
 - :func:`convert` runs LCE's converter on a lean SavedModel of the model (the
   serving function and its variables: what ``larq_compute_engine.convert_keras_model``
-  converts, without Keras' per-layer serialization, at a third of the time), after
+  converts, without Keras' per-layer serialization, which the converter never reads), after
   stripping pruning state (tfmot wrappers, which the converter cannot handle,
   and bnnprune masks, whose pruned channels it removes);
 - :func:`verify` runs the LCE interpreter and Keras on the same samples and
@@ -99,8 +99,9 @@ def _deployable(model: tf.keras.Model) -> tf.keras.Model:
 def _save_serving(model: tf.keras.Model, path: str) -> None:
     """Save ``model``'s inference call (batch 1) and its variables as a SavedModel with
     the signature Keras gives it (inputs by input name, outputs by output layer name),
-    without the Keras layers' own serialization (two thirds of the time of
-    ``model.save(path, save_format="tf")`` on resnet18, and nothing the converter reads)."""
+    without the Keras layers' own serialization (most of the time of
+    ``model.save(path, save_format="tf")`` on a deep model, and nothing the converter
+    reads)."""
     specs = [tf.TensorSpec([1, *t.shape[1:]], t.dtype, name=t.name.split(":")[0])
              for t in model.inputs]
 
