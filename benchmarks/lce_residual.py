@@ -38,9 +38,12 @@ def measure(model_name: str, seed: int, images: int) -> tuple[list[dict], dict]:
     rows = [{"model": model_name, "seed": seed, **r}
             for r in lce.divergence(model, x, stop_at_first_flip=False)]
     check = lce.verify(model, lce.convert(model), x, ds.y_test[:images], check=False)
-    flipped = [r["layer"] for r in rows if r["sign_flips"]]
+    flipped = [r for r in rows if r["sign_flips"]]
     summary = {"model": model_name, "seed": seed, "images": images,
-               "binary_convs": len(rows), "first_flip": flipped[0] if flipped else None,
+               "binary_convs": len(rows),
+               "first_flip": flipped[0]["layer"] if flipped else None,
+               "first_flip_flips": flipped[0]["sign_flips"] if flipped else 0,
+               "first_flip_largest": flipped[0]["largest_flipped"] if flipped else None,
                "sign_flips": sum(r["sign_flips"] for r in rows),
                "largest_scale": max(r["scale"] for r in rows),
                "argmax_agreement": check.argmax_agreement,
@@ -48,24 +51,34 @@ def measure(model_name: str, seed: int, images: int) -> tuple[list[dict], dict]:
     return rows, summary
 
 
+def _small(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2g}"
+
+
 def markdown(rows: list[dict], summary: list[dict]) -> str:
     lines = [f"The protocol's dense checkpoints ({E} epochs, lr {LR}, "
              f"width {protocol.SETUP['width']}); {summary[0]['images']} test images. A sign "
              "flip is a value of a binary conv's float input whose sign differs between "
-             "Keras and LCE.", "",
-             "| model | seed | binary convs | first flipped | sign flips | largest input "
-             "scale | argmax agreement | max output diff |",
-             "|---|---:|---:|---|---:|---:|---:|---:|"]
+             "Keras and LCE, each cut (the model up to that conv's input) converted on its "
+             "own; flips after the first are mostly the first's consequences. The whole "
+             "model's columns compare its own conversion with Keras.", "",
+             "| model | seed | binary convs | first flipped | its flips | their largest "
+             "\\|Keras value\\| | sign flips (all cuts) | largest input scale | whole model: "
+             "argmax agreement | whole model: max output diff |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for s in summary:
         lines.append(f"| {s['model']} | {s['seed']} | {s['binary_convs']} | "
-                     f"{s['first_flip'] or '-'} | {s['sign_flips']:,} | "
+                     f"{s['first_flip'] or '-'} | {s['first_flip_flips']} | "
+                     f"{_small(s['first_flip_largest'])} | {s['sign_flips']:,} | "
                      f"{s['largest_scale']:.1f} | {s['argmax_agreement']:.3f} | "
                      f"{s['max_abs_diff']:.3g} |")
-    lines += ["", "Per binary conv (input max |Keras - LCE|, scale, sign flips):", "",
-              "| model | seed | layer | max diff | scale | sign flips |",
-              "|---|---:|---|---:|---:|---:|"]
+    lines += ["", "Per binary conv (its input: max \\|Keras - LCE\\|, scale, sign flips, "
+              "largest \\|Keras value\\| flipped):", "",
+              "| model | seed | layer | max diff | scale | sign flips | largest flipped |",
+              "|---|---:|---|---:|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['seed']} | {r['layer']} | {r['max_abs_diff']:.3g} | "
-              f"{r['scale']:.1f} | {r['sign_flips']:,} |" for r in rows]
+              f"{r['scale']:.1f} | {r['sign_flips']:,} | {_small(r['largest_flipped'])} |"
+              for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -255,11 +255,15 @@ def divergence(model: tf.keras.Model, samples, kernel: str = "default",
     there, converted as :func:`convert` converts it) on ``samples``.
 
     A row per binary conv: ``layer``, ``max_abs_diff``, ``scale`` (Keras' largest
-    ``|value|``) and ``sign_flips`` (values whose sign differs, so the conv's binary input
-    does). Rounding differences that flip no sign are harmless; the first row with
-    flips names where the outputs part (in a residual network, a float sum within
-    rounding of 0). Stops after that row unless ``stop_at_first_flip`` is False.
-    One conversion per row: a debugging tool, for when :func:`verify` disagrees.
+    ``|value|``), ``sign_flips`` (values whose sign differs, so the conv's binary input
+    does) and ``largest_flipped`` (Keras' largest ``|value|`` among them). Rounding
+    differences that flip no sign are harmless. The first row with flips names where the
+    outputs can part: flips of values far from 0 are a real difference (a layer LCE
+    computes otherwise); flips of values within rounding of 0 (``largest_flipped`` near
+    float32 epsilon x ``scale``: a float residual sum) are rounding, and as each cut is
+    converted on its own, LCE may round its last ops otherwise than in the whole model.
+    Stops after that row unless ``stop_at_first_flip`` is False. One conversion per row:
+    a debugging tool, for when :func:`verify` disagrees.
 
     Example::
 
@@ -277,10 +281,13 @@ def divergence(model: tf.keras.Model, samples, kernel: str = "default",
         keras_out = np.asarray(cut.predict(samples, batch_size=256, verbose=0), np.float32)
         lce_out = np.asarray(interpreter(convert(cut), kernel).predict(samples),
                              np.float32).reshape(keras_out.shape)
-        flips = int(np.sum((keras_out >= 0) != (lce_out >= 0)))
+        flipped = (keras_out >= 0) != (lce_out >= 0)
+        flips = int(flipped.sum())
         rows.append({"layer": layer.name,
                      "max_abs_diff": float(np.abs(keras_out - lce_out).max()),
-                     "scale": float(np.abs(keras_out).max()), "sign_flips": flips})
+                     "scale": float(np.abs(keras_out).max()), "sign_flips": flips,
+                     "largest_flipped": float(np.abs(keras_out[flipped]).max()) if flips
+                     else None})
         if flips and stop_at_first_flip:
             break
     return rows

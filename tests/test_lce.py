@@ -206,6 +206,7 @@ def test_divergence_names_the_first_binary_conv_whose_input_signs_differ(monkeyp
     assert [r["layer"] for r in rows] == ["conv1", "conv2", "conv3"]
     for row in rows:          # the same model in LCE: rounding, no flipped sign
         assert row["sign_flips"] == 0 and row["max_abs_diff"] <= 1e-5 * row["scale"], row
+        assert row["largest_flipped"] is None
 
     convert = lce.convert
 
@@ -223,6 +224,7 @@ def test_divergence_names_the_first_binary_conv_whose_input_signs_differ(monkeyp
     assert [r["layer"] for r in rows] == ["conv1", "conv2"]      # stops at the first flip
     assert rows[0]["sign_flips"] == 0 and rows[1]["sign_flips"] > 0
     assert rows[1]["max_abs_diff"] >= 1e4 - 1e-3 * rows[1]["scale"]
+    assert 0 < rows[1]["largest_flipped"] <= rows[1]["scale"]
     rows = lce.divergence(model, x, stop_at_first_flip=False)
     assert [r["layer"] for r in rows] == ["conv1", "conv2", "conv3"]
     assert rows[2]["sign_flips"] > 0
