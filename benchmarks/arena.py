@@ -173,7 +173,7 @@ ARMS = (
         "scratch", "r50"),
     # the slices chosen on validation with the binary first conv (3 to 8 most significant)
     Arm("cbnn_w50_search", "cbnn", {"widths": [0.5], "slice_counts": [3, 4, 5, 6, 7, 8],
-                                    "base_epochs": 2}, "scratch", "r50"),
+                                    "base_epochs": 2}, "scratch", "r50", headline=True),
 )
 BY_NAME = {a.name: a for a in ARMS}
 
