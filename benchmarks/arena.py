@@ -139,8 +139,8 @@ ARMS = (
     Arm("uniform_r30", "l1", {"ratio": 0.3, **R8}, "scratch", "r30", headline=True),
     Arm("etb_r30", "etb", {"ratio": 0.3}, "scratch", "r30", headline=True),
     Arm("etb_r50", "etb", {"ratio": 0.5}, "scratch", "r50"),
-    # ETB with every layer keeping a quarter of its channels (trained at ETB's default lr
-    # 1e-2 instead of the arena's, its seed 0 emptied three layers at r30 and r50)
+    # ETB with every layer keeping a quarter of its channels (trained at lr 1e-2, ETB's
+    # former default, instead of the arena's, its seed 0 emptied three layers at r30, r50)
     Arm("etb_r30_c75", "etb", {"ratio": 0.3, "max_layer_ratio": 0.75}, "scratch", "r30",
         headline=True),
     # ETB's widths, pruned by L1 from the checkpoint or trained from scratch: equal

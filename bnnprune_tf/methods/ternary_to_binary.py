@@ -87,7 +87,7 @@ class ETBParams(Params):
     # max_pruning_ratio): below 1, a group never shrinks to its last channels
     max_layer_ratio: float = Field(1.0, gt=0, le=1)
     epochs: int = Field(10, ge=1)
-    learning_rate: float = Field(1e-2, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
     polarization: float = Field(1.0, ge=0)          # final weight of the polarising term
     gain: float = Field(5.0, gt=0)                  # controller: lambda change per unit error
     control_every: int = Field(10, ge=1)            # controller period, in training steps
