@@ -64,7 +64,7 @@ def convert(model: tf.keras.Model, target: str = "arm") -> bytes:
         flatbuffer = convert(models.build("mnist_bnn", (28, 28, 1)))
         files.write_bytes("model.tflite", flatbuffer)
     """
-    from larq_compute_engine.mlir.python.converter import convert_saved_model
+    from larq_compute_engine import convert_saved_model
 
     if not isinstance(model, tf.keras.Model):
         raise ConversionError(f"convert expects a tf.keras.Model, got {type(model).__name__}: "
@@ -169,7 +169,7 @@ def _check_samples(model, samples, labels):
     samples = np.asarray(samples, dtype=np.float32)
     expected = tuple(model.inputs[0].shape)[1:]
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ConversionError("verify supports models with one input and one output; "
+        raise ConversionError("verify and divergence support models with one input and one output; "
                               f"{model.name!r} has {len(model.inputs)} and {len(model.outputs)}")
     if samples.ndim != len(expected) + 1 or tuple(samples.shape[1:]) != expected:
         raise ConversionError(f"samples have shape {samples.shape}, the model expects "
