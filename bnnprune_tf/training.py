@@ -108,7 +108,9 @@ def fit(
             history_file.unlink()  # a finished or never-started fit: start the log anew
         first = distribute.resumable(min(resumed_epoch(backup), epochs))
         log = [tf.keras.callbacks.CSVLogger(os.fspath(history_file), append=True)] if chief else []
-        all_callbacks = [tf.keras.callbacks.BackupAndRestore(os.fspath(backup)), *log,
+        # the epoch's log row before its backup: a process killed between the two then
+        # reruns a logged epoch (read_history keeps its last row), never loses one
+        all_callbacks = [*log, tf.keras.callbacks.BackupAndRestore(os.fspath(backup)),
                          *all_callbacks]
     # epoch e's batches depend on (seed, e) only: a resumed fit sees what an uninterrupted
     # one would have seen from its first missing epoch on

@@ -53,6 +53,27 @@ def test_interrupted_fit_resumes_from_last_epoch(mnist_small, tmp_path):
     assert [h["epoch"] for h in again] == [1]
 
 
+def test_a_kill_right_after_an_epochs_backup_loses_no_log_row(mnist_small, tmp_path,
+                                                               monkeypatch):
+    """The process dies the moment epoch 2's backup is written (what SIGKILL can do): the
+    resumed fit's history still holds every epoch, as the epoch's log row comes first."""
+    class KilledAfterBackup(tf.keras.callbacks.BackupAndRestore):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if epoch == 1:
+                raise KeyboardInterrupt("killed after the backup")
+
+    monkeypatch.setattr(tf.keras.callbacks, "BackupAndRestore", KilledAfterBackup)
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(_model(mnist_small), mnist_small, epochs=3, batch_size=32,
+                     work_dir=tmp_path, verbose=0)
+    monkeypatch.undo()
+    assert training.resumed_epoch(tmp_path / "backup") == 2
+    history = training.fit(_model(mnist_small), mnist_small, epochs=3, batch_size=32,
+                           work_dir=tmp_path, verbose=0)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
 def test_cosine_decay_reaches_zero(mnist_small):
     model = models.build("mnist_bnn", (28, 28, 1), width=0.25)
     training.compile_model(model, 0.01, decay_steps=100)
