@@ -88,8 +88,9 @@ def markdown(results: dict, args) -> str:
              f"{args.epochs + K} epochs from the same seeded init at lr {args.lr}; the L1 / "
              f"random arms prune the checkpoint to ETB's widths of the same seed and fine-tune "
              f"{K} epochs at lr/10 (control `dense_k{K}`); `uniform_etb_rNN` trains ETB's "
-             "widths from scratch; `etb_r46_s50` decides at half of training (default 70 %). LCE time: arm / control, default kernel, interleaved on the "
-             "host. M4: instructions per inference of the bnnprune C runtime under QEMU, arm / "
+             "widths from scratch; `etb_r46_s50` decides at half of training (default "
+             "70 %). LCE time: arm / control, default kernel, interleaved on the host. M4: "
+             "instructions per inference of the bnnprune C runtime under QEMU, arm / "
              "control (the C runtime runs chains only, so none for resnet18). "
              f"{protocol.STATISTICS}", ""]
     for name, (rows, sums) in results.items():
