@@ -167,10 +167,15 @@ ARMS = (
         "ec05", headline=True),
     Arm("cbnn_w75", "cbnn", {"widths": [0.75], "base_epochs": 2}, "scratch", "r20"),
     Arm("cbnn_w50", "cbnn", {"widths": [0.5], "base_epochs": 2}, "scratch", "r50"),
+    # full width, all 8 slices: what the binary first conv alone costs
+    Arm("cbnn_w100", "cbnn", {"widths": [1.0], "slices": list(range(8)), "base_epochs": 2},
+        "scratch", "w100"),
     # the 5 most significant slices (the analysis keeps all 8): a binary first conv weighs
     # every slice alike, so the low bits may be noise to it
     Arm("cbnn_w50_s5", "cbnn", {"widths": [0.5], "slices": [3, 4, 5, 6, 7], "base_epochs": 2},
         "scratch", "r50"),
+    Arm("cbnn_w75_s5", "cbnn", {"widths": [0.75], "slices": [3, 4, 5, 6, 7], "base_epochs": 2},
+        "scratch", "r20"),
     # the slices chosen on validation with the binary first conv (3 to 8 most significant)
     Arm("cbnn_w50_search", "cbnn", {"widths": [0.5], "slice_counts": [3, 4, 5, 6, 7, 8],
                                     "base_epochs": 2}, "scratch", "r50", headline=True),
@@ -293,8 +298,8 @@ class Arena:
                     "epochs_total": trained + (0 if scratch else self.epochs),
                     "control": control["arm"], "control_args": control_args,
                     "widths": widths_changed(result.model, start),
-                    **({"ratios": result.metrics["ratios"]} if "ratios" in result.metrics
-                       else {}),
+                    **{k: result.metrics[k] for k in ("ratios", "slices", "sensitivity")
+                       if k in result.metrics},
                     **self.deploy(result.model, ds, control, key,
                                   pixels=result.metrics.get("input") == "pixels")}
 
