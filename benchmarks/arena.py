@@ -463,6 +463,21 @@ def markdown(rows, sums, args) -> str:
     return "\n".join(lines)
 
 
+#: the columns that end an arm's row in the views of arena cells (etb.py, cbnn.py)
+OUTCOME = ("test acc | test loss (points) | LCE time | M4 instr ratio | beats | ties | loses |",
+           "---:|---:|---:|---:|---|---|---|")
+
+
+def outcome(s: dict) -> str:
+    """The :data:`OUTCOME` cells of the summary ``s``: test accuracy, test loss (mean ±
+    sd), LCE time ratio (default kernel), M4 instructions ratio and the McNemar verdicts."""
+    lce, m4 = s.get("lce_time_ratio"), s.get("m4_instructions_ratio")
+    return (f" {s['test_accuracy']:.4f} | {s['test_loss_points']:+.2f} ± "
+            f"{s['test_loss_points_sd']:.2f} | {'' if not lce else f'{lce[KERNELS[0]]:.2f}'} "
+            f"| {'' if m4 is None else f'{m4:.3f}'} | {', '.join(s['beats'])} "
+            f"| {', '.join(s['ties'])} | {', '.join(s['loses'])} |")
+
+
 def lce_time_ratio(flatbuffer: bytes, control: bytes) -> dict:
     """Arm time / control time (< 1: the arm is faster) per LCE kernel, both timed
     interleaved in one process (``RUNS`` rounds)."""

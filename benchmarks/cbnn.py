@@ -1,202 +1,214 @@
-"""CBNN on Fashion-MNIST (evaluation.md): bit-slice input pruning, a binary first layer.
+"""CBNN (bit-slice input pruning with a binary first layer; ``bnnprune_tf/methods/cbnn.py``)
+by the evaluation protocol (``../shared/reference/evaluation.md``): ``vgg_small`` width 1/4
+on Fashion-MNIST, against the usual BNN with its float first conv.
 
-Arms, all trained from scratch for the same ``--epochs`` (equal budget; the sliced
-baseline that the bit-level sensitivity analysis reads is trained as long, once):
+Every cell is an arena cell (:mod:`benchmarks.arena`: same split, cache and
+measurements), so this benchmark and the arena share them. Every arm trains from the
+seeded, untrained model for E + K epochs at the protocol's lr; its control is
+``dense_scratch``, the usual BNN (float first conv on pixels in [-1, 1]) trained as many
+epochs from the same init. Before that, each CBNN arm trains its *sliced baseline* (all 8
+slices, real-valued first conv) for ``base_epochs`` = 2 for the bit-level sensitivity
+analysis, outside the equal budget. The arms (the arena's ``cbnn_*`` rows, a grid of kept
+slices x width factor):
 
-- ``baseline``: vgg_small (width 1/4) with its float first conv on [-1, 1] pixels, the
-  usual BNN, seeds 0, 1, 2;
-- ``cbnn``: the method ``cbnn`` (``bnnprune_tf.methods.cbnn``): sensitivity on
-  validation -> kept slices (``--delta``), width factors searched smallest first on
-  validation (budget ``--budget`` against the baseline of the same seed), retrained
-  from scratch; the chosen configuration is retrained for seeds 1 and 2.
+- ``cbnn_w100``: all 8 slices, full width: what the binary first conv alone costs;
+- ``cbnn_w75`` / ``cbnn_w50``: the slices the analysis keeps (delta 0.5 point), width
+  0.75 / 0.5;
+- ``cbnn_w75_s5`` / ``cbnn_w50_s5``: the 5 most significant slices;
+- ``cbnn_w50_search``: the number of most significant slices (3 to 8) chosen on
+  validation with the binary first conv, width 0.5; seeds 0, 1, 2 (the others seed 0).
 
-Per final model: test accuracy (once), binary params, LCE flatbuffer bytes; per arm
-(architecture, measured on the first seed: the counts do not depend on the weights): C
-runtime weight bytes, float CONV_2D in the flatbuffer, LCE host time ratio
-(interleaved, one run) and Cortex-M4 instructions per inference (QEMU mps2-an386, exact).
+Per arm: kept slices, binary parameters, weight bytes (every constant of the LCE
+flatbuffer: bit-packed filters, float weights and the rest) and their ratio to the
+control, float ``CONV_2D`` ops left, test loss (points, paired), LCE time and Cortex-M4
+instructions (the bnnprune C runtime under QEMU) as ratios to the control. The
+configuration chosen on validation is the one with the fewest weight bytes whose seed-0
+validation count is within ``--budget`` of the control's (integer counts); the issue's
+targets are checked on the table. The sensitivity table and ``cbnn_sensitivity.png`` come
+from the first CBNN cell of seed 0 that kept its analysis.
 
-Run: ``python -m benchmarks.cbnn`` (about 25 min on 2 shared cores).
+Run: ``python -m benchmarks.cbnn [--seeds 0 1 2] [--epochs 4] [--lr 0.001] [--budget 0.01]
+[--cached-only] [--retime]`` (cells are cached: a rerun resumes; ``--cached-only`` reports
+what is cached; ``--retime`` times the cached flatbuffers against their controls again).
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
-from pathlib import Path
+import dataclasses
 
+import bnnprune_tf  # noqa: F401  (Keras 2 before tensorflow)
 import numpy as np
 
-import bnnprune_tf  # noqa: F401
-from bnnprune_tf import bit_sensitivity, data, files, methods, models, profile, training
-from bnnprune_tf.methods import cbnn
-from bnnprune_tf.reporting import markdown_table
-from benchmarks.common import write_results
+from benchmarks import arena, common, protocol
+from benchmarks.arena import K
+from bnnprune_tf import files
+from bnnprune_tf.bit_sensitivity import BitSensitivity
+from bnnprune_tf.methods.cbnn import CBNNParams
+from bnnprune_tf.reporting import render_png
 
-LR = 1e-2
-#: per architecture (equal for every seed of an arm): measured once, on the first seed
-CONSTANT = ("weight_bytes_c", "float_conv2d", "bconv2d", "m4_instructions")
-
-
-def subset(ds: data.Dataset, train: int, val: int) -> data.Dataset:
-    """The protocol's split: ``train`` training images, ``val`` other ones for validation
-    (both from the official training split, fixed by the loader's seed), official test."""
-    return data.Dataset(ds.name, ds.x_train[:train], ds.y_train[:train], ds.x_val[:val],
-                        ds.y_val[:val], ds.x_test, ds.y_test, ds.num_classes)
+ARMS = tuple(a for a in arena.ARMS if a.method == "cbnn")
+#: the issue's targets: weight bytes control / arm, test loss (points), M4 instructions ratio
+TARGETS = {"weight_bytes": 3.9, "test_loss_points": 1.0, "m4_instructions_ratio": 0.5}
 
 
-def deployed(model, view: data.Dataset, work: Path, name: str) -> dict:
-    """LCE flatbuffer (verified on 200 test images), C export and M4 instruction count."""
-    from converters import c_export, lce
-    from converters import firmware as fw
+def deployed(row: dict) -> dict:
+    """``row`` with ``weight_bytes`` (every constant of its LCE flatbuffer) and
+    ``float_conv2d`` (float ``CONV_2D`` ops in it); unchanged without a flatbuffer."""
+    from converters import lce
 
-    x, y = view.arrays("test", limit=200)
-    flatbuffer = lce.convert(model)
-    check = lce.verify(model, flatbuffer, x, y)
-    ops = lce.inspect(flatbuffer).ops
-    info = c_export.write(model, work / name, samples=x[:2], labels=y[:2])
-    m4 = fw.count_instructions(work / name, "mps2-an386", build=work / f"build-{name}")
-    return {"flatbuffer": flatbuffer, "model_bytes": len(flatbuffer),
-            "weight_bytes_c": info["weight_bytes"], "lce_agreement": check.argmax_agreement,
-            "float_conv2d": int(ops.get("CONV_2D", 0)), "bconv2d": int(ops.get("LceBconv2d", 0)),
-            "m4_instructions": int(np.median(m4))}
+    if "flatbuffer" not in row:
+        return row
+    info = lce.inspect((protocol.CACHE / "cells" / row["flatbuffer"]).read_bytes())
+    return {**row, "float_conv2d": int(info.ops.get("CONV_2D", 0)),
+            "weight_bytes": info.bitpacked_weight_bytes + info.float_weight_bytes
+            + info.other_constant_bytes}
 
 
-def costs(model) -> dict:
-    totals = profile.profile(model).to_dict()["totals"]
-    return {"binary_params": int(totals["binary_params"]), "binary_macs": int(totals["binary_macs"]),
-            "float_macs": int(totals["float_macs"])}
+def summarize(rows: list[dict], budget: float, val_images: int) -> list[dict]:
+    """The arena's summaries, each with ``slices``, ``weight_bytes`` (mean),
+    ``weight_bytes_ratio`` (control / arm, mean of the seeds' ratios), ``float_conv2d``
+    (most over the seeds), its seed-0 ``val_correct`` and ``within_budget`` (the control's
+    seed-0 count minus the arm's is at most ``budget`` of the ``val_images``)."""
+    controls = {r["seed"]: r for r in rows if r["arm"] == "dense_scratch"}
+    allowed = int(np.floor(budget * val_images + 1e-9))
+    out = []
+    for s in arena.summaries(rows):
+        own = [r for r in rows if r["arm"] == s["arm"]]
+        first = min(own, key=lambda r: r["seed"])
+        ratios = [controls[r["seed"]]["weight_bytes"] / r["weight_bytes"] for r in own
+                  if "weight_bytes" in r and "weight_bytes" in controls.get(r["seed"], {})]
+        out.append({**s, "slices": first.get("slices"),
+                    "weight_bytes": float(np.mean([r["weight_bytes"] for r in own])),
+                    "weight_bytes_ratio": float(np.mean(ratios)) if ratios else None,
+                    "float_conv2d": max(r.get("float_conv2d", 0) for r in own),
+                    "val_correct": first["val_correct"],
+                    "within_budget": first["seed"] == 0 and
+                    controls[0]["val_correct"] - first["val_correct"] <= allowed})
+    return out
+
+
+def chosen(sums: list[dict]) -> dict | None:
+    """The CBNN configuration with the fewest weight bytes within the budget (seed 0,
+    validation); None if none is."""
+    within = [s for s in sums if s["method"] == "cbnn" and s["within_budget"]]
+    return min(within, key=lambda s: s["weight_bytes"]) if within else None
+
+
+def meets(s: dict) -> dict[str, bool]:
+    """Which of the issue's targets the summary ``s`` meets."""
+    return {"weight bytes": (s["weight_bytes_ratio"] or 0) >= TARGETS["weight_bytes"]
+            and s["test_loss_points"] <= TARGETS["test_loss_points"],
+            "M4 instructions": s.get("m4_instructions_ratio", 1)
+            <= TARGETS["m4_instructions_ratio"],
+            "no float conv": s["float_conv2d"] == 0}
+
+
+def table(sums: list[dict]) -> str:
+    """The summaries as a markdown table."""
+    lines = ["| arm | slices (0 = LSB) | width | seeds | binary params cut | weight bytes "
+             "| control / arm | float CONV_2D | val correct (seed 0) | " + arena.OUTCOME[0],
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|" + arena.OUTCOME[1]]
+    for s in sums:
+        cbnn, ratio = s["method"] == "cbnn", s["weight_bytes_ratio"]
+        lines.append(
+            f"| {s['arm']} | {s['slices'] if cbnn else 'float first conv'} "
+            f"| {s['config']['widths'][0] if cbnn else 1.0} | {s['seeds']} "
+            f"| {s['binary_params_reduction']:.1%} | {s['weight_bytes']:,.0f} "
+            f"| {'' if ratio is None else f'{ratio:.2f}x'} | {s['float_conv2d']} "
+            f"| {s['val_correct']} |" + arena.outcome(s))
+    return "\n".join(lines)
+
+
+def sensitivity(rows: list[dict]) -> tuple[str, BitSensitivity] | None:
+    """``(arm, analysis)`` of the first seed-0 CBNN row that kept its sensitivity analysis."""
+    for arm in ARMS:
+        for r in rows:
+            if r["arm"] == arm.name and r["seed"] == 0 and "sensitivity" in r:
+                fields = {k: tuple(v) if isinstance(v, list) else v
+                          for k, v in r["sensitivity"].items()}
+                return arm.name, BitSensitivity(**fields)
+    return None
+
+
+def markdown(rows: list[dict], sums: list[dict], args) -> str:
+    pick, found = chosen(sums), sensitivity(rows)
+    met = {s["arm"]: [t for t, ok in meets(s).items() if ok] for s in sums
+           if s["method"] == "cbnn"}
+    lines = [
+        f"{protocol.preamble(args.epochs, args.lr)} Every arm trains E + K = {args.epochs + K} "
+        f"epochs from the same seeded init at lr {args.lr}; the control `dense_scratch` is the "
+        "usual BNN, its first conv float on pixels in [-1, 1]. The CBNN arms read raw pixels "
+        "through their kept bit slices with a binary first conv; each first trains its sliced "
+        "baseline (8 slices, real-valued first conv) 2 epochs for the sensitivity analysis "
+        "(outside the equal budget). Weight bytes: every constant of the LCE flatbuffer. LCE "
+        "time: arm / control, default kernel, interleaved on the host. M4: instructions per "
+        "inference of the bnnprune C runtime under QEMU, arm / control. "
+        f"{protocol.STATISTICS}", "",
+        f"Chosen on validation (fewest weight bytes within {args.budget:.0%} of the "
+        "control's seed-0 validation count): "
+        + (f"`{pick['arm']}` (slices {pick['slices']}, width {pick['config']['widths'][0]})."
+           if pick else "none is within the budget."), "",
+        f"Targets (issue #14): >= {TARGETS['weight_bytes']}x fewer weight bytes at <= "
+        f"{TARGETS['test_loss_points']:g} point mean test loss; >= "
+        f"{1 / TARGETS['m4_instructions_ratio']:g}x fewer M4 instructions; no float conv. "
+        "Met: " + "; ".join(f"`{a}`: {', '.join(t) or 'none'}" for a, t in met.items()) + ".",
+        ""]
+    done = {(r["arm"], r["seed"]) for r in rows}
+    missing = [f"{a.name} seed {s}" for s in args.seeds for a in ARMS
+               if (s == 0 or a.headline) and (a.name, s) not in done]
+    if missing:
+        lines += [f"Not run yet ({len(missing)}): {', '.join(missing)}.", ""]
+    lines += [table(sums), "", "Per seed:", "", protocol.per_seed_table(rows, {
+            "slices": lambda r: r.get("slices", ""),
+            "weight bytes": lambda r: f"{r['weight_bytes']:,}" if "weight_bytes" in r else "",
+            "float CONV_2D": lambda r: r.get("float_conv2d", ""),
+            "LCE = Keras (argmax)": lambda r: f"{r['lce_argmax_agreement']:.3f}"
+            if "lce_argmax_agreement" in r else r.get("lce", ""),
+            "M4 instructions": lambda r: f"{r['m4_instructions']:,}"
+            if "m4_instructions" in r else "",
+            "bit exact": lambda r: r.get("bit_exact", "")}), ""]
+    if found:
+        arm, analysis = found
+        lines += [f"Bit-level sensitivity of the sliced baseline (`{arm}`, seed 0, "
+                  f"{analysis.samples} validation images; `cbnn_sensitivity.png`):", "",
+                  analysis.to_markdown(), ""]
+    return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--train", type=int, default=20000)
-    parser.add_argument("--val", type=int, default=6000)
-    parser.add_argument("--delta", type=float, default=0.005)
-    parser.add_argument("--budget", type=float, default=0.01)
-    parser.add_argument("--widths", type=float, nargs="+", default=[0.5, 0.75])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--budget", type=float, default=0.01,
+                        help="validation accuracy drop allowed for the chosen configuration")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="report the cells computed so far, train nothing")
+    parser.add_argument("--retime", action="store_true",
+                        help="time the LCE flatbuffers of the cells again (run it with "
+                             "nothing else on the machine)")
     args = parser.parse_args(argv)
-    start = time.time()
-    log = lambda m: print(f"[{time.time() - start:6.0f}s] {m}", flush=True)  # noqa: E731
-    full = data.load("fashion_mnist", seed=0, val_fraction=0.1)
-    ds = subset(full, args.train, args.val)
-    pixels = ds.pixels()
-    work = Path(tempfile.mkdtemp(prefix="cbnn-bench-"))
-    rows, finals, search = [], {}, {}
-
-    baselines = {}
-    for seed in args.seeds:
-        model = models.build("vgg_small", ds.input_shape, ds.num_classes, width=0.25, seed=seed)
-        training.train(model, ds, args.epochs, LR, seed=seed)
-        baselines[seed] = model
-        log(f"baseline seed {seed}: val {bit_sensitivity.correct(model, *ds.arrays('val'))}")
-
-    seed0 = args.seeds[0]
-    method = methods.get("cbnn")(delta=args.delta, budget=args.budget, widths=args.widths,
-                                 epochs=args.epochs, learning_rate=LR, base_epochs=args.epochs,
-                                 seed=seed0)
-    result = method.run(baselines[seed0], methods.Context(ds, epochs=args.epochs,
-                                                          learning_rate=LR, seed=seed0, log=log))
-    kept, width = result.metrics["slices"], result.metrics["width"]
-    search = result.tables["candidates (validation)"]
-    finals[seed0] = result.model
-    for seed in args.seeds[1:]:               # the chosen configuration, retrained per seed
-        tf_model = cbnn.reinitialize(result.model, seed)
-        training.train(tf_model, pixels, args.epochs, LR, seed=seed)
-        finals[seed] = tf_model
-        log(f"cbnn seed {seed} trained")
-
-    from converters import bench
-
-    from converters import lce
-
-    flatbuffers, d0 = {}, {}
-    for seed in args.seeds:
-        base_test = bit_sensitivity.correct(baselines[seed], *ds.arrays("test"))
-        for arm, model, view in (("baseline", baselines[seed], ds),
-                                 ("cbnn", finals[seed], pixels)):
-            test = base_test if arm == "baseline" else bit_sensitivity.correct(
-                model, *view.arrays("test"))
-            if seed == seed0:     # instructions depend on the architecture, not the seed
-                d = deployed(model, view, work, f"{arm}-{seed}")
-                flatbuffers[arm] = d["flatbuffer"]
-            else:
-                d = {"model_bytes": len(lce.convert(model)),
-                     **{k: v for k, v in d0[arm].items() if k in CONSTANT}}
-            d0.setdefault(arm, d)
-            rows.append({"method": "cbnn", "arm": arm, "seed": seed, "epochs_total": args.epochs,
-                         "config": {"slices": kept, "width": width} if arm == "cbnn" else
-                         {"first_layer": "float"},
-                         **costs(model), "binary_params_dense": costs(baselines[seed])["binary_params"],
-                         "val_accuracy": bit_sensitivity.correct(model, *view.arrays("val"))
-                         / len(view.y_val),
-                         "test_accuracy": test / len(view.y_test),
-                         "test_accuracy_dense": base_test / len(ds.y_test),
-                         **{k: v for k, v in d.items() if k != "flatbuffer"}})
-            log(f"{arm} seed {seed}: test {test}, {rows[-1]['model_bytes']} bytes, "
-                f"M4 {rows[-1]['m4_instructions']}")
-    files.write_json(work / "rows.json", rows)
-    timing = bench.bench_host(flatbuffers, kernels=("default",), runs=300, warmup=20)
-    lce_ratio = bench.ratio(bench.find(timing, "cbnn", "default"),
-                            bench.find(timing, "baseline", "default"))["ratio"]
-    by = {(r["arm"], r["seed"]): r for r in rows}
-    for r in rows:
-        base = by[("baseline", r["seed"])]
-        r["m4_instructions_ratio"] = r["m4_instructions"] / base["m4_instructions"]
-        r["lce_time_ratio"] = lce_ratio if r["arm"] == "cbnn" else 1.0
-        r["weight_bytes_reduction_c"] = base["weight_bytes_c"] / r["weight_bytes_c"]
-    cb = [r for r in rows if r["arm"] == "cbnn"]
-    loss = [100 * (r["test_accuracy_dense"] - r["test_accuracy"]) for r in cb]
-    summary = [{"method": "cbnn", "arm": "cbnn", "config": {"slices": kept, "width": width},
-                "seeds": len(cb),
-                "binary_params_reduction": float(np.mean([1 - r["binary_params"] /
-                                                          r["binary_params_dense"] for r in cb])),
-                "model_bytes_ratio": float(np.mean([by[("baseline", r["seed"])]["model_bytes"]
-                                                    / r["model_bytes"] for r in cb])),
-                "weight_bytes_ratio_c": float(np.mean([r["weight_bytes_reduction_c"] for r in cb])),
-                "test_loss_points": float(np.mean(loss)), "test_loss_points_sd":
-                float(np.std(loss, ddof=1)) if len(loss) > 1 else 0.0,
-                "lce_time_ratio": lce_ratio,
-                "m4_instructions_ratio": float(np.mean([r["m4_instructions_ratio"] for r in cb])),
-                "float_conv2d": max(r["float_conv2d"] for r in cb)}]
-    sens = result.metrics["sensitivity"]
-    table = {f"{r['arm']} seed {r['seed']}": {
-        "slices x width": f"{len(kept)} x {width}" if r["arm"] == "cbnn" else "8-bit float first",
-        "binary params": r["binary_params"], "LCE bytes": r["model_bytes"],
-        "C weight bytes": r["weight_bytes_c"], "float CONV_2D": r["float_conv2d"],
-        "test acc": r["test_accuracy"], "M4 instr": r["m4_instructions"],
-        "M4 ratio": r["m4_instructions_ratio"]} for r in rows}
-    s = summary[0]
-    md = "\n".join([
-        f"Fashion-MNIST, {args.train} train / {args.val} val / 10,000 test; vgg_small width "
-        f"1/4; Adam lr {LR}, cosine, {args.epochs} epochs per arm from scratch (reduced scale "
-        f"to fit ~25 min on 2 shared cores); seeds {args.seeds}.", "",
-        f"Chosen on validation (delta {args.delta}, budget {args.budget}): kept slices {kept} "
-        f"(0 = LSB), width factor {width}.", "",
-        f"Summary vs the baseline BNN (float first layer): binary params "
-        f"{100 * s['binary_params_reduction']:.1f} % fewer; C runtime weight bytes "
-        f"{s['weight_bytes_ratio_c']:.2f}x fewer; LCE flatbuffer bytes baseline / cbnn {s['model_bytes_ratio']:.2f} "
-        f"(> 1: smaller); test loss {s['test_loss_points']:+.2f} pt (sd {s['test_loss_points_sd']:.2f}); "
-        f"LCE host time ratio {lce_ratio:.3f}; M4 instructions ratio "
-        f"{s['m4_instructions_ratio']:.3f}; float CONV_2D in the CBNN flatbuffers: "
-        f"{s['float_conv2d']}.", "",
-        markdown_table(table, "model"), "",
-        "Bit-level sensitivity of the sliced baseline (seed 0, validation):", "",
-        bit_sensitivity.BitSensitivity(**{k: tuple(v) if isinstance(v, list) else v
-                                          for k, v in sens.items()}).to_markdown(), "",
-        "Width search (seed 0, validation, smallest first, stops at the first within budget):",
-        "", markdown_table(search, "candidate")])
-    write_results("cbnn", {"protocol": {"data": "fashion_mnist", "train": args.train,
-                                        "val": args.val, "model": "vgg_small", "width": 0.25,
-                                        "epochs": args.epochs, "learning_rate": LR,
-                                        "delta": args.delta, "budget": args.budget,
-                                        "widths": args.widths, "seeds": args.seeds},
-                           "rows": rows, "summary": summary, "search": search,
-                           "sensitivity": sens, "wall_seconds": time.time() - start},
-                  md, "python -m benchmarks.cbnn " + " ".join(argv or []))
-    log("done")
+    bench = arena.Arena(args.epochs, args.lr, cached_only=args.cached_only, arms=ARMS)
+    rows = arena.run([a.name for a in ARMS], args.seeds, bench)
+    if args.retime:
+        arena.retime(rows)
+    rows = [deployed(r) for r in rows]
+    sums = summarize(rows, args.budget, len(protocol.dataset(0).y_val))
+    found = sensitivity(rows)
+    if found:
+        files.write_bytes(common.RESULTS / "cbnn_sensitivity.png",
+                          render_png(found[1].figure(CBNNParams().delta)))
+    command = ("python -m benchmarks.cbnn --seeds " + " ".join(map(str, args.seeds))
+               + f" --epochs {args.epochs} --lr {args.lr} --budget {args.budget}"
+               + " --cached-only" * args.cached_only + " --retime" * args.retime)
+    common.write_results("cbnn", {
+        "protocol": {**protocol.SETUP, "epochs": args.epochs, "lr": args.lr, "k": K,
+                     "budget": args.budget},
+        "arms": [dataclasses.asdict(a) for a in ARMS], "targets": TARGETS,
+        "chosen": (chosen(sums) or {}).get("arm"), "rows": rows, "summary": sums,
+        "sensitivity": found[1].to_dict() if found else None},
+        markdown(rows, sums, args), command)
 
 
 if __name__ == "__main__":

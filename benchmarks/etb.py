@@ -64,21 +64,15 @@ def target(summary: dict) -> float | None:
 def table(sums: list[dict]) -> str:
     """One model's summaries as a markdown table."""
     lines = ["| arm | control | seeds | epochs | target | binary params cut | controller error "
-             "(points) | binary MACs cut | test acc | test loss (points) | LCE time | M4 instr "
-             "ratio | beats | ties | loses |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+             "(points) | binary MACs cut | " + arena.OUTCOME[0],
+             "|---|---|---:|---:|---:|---:|---:|---:|" + arena.OUTCOME[1]]
     for s in sums:
-        ratio, lce = target(s), s.get("lce_time_ratio")
-        cut = s["binary_params_reduction"]
+        ratio, cut = target(s), s["binary_params_reduction"]
         lines.append(
             f"| {s['arm']} | {s['control']} | {s['seeds']} | {s['epochs_total']} "
             f"| {'' if ratio is None else f'{ratio:.0%}'} | {cut:.1%} "
             f"| {'' if ratio is None else f'{100 * (cut - ratio):+.2f}'} "
-            f"| {s['binary_macs_reduction']:.1%} | {s['test_accuracy']:.4f} "
-            f"| {s['test_loss_points']:+.2f} ± {s['test_loss_points_sd']:.2f} "
-            f"| {'' if not lce else f'{lce[arena.KERNELS[0]]:.2f}'} "
-            f"| {format(s['m4_instructions_ratio'], '.3f') if 'm4_instructions_ratio' in s else ''} "
-            f"| {', '.join(s['beats'])} | {', '.join(s['ties'])} | {', '.join(s['loses'])} |")
+            f"| {s['binary_macs_reduction']:.1%} |" + arena.outcome(s))
     return "\n".join(lines)
 
 

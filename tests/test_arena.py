@@ -135,3 +135,41 @@ def test_etb_benchmark_runs_resnet18_with_tied_channels(tiny, monkeypatch):
         [{**r, "lce_time_ratio": None} for r in result["rows"]]
     assert {r["arm"] for r in retimed if "lce_time_ratio" in r} == \
         {"etb_r30", "l1_etb_r30"}
+
+
+def test_cbnn_benchmark_reports_slices_weight_bytes_and_the_validation_choice(tiny,
+                                                                                monkeypatch):
+    """``benchmarks/cbnn.py``: a CBNN arm is an arena cell that keeps its slices and
+    sensitivity analysis; its flatbuffer has no float conv (the control's has one);
+    weight bytes are the flatbuffer's constants; the validation choice follows the
+    budget on integer counts; the sensitivity table and PNG are written."""
+    from benchmarks import cbnn
+    from converters import lce
+
+    arm = arena.Arm("cbnn_w50_s4", "cbnn", {"widths": [0.5], "slices": [4, 5, 6, 7],
+                                           "base_epochs": 1}, "scratch", "r50")
+    monkeypatch.setattr(cbnn, "ARMS", (arm,))
+    cbnn.main(["--seeds", "0", "--epochs", "1", "--lr", "0.01", "--budget", "0.5"])
+    result = json.loads((tiny / "results" / "cbnn.json").read_text())
+    rows = {r["arm"]: r for r in result["rows"]}
+    assert set(rows) == {"cbnn_w50_s4", "dense_scratch"}
+    ours, control = rows["cbnn_w50_s4"], rows["dense_scratch"]
+    assert ours["slices"] == [4, 5, 6, 7] and ours["epochs_total"] == control["epochs_total"]
+    assert (ours["float_conv2d"], control["float_conv2d"]) == (0, 1)
+    assert ours["bit_exact"] is True and ours["lce_argmax_agreement"] == 1.0
+    for row in (ours, control):
+        info = lce.inspect((tiny / "cache" / "cells" / row["flatbuffer"]).read_bytes())
+        assert row["weight_bytes"] == sum(t["constant_bytes"] for t in info.tensors)
+    summary = {s["arm"]: s for s in result["summary"]}
+    assert summary["cbnn_w50_s4"]["weight_bytes_ratio"] == pytest.approx(
+        control["weight_bytes"] / ours["weight_bytes"])
+    assert summary["cbnn_w50_s4"]["weight_bytes_ratio"] > 1
+    val_images = len(protocol.dataset(0).y_val)
+    within = control["val_correct"] - ours["val_correct"] <= val_images // 2
+    assert result["chosen"] == ("cbnn_w50_s4" if within else None)
+    sensitivity = result["sensitivity"]
+    assert sensitivity == ours["sensitivity"] and sensitivity["samples"] == val_images
+    assert (tiny / "results" / "cbnn_sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    md = (tiny / "results" / "cbnn.md").read_text()
+    assert "| cbnn_w50_s4 | [4, 5, 6, 7] | 0.5 | 1 |" in md
+    assert "Bit-level sensitivity of the sliced baseline (`cbnn_w50_s4`" in md
