@@ -22,8 +22,10 @@ parameters, where it starts and a budget tag. Nothing here knows a method beyond
 So every arm and every control trains E + K epochs in all (CBNN's ``base_epochs`` of
 bit-sensitivity analysis aside).
 
-Per final model (a cell cached by a hash of its inputs in ``benchmarks/cache/cells/``):
-binary MACs and binary weights of the integer form (``converters.fold``: nonzero weights,
+Per final model (a cell cached by a hash of its inputs in ``benchmarks/cache/cells/``; the
+key holds the arm's parameters as given, the cell also every parameter as the method
+resolved it, and a cached cell that a changed default would compute differently is an
+error, :class:`Stale`, never reused): binary MACs and binary weights of the integer form (``converters.fold``: nonzero weights,
 SBNN connections plus the shared all-ones filter), validation count, test accuracy and
 per-image correctness; the LCE flatbuffer (bytes, ``LceBconv2d`` count, argmax agreement
 with Keras on the first ``VERIFY`` test images); the LCE time ratio to its control, both
@@ -187,6 +189,12 @@ class Missing(Exception):
     """A cell that is not in the cache, under ``cached_only``."""
 
 
+class Stale(Exception):
+    """A cached cell computed with other parameter values than its arm resolves to now
+    (a method's default changed since); the key holds the parameters as given, so the
+    cell itself keeps them as resolved."""
+
+
 class Arena:
     """The cells of one protocol setting (``epochs`` E of the checkpoint, ``lr``) for
     ``arms`` (default :data:`ARMS`) on ``model`` (default the protocol's ``vgg_small``, at
@@ -255,12 +263,25 @@ class Arena:
     def arm(self, arm: Arm, seed: int, rows: dict, fresh: bool = False) -> dict:
         """The row of ``arm`` at ``seed`` (``rows``: the rows of the seed so far, which
         this adds to); ``fresh`` recomputes it even if it is cached."""
-        key, compute = self.arm_cell(arm, seed, rows)
-        rows[arm.name] = {**key, **compute()} if fresh else self.cell(key, compute)
-        return rows[arm.name]
+        key, compute, resolved = self.arm_cell(arm, seed, rows)
+        row = {**key, **compute()} if fresh else self.cell(key, compute)
+        changed = {k: (v, resolved[k]) for k, v in row.get("resolved", {}).items()
+                   if k in resolved and resolved[k] != v}
+        if changed:
+            raise Stale(
+                f"the cached cell {protocol.cell_path(key).name} of arm {arm.name!r} seed "
+                f"{seed} was computed with " + ", ".join(
+                    f"{k}={old!r} (the default is now {new!r})" for k, (old, new) in
+                    changed.items()) + f": method {arm.method!r}'s defaults changed. Give the "
+                "arm those parameters to keep the cell, or move the cell out of "
+                f"{protocol.CACHE / 'cells'} to recompute it.")
+        rows[arm.name] = row
+        return row
 
     def arm_cell(self, arm: Arm, seed: int, rows: dict):
-        """``(key, compute)`` of the cell of ``arm`` at ``seed``."""
+        """``(key, compute, resolved)`` of the cell of ``arm`` at ``seed``; ``resolved``:
+        every parameter of the method as it runs (defaults included), which the cell
+        keeps and :meth:`arm` checks a cached cell against."""
         ds = protocol.dataset(seed)
         params = dict(arm.params)
         after_prelude, scratch = arm.start == "prelude", arm.start == "scratch"
@@ -284,6 +305,7 @@ class Arena:
         key = {**self.common, "arm": arm.name, "method": arm.method, "params": params,
                "start": arm.start, "context": arm.context, "seed": seed, "k": K,
                **prelude_key(arm.prelude)}
+        resolved = cls(params).params.model_dump(mode="json")
 
         def compute():
             start = self.fresh(ds, seed) if scratch else \
@@ -294,7 +316,8 @@ class Arena:
             trained = result.metrics["epochs_trained"] + prelude_epochs
             control_args = [None, ""] if scratch else [trained, arm.prelude]
             control = self.control(ds, seed, *control_args)
-            return {"method": arm.method, "config": params, "budget": arm.budget,
+            return {"method": arm.method, "config": params, "resolved": resolved,
+                    "budget": arm.budget,
                     "epochs_total": trained + (0 if scratch else self.epochs),
                     "control": control["arm"], "control_args": control_args,
                     "widths": widths_changed(result.model, start),
@@ -303,7 +326,7 @@ class Arena:
                     **self.deploy(result.model, ds, control, key,
                                   pixels=result.metrics.get("input") == "pixels")}
 
-        return key, compute
+        return key, compute, resolved
 
     def cell(self, key: dict, compute) -> dict:
         if self.cached_only and not protocol.cell_path(key).exists():

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from benchmarks import arena, common, protocol
-from bnnprune_tf import data
+from bnnprune_tf import data, files
 
 from conftest import require_tools
 
@@ -173,3 +173,20 @@ def test_cbnn_benchmark_reports_slices_weight_bytes_and_the_validation_choice(ti
     md = (tiny / "results" / "cbnn.md").read_text()
     assert "| cbnn_w50_s4 | [4, 5, 6, 7] | 0.5 | 1 |" in md
     assert "Bit-level sensitivity of the sliced baseline (`cbnn_w50_s4`" in md
+
+
+def test_a_cached_cell_computed_under_another_default_is_stale(tiny, monkeypatch):
+    """A cell keeps its parameters as resolved; when a method's default changes, its
+    cached cells are an error that names the parameter, never silently reused. A field
+    the method did not have then is no change."""
+    arm = arena.BY_NAME["uniform_r30"]
+    bench = arena.Arena(1, 0.01, log=lambda _: None)
+    key, _, resolved = bench.arm_cell(arm, 0, {})
+    assert resolved["ratio"] == 0.3 and resolved["round_to"] == 8
+    old = {k: v for k, v in resolved.items() if k != "recalibrate_bn"}  # a field added since
+    files.write_json(protocol.cell_path(key), {**key, "resolved": old, "test_accuracy": 0.5})
+    assert bench.arm(arm, 0, {})["test_accuracy"] == 0.5             # read, not computed
+    files.write_json(protocol.cell_path(key), {**key, "resolved": {**old, "schedule": "gradual"}})
+    with pytest.raises(arena.Stale, match="uniform_r30' seed 0 was computed with "
+                                          "schedule='gradual' \\(the default is now 'oneshot'\\)"):
+        bench.arm(arm, 0, {})
