@@ -27,7 +27,9 @@ control, float ``CONV_2D`` ops left, test loss (points, paired), LCE time and Co
 instructions (the bnnprune C runtime under QEMU) as ratios to the control. The
 configuration chosen on validation is the one with the fewest weight bytes whose seed-0
 validation count is within ``--budget`` of the control's (integer counts); the issue's
-targets are checked on the table. The sensitivity table and ``cbnn_sensitivity.png`` come
+targets are checked on the table. A per-layer Cortex-M4 profile of the control's
+architecture with its float first conv and with a binary one on 8 slices shows what the
+input stage costs (:func:`input_stage`). The sensitivity table and ``cbnn_sensitivity.png`` come
 from the first CBNN cell of seed 0 that kept its analysis.
 
 Run: ``python -m benchmarks.cbnn [--seeds 0 1 2] [--epochs 4] [--lr 0.001] [--budget 0.01]
@@ -39,16 +41,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import tempfile
+from pathlib import Path
 
 import bnnprune_tf  # noqa: F401  (Keras 2 before tensorflow)
 import numpy as np
 
 from benchmarks import arena, common, protocol
 from benchmarks.arena import K
-from bnnprune_tf import files
+from bnnprune_tf import bitslice, files, models
 from bnnprune_tf.bit_sensitivity import BitSensitivity
-from bnnprune_tf.methods.cbnn import CBNNParams
-from bnnprune_tf.reporting import render_png
+from bnnprune_tf.methods.cbnn import CBNNParams, slice_input
+from bnnprune_tf.reporting import markdown_table, render_png
 
 ARMS = tuple(a for a in arena.ARMS if a.method == "cbnn")
 #: the issue's targets: weight bytes control / arm, test loss (points), M4 instructions ratio
@@ -134,7 +138,40 @@ def sensitivity(rows: list[dict]) -> tuple[str, BitSensitivity] | None:
     return None
 
 
-def markdown(rows: list[dict], sums: list[dict], args) -> str:
+def input_stage(seed: int = 0) -> dict[str, dict]:
+    """Cortex-M4 instructions (the C runtime under QEMU, per layer) of the control's
+    architecture and of the same network reading all 8 bit slices through a binary first
+    conv, both freshly initialised (the counts depend on the architecture, not the weights,
+    to within a few dozen instructions): the input stage (every layer up to the first
+    conv) against the rest."""
+    from converters import c_export
+    from converters import firmware as fw
+
+    ds = protocol.dataset(seed)
+    dense = models.build(protocol.SETUP["model"], ds.input_shape, ds.num_classes,
+                         protocol.SETUP["width"], seed=seed)
+    (x, y), (pixels, _) = ds.arrays("test", 1), ds.pixels().arrays("test", 1)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model, samples in (
+                ("float first conv", dense, x),
+                ("8 slices, binary first conv", slice_input(dense, bitslice.ALL, seed=seed),
+                 pixels)):
+            work = Path(tmp) / f"m{len(out)}"
+            c_export.write(model, work / "model", samples=samples, labels=y)
+            found = fw.profile(work / "model", arena.BOARD, work / "build")
+            layers = found["layers"]
+            first = next(i for i, layer in enumerate(layers) if layer["macs"]) + 1
+            stage = sum(layer["instructions"] for layer in layers[:first])
+            out[name] = {"input stage": " + ".join(layer["op"] for layer in layers[:first]),
+                         "its MACs": sum(layer["macs"] for layer in layers[:first]),
+                         "its M4 instructions": stage,
+                         "rest of the network": found["total"] - stage,
+                         "total": found["total"]}
+    return out
+
+
+def markdown(rows: list[dict], sums: list[dict], stage: dict, args) -> str:
     pick, found = chosen(sums), sensitivity(rows)
     met: dict[str, list[str]] = {}
     for s in sums:
@@ -174,6 +211,9 @@ def markdown(rows: list[dict], sums: list[dict], args) -> str:
             "M4 instructions": lambda r: f"{r['m4_instructions']:,}"
             if "m4_instructions" in r else "",
             "bit exact": lambda r: r.get("bit_exact", "")}), ""]
+    lines += ["Where the input stage's instructions go (Cortex-M4, the C runtime, one "
+              "inference, untrained models of the control's architecture):", "",
+              markdown_table(stage, "architecture"), ""]
     if found:
         arm, analysis = found
         lines += [f"Bit-level sensitivity of the sliced baseline (`{arm}`, seed 0, "
@@ -201,6 +241,7 @@ def main(argv=None):
         arena.retime(rows)
     rows = [deployed(r) for r in rows]
     sums = summarize(rows, args.budget, len(protocol.dataset(0).y_val))
+    stage = input_stage()
     found = sensitivity(rows)
     if found:
         files.write_bytes(common.RESULTS / "cbnn_sensitivity.png",
@@ -213,8 +254,8 @@ def main(argv=None):
                      "budget": args.budget},
         "arms": [dataclasses.asdict(a) for a in ARMS], "targets": TARGETS,
         "chosen": (chosen(sums) or {}).get("arm"), "rows": rows, "summary": sums,
-        "sensitivity": found[1].to_dict() if found else None},
-        markdown(rows, sums, args), command)
+        "sensitivity": found[1].to_dict() if found else None, "input_stage": stage},
+        markdown(rows, sums, stage, args), command)
 
 
 if __name__ == "__main__":

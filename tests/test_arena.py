@@ -170,6 +170,14 @@ def test_cbnn_benchmark_reports_slices_weight_bytes_and_the_validation_choice(ti
     sensitivity = result["sensitivity"]
     assert sensitivity == ours["sensitivity"] and sensitivity["samples"] == val_images
     assert (tiny / "results" / "cbnn_sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    stage = result["input_stage"]       # the M4 profile of the input stage, both ways
+    assert stage["float first conv"]["input stage"] == "first"
+    assert stage["8 slices, binary first conv"]["input stage"] == "slices + binary"
+    assert all(row["its M4 instructions"] > 0 for row in stage.values())
+    # counts depend on the architecture, not the weights: the untrained control's total
+    # is the trained control's count to within 1 %
+    assert stage["float first conv"]["total"] == pytest.approx(control["m4_instructions"],
+                                                             rel=0.01)
     md = (tiny / "results" / "cbnn.md").read_text()
     assert "| cbnn_w50_s4 | [4, 5, 6, 7] | 0.5 | 1 |" in md
     assert "Bit-level sensitivity of the sliced baseline (`cbnn_w50_s4`" in md
