@@ -25,13 +25,13 @@ bit-sensitivity analysis aside).
 Per final model (a cell cached by a hash of its inputs in ``benchmarks/cache/cells/``; the
 key holds the arm's parameters as given, the cell also every parameter as the method
 resolved it, and a cached cell that a changed default would compute differently is an
-error, :class:`Stale`, never reused): binary MACs and binary weights of the integer form (``converters.fold``: nonzero weights,
-SBNN connections plus the shared all-ones filter), validation count, test accuracy and
-per-image correctness; the LCE flatbuffer (bytes, ``LceBconv2d`` count, argmax agreement
-with Keras on the first ``VERIFY`` test images); the LCE time ratio to its control, both
-kernels, timed interleaved in one process; and, where the C runtime runs the model, its
-Cortex-M4 instructions per inference, flash and RAM under QEMU (``mps2-an386``), test
-vectors checked bit for bit. Headline arms run seeds 0, 1, 2; the others seed 0
+error, :class:`Stale`, never reused): binary MACs and binary weights of the integer form
+(``converters.fold``: nonzero weights, SBNN connections plus the shared all-ones filter),
+validation count, test accuracy and per-image correctness; the LCE flatbuffer (bytes,
+``LceBconv2d`` count, argmax agreement with Keras on the first ``VERIFY`` test images);
+the LCE time ratio to its control, both kernels, timed interleaved in one process; and,
+where the C runtime runs the model, its Cortex-M4 instructions per inference, flash and
+RAM under QEMU (``mps2-an386``), test vectors checked bit for bit. Headline arms run seeds 0, 1, 2; the others seed 0
 (``seeds: 1`` in the tables).
 
 Outputs: ``results/arena.json`` (the protocol's format), ``arena.md`` (one table per cost
@@ -273,9 +273,8 @@ class Arena:
                 f"the cached cell {protocol.cell_path(key).name} of arm {arm.name!r} seed "
                 f"{seed} was computed with " + ", ".join(
                     f"{k}={old!r} (the default is now {new!r})" for k, (old, new) in
-                    changed.items()) + f": method {arm.method!r}'s defaults changed. Give the "
-                "arm those parameters to keep the cell, or move the cell out of "
-                f"{protocol.CACHE / 'cells'} to recompute it.")
+                    changed.items()) + f": method {arm.method!r}'s defaults changed since. "
+                f"Move the cell out of {protocol.CACHE / 'cells'} to recompute it.")
         rows[arm.name] = row
         return row
 
