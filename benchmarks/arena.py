@@ -179,6 +179,10 @@ ARMS = (
     # cbnn.py's choice: the fewest weight bytes within 1 % of the control on validation
     Arm("cbnn_w75_s5", "cbnn", {"widths": [0.75], "slices": [3, 4, 5, 6, 7], "base_epochs": 2},
         "scratch", "r20", headline=True),
+    # the same cost spread over the layers by the core's per-layer sensitivity
+    Arm("cbnn_w75_s5_sens", "cbnn", {"widths": [0.75], "slices": [3, 4, 5, 6, 7],
+                                     "selector": "sensitivity", "base_epochs": 2},
+        "scratch", "r20"),
     # the slices chosen on validation with the binary first conv (3 to 8 most significant)
     Arm("cbnn_w50_search", "cbnn", {"widths": [0.5], "slice_counts": [3, 4, 5, 6, 7, 8],
                                     "base_epochs": 2}, "scratch", "r50", headline=True),

@@ -14,7 +14,10 @@ slices x width factor):
 - ``cbnn_w100``: all 8 slices, full width: what the binary first conv alone costs;
 - ``cbnn_w75`` / ``cbnn_w50``: the slices the analysis keeps (delta 0.5 point), width
   0.75 / 0.5;
-- ``cbnn_w75_s5`` / ``cbnn_w50_s5``: the 5 most significant slices;
+- ``cbnn_w75_s5`` / ``cbnn_w50_s5``: the 5 most significant slices (the count
+  ``cbnn_w50_search`` chose on validation for seed 0);
+- ``cbnn_w75_s5_sens``: ``cbnn_w75_s5``'s binary MACs spread over the layers by the
+  core's per-layer sensitivity (``selector: sensitivity``) instead of uniformly;
 - ``cbnn_w50_search``: the number of most significant slices (3 to 8) chosen on
   validation with the binary first conv, width 0.5.
 
