@@ -88,8 +88,9 @@ def summarize(rows: list[dict], budget: float, val_images: int) -> list[dict]:
         first = min(own, key=lambda r: r["seed"])
         ratios = [controls[r["seed"]]["weight_bytes"] / r["weight_bytes"] for r in own
                   if "weight_bytes" in r and "weight_bytes" in controls.get(r["seed"], {})]
+        sizes = [r["weight_bytes"] for r in own if "weight_bytes" in r]
         out.append({**s, "slices": first.get("slices"),
-                    "weight_bytes": float(np.mean([r["weight_bytes"] for r in own])),
+                    "weight_bytes": float(np.mean(sizes)) if sizes else None,
                     "weight_bytes_ratio": float(np.mean(ratios)) if ratios else None,
                     "float_conv2d": max(r.get("float_conv2d", 0) for r in own),
                     "val_correct": first["val_correct"],
@@ -101,16 +102,20 @@ def summarize(rows: list[dict], budget: float, val_images: int) -> list[dict]:
 def chosen(sums: list[dict]) -> dict | None:
     """The CBNN configuration with the fewest weight bytes within the budget (seed 0,
     validation); None if none is."""
-    within = [s for s in sums if s["method"] == "cbnn" and s["within_budget"]]
+    within = [s for s in sums if s["method"] == "cbnn" and s["within_budget"]
+              and s["weight_bytes"] is not None]
     return min(within, key=lambda s: s["weight_bytes"]) if within else None
 
 
 def meets(s: dict) -> dict[str, bool]:
-    """Which of the issue's targets the summary ``s`` meets."""
-    return {"weight bytes": (s["weight_bytes_ratio"] or 0) >= TARGETS["weight_bytes"]
-            and s["test_loss_points"] <= TARGETS["test_loss_points"],
-            "M4 instructions": s.get("m4_instructions_ratio", 1)
-            <= TARGETS["m4_instructions_ratio"],
+    """Which of the issue's targets the summary ``s`` meets (the cost targets at the
+    accuracy target, and the M4 target at any accuracy)."""
+    accurate = s["test_loss_points"] <= TARGETS["test_loss_points"]
+    fewer_bytes = (s["weight_bytes_ratio"] or 0) >= TARGETS["weight_bytes"]
+    fewer_m4 = s.get("m4_instructions_ratio", 1) <= TARGETS["m4_instructions_ratio"]
+    return {"weight bytes (at the accuracy)": fewer_bytes and accurate,
+            "M4 instructions (at the accuracy)": fewer_m4 and accurate,
+            "M4 instructions (at any accuracy)": fewer_m4,
             "no float conv": s["float_conv2d"] == 0}
 
 
@@ -120,11 +125,11 @@ def table(sums: list[dict]) -> str:
              "| control / arm | float CONV_2D | val correct (seed 0) | " + arena.OUTCOME[0],
              "|---|---|---:|---:|---:|---:|---:|---:|---:|" + arena.OUTCOME[1]]
     for s in sums:
-        cbnn, ratio = s["method"] == "cbnn", s["weight_bytes_ratio"]
+        cbnn, size, ratio = s["method"] == "cbnn", s["weight_bytes"], s["weight_bytes_ratio"]
         lines.append(
             f"| {s['arm']} | {s['slices'] if cbnn else 'float first conv'} "
             f"| {s['config']['widths'][0] if cbnn else 1.0} | {s['seeds']} "
-            f"| {s['binary_params_reduction']:.1%} | {s['weight_bytes']:,.0f} "
+            f"| {s['binary_params_reduction']:.1%} | {'' if size is None else f'{size:,.0f}'} "
             f"| {'' if ratio is None else f'{ratio:.2f}x'} | {s['float_conv2d']} "
             f"| {s['val_correct']} |" + arena.outcome(s))
     return "\n".join(lines)
@@ -195,8 +200,9 @@ def markdown(rows: list[dict], sums: list[dict], stage: dict, args) -> str:
         + (f"`{pick['arm']}` (slices {pick['slices']}, width {pick['config']['widths'][0]})."
            if pick else "none is within the budget."), "",
         f"Targets (issue #14): >= {TARGETS['weight_bytes']}x fewer weight bytes at <= "
-        f"{TARGETS['test_loss_points']:g} point mean test loss; >= "
-        f"{1 / TARGETS['m4_instructions_ratio']:g}x fewer M4 instructions; no float conv. "
+        f"{TARGETS['test_loss_points']:g} point mean test loss and >= "
+        f"{1 / TARGETS['m4_instructions_ratio']:g}x fewer M4 instructions (at that accuracy, "
+        "and at any); no float conv. "
         "Met by: " + "; ".join(f"{t}: {', '.join(arms) or 'no arm'}" for t, arms in met.items())
         + ".",
         ""]
