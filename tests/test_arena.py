@@ -183,7 +183,7 @@ def test_cbnn_benchmark_reports_slices_weight_bytes_and_the_validation_choice(ti
     assert "Bit-level sensitivity of the sliced baseline (`cbnn_w50_s4`" in md
 
 
-def test_a_cached_cell_computed_under_another_default_is_stale(tiny, monkeypatch):
+def test_a_cached_cell_computed_under_another_default_is_stale(tiny):
     """A cell keeps its parameters as resolved; when a method's default changes, its
     cached cells are an error that names the parameter, never silently reused. A field
     the method did not have then is no change."""
