@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 ## the whole test suite, on 2 processes
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist worksteal -q
+	$(BIN)/python -m pytest -n 2 -q
 
 clean:
 	rm -rf runs .pytest_cache .hypothesis

@@ -61,9 +61,10 @@ def require_data(path) -> None:
 
 
 #: tests that take a minute or more (``--durations``): started first, so that under
-#: ``pytest -n 2 --dist worksteal`` (``make test``) the other worker runs the many short
-#: tests meanwhile and no long test starts last (longest-first scheduling; a worker that
-#: runs out of tests takes half of the other's queue)
+#: ``pytest -n 2`` the other worker runs the many short tests meanwhile and no long test
+#: starts last (longest-first scheduling; xdist's default ``load`` hands the first tests
+#: out in turn, so the long ones alternate between the workers; ``worksteal`` would
+#: give them all to one)
 LONG_FIRST = ("test_main_job.py::", "test_resume.py::test_killed_runs",
               "test_distribute.py::test_multi_worker", "test_distribute.py::test_mirrored",
               "test_shrink_property.py::", "test_arena.py::")
