@@ -460,9 +460,7 @@ def markdown(rows, sums, args) -> str:
              "Torch-Pruning's `round_to`), so their real cut is larger (32 channels at r30 "
              "keep 16); the table reports every arm's real cut. "
              f"{protocol.STATISTICS}", ""]
-    done = {(r["arm"], r["seed"]) for r in rows}
-    missing = [f"{a} seed {s}" for s in args.seeds for a in args.arms
-               if (s == 0 or BY_NAME[a].headline) and (a, s) not in done]
+    missing = not_run(rows, [BY_NAME[a] for a in args.arms], args.seeds)
     if missing:
         lines += [f"Not run yet ({len(missing)}): {', '.join(missing)}.", ""]
     lines += ["| arm | budget | control | seeds | epochs | test acc | test loss (points) "
@@ -489,6 +487,21 @@ def markdown(rows, sums, args) -> str:
         "bit exact": lambda r: r.get("bit_exact", "")})]
     return "\n".join(lines)
 
+
+def not_run(rows: list[dict], arms, seeds) -> list[str]:
+    """``"<arm> seed <s>"`` for each cell of ``arms`` (:class:`Arm`) at ``seeds`` that
+    ``rows`` lacks (seed 0 of every arm, every seed of a headline arm)."""
+    done = {(r["arm"], r["seed"]) for r in rows}
+    return [f"{a.name} seed {s}" for s in seeds for a in arms
+            if (s == 0 or a.headline) and (a.name, s) not in done]
+
+
+#: per-seed columns of a deployed cell in the views of arena cells (etb.py, cbnn.py)
+DEPLOYED = {"LCE = Keras (argmax)": lambda r: f"{r['lce_argmax_agreement']:.3f}"
+            if "lce_argmax_agreement" in r else r.get("lce", ""),
+            "M4 instructions": lambda r: f"{r['m4_instructions']:,}"
+            if "m4_instructions" in r else "",
+            "bit exact": lambda r: r.get("bit_exact", "")}
 
 #: the columns that end an arm's row in the views of arena cells (etb.py, cbnn.py)
 OUTCOME = ("test acc | test loss (points) | LCE time | M4 instr ratio | beats | ties | loses |",

@@ -206,20 +206,13 @@ def markdown(rows: list[dict], sums: list[dict], stage: dict, args) -> str:
         "Met by: " + "; ".join(f"{t}: {', '.join(arms) or 'no arm'}" for t, arms in met.items())
         + ".",
         ""]
-    done = {(r["arm"], r["seed"]) for r in rows}
-    missing = [f"{a.name} seed {s}" for s in args.seeds for a in ARMS
-               if (s == 0 or a.headline) and (a.name, s) not in done]
+    missing = arena.not_run(rows, ARMS, args.seeds)
     if missing:
         lines += [f"Not run yet ({len(missing)}): {', '.join(missing)}.", ""]
     lines += [table(sums), "", "Per seed:", "", protocol.per_seed_table(rows, {
             "slices": lambda r: r.get("slices", ""),
             "weight bytes": lambda r: f"{r['weight_bytes']:,}" if "weight_bytes" in r else "",
-            "float CONV_2D": lambda r: r.get("float_conv2d", ""),
-            "LCE = Keras (argmax)": lambda r: f"{r['lce_argmax_agreement']:.3f}"
-            if "lce_argmax_agreement" in r else r.get("lce", ""),
-            "M4 instructions": lambda r: f"{r['m4_instructions']:,}"
-            if "m4_instructions" in r else "",
-            "bit exact": lambda r: r.get("bit_exact", "")}), ""]
+            "float CONV_2D": lambda r: r.get("float_conv2d", ""), **arena.DEPLOYED}), ""]
     lines += ["Where the input stage's instructions go (Cortex-M4, the C runtime, one "
               "inference, untrained models of the control's architecture):", "",
               markdown_table(stage, "architecture"), ""]

@@ -89,12 +89,7 @@ def markdown(results: dict, args) -> str:
              f"{protocol.STATISTICS}", ""]
     for name, (rows, sums) in results.items():
         lines += [f"## {name} width {protocol.SETUP['width']}", "", table(sums), "",
-                  "Per seed:", "", protocol.per_seed_table(rows, {
-                      "LCE = Keras (argmax)": lambda r: f"{r['lce_argmax_agreement']:.3f}"
-                      if "lce_argmax_agreement" in r else r.get("lce", ""),
-                      "M4 instructions": lambda r: f"{r['m4_instructions']:,}"
-                      if "m4_instructions" in r else "",
-                      "bit exact": lambda r: r.get("bit_exact", "")}), ""]
+                  "Per seed:", "", protocol.per_seed_table(rows, arena.DEPLOYED), ""]
     return "\n".join(lines)
 
 
