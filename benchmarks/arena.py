@@ -31,8 +31,8 @@ validation count, test accuracy and per-image correctness; the LCE flatbuffer (b
 ``LceBconv2d`` count, argmax agreement with Keras on the first ``VERIFY`` test images);
 the LCE time ratio to its control, both kernels, timed interleaved in one process; and,
 where the C runtime runs the model, its Cortex-M4 instructions per inference, flash and
-RAM under QEMU (``mps2-an386``), test vectors checked bit for bit. Headline arms run seeds 0, 1, 2; the others seed 0
-(``seeds: 1`` in the tables).
+RAM under QEMU (``mps2-an386``), test vectors checked bit for bit. Headline arms run seeds
+0, 1, 2; the others seed 0 (``seeds: 1`` in the tables).
 
 Outputs: ``results/arena.json`` (the protocol's format), ``arena.md`` (one table per cost
 axis, paired differences and McNemar verdicts against the arms of the same budget tag),
@@ -309,13 +309,14 @@ class Arena:
         key = {**self.common, "arm": arm.name, "method": arm.method, "params": params,
                "start": arm.start, "context": arm.context, "seed": seed, "k": K,
                **prelude_key(arm.prelude)}
-        resolved = cls(params).params.model_dump(mode="json")
+        method = cls(params)
+        resolved = method.params.model_dump(mode="json")
 
         def compute():
             start = self.fresh(ds, seed) if scratch else \
                 self.after_prelude(ds, seed, arm.prelude) if after_prelude else \
                 self.checkpoint(ds, seed)
-            result = cls(params).run(start, self.context(
+            result = method.run(start, self.context(
                 ds, seed, self.epochs + (K if scratch else 0), **arm.context))
             trained = result.metrics["epochs_trained"] + prelude_epochs
             control_args = [None, ""] if scratch else [trained, arm.prelude]

@@ -71,8 +71,7 @@ def deployed(row: dict) -> dict:
         return row
     info = lce.inspect((protocol.CACHE / "cells" / row["flatbuffer"]).read_bytes())
     return {**row, "float_conv2d": int(info.ops.get("CONV_2D", 0)),
-            "weight_bytes": info.bitpacked_weight_bytes + info.float_weight_bytes
-            + info.other_constant_bytes}
+            "weight_bytes": info.constant_bytes}
 
 
 def summarize(rows: list[dict], budget: float, val_images: int) -> list[dict]:
@@ -140,22 +139,20 @@ def sensitivity(rows: list[dict]) -> tuple[str, BitSensitivity] | None:
     for arm in ARMS:
         for r in rows:
             if r["arm"] == arm.name and r["seed"] == 0 and "sensitivity" in r:
-                fields = {k: tuple(v) if isinstance(v, list) else v
-                          for k, v in r["sensitivity"].items()}
-                return arm.name, BitSensitivity(**fields)
+                return arm.name, BitSensitivity.from_dict(r["sensitivity"])
     return None
 
 
-def input_stage(seed: int = 0) -> dict[str, dict]:
+def input_stage(ds, seed: int = 0) -> dict[str, dict]:
     """Cortex-M4 instructions (the C runtime under QEMU, per layer) of the control's
     architecture and of the same network reading all 8 bit slices, or the 5 most
     significant, through a binary first conv, all freshly initialised (the counts depend
     on the architecture, not the weights, to within a few dozen instructions): the input
-    stage (every layer up to the first conv) against the rest."""
+    stage (every layer up to the first conv) against the rest; ``ds``: the protocol's
+    split (its classes, one test image)."""
     from converters import c_export
     from converters import firmware as fw
 
-    ds = protocol.dataset(seed)
     dense = models.build(protocol.SETUP["model"], ds.input_shape, ds.num_classes,
                          protocol.SETUP["width"], seed=seed)
     (x, y), (pixels, _) = ds.arrays("test", 1), ds.pixels().arrays("test", 1)
@@ -179,8 +176,8 @@ def input_stage(seed: int = 0) -> dict[str, dict]:
     return out
 
 
-def markdown(rows: list[dict], sums: list[dict], stage: dict, args) -> str:
-    pick, found = chosen(sums), sensitivity(rows)
+def markdown(rows: list[dict], sums: list[dict], stage: dict, pick: dict | None,
+             found: tuple[str, BitSensitivity] | None, args) -> str:
     met: dict[str, list[str]] = {}
     for s in sums:
         for target, ok in (meets(s).items() if s["method"] == "cbnn" else ()):
@@ -242,9 +239,9 @@ def main(argv=None):
     if args.retime:
         arena.retime(rows)
     rows = [deployed(r) for r in rows]
-    sums = summarize(rows, args.budget, len(protocol.dataset(0).y_val))
-    stage = input_stage()
-    found = sensitivity(rows)
+    ds = protocol.dataset(0)
+    sums = summarize(rows, args.budget, len(ds.y_val))
+    stage, pick, found = input_stage(ds), chosen(sums), sensitivity(rows)
     if found:
         files.write_bytes(common.RESULTS / "cbnn_sensitivity.png",
                           render_png(found[1].figure(CBNNParams().delta)))
@@ -255,9 +252,9 @@ def main(argv=None):
         "protocol": {**protocol.SETUP, "epochs": args.epochs, "lr": args.lr, "k": K,
                      "budget": args.budget},
         "arms": [dataclasses.asdict(a) for a in ARMS], "targets": TARGETS,
-        "chosen": (chosen(sums) or {}).get("arm"), "rows": rows, "summary": sums,
+        "chosen": (pick or {}).get("arm"), "rows": rows, "summary": sums,
         "sensitivity": found[1].to_dict() if found else None, "input_stage": stage},
-        markdown(rows, sums, stage, args), command)
+        markdown(rows, sums, stage, pick, found, args), command)
 
 
 if __name__ == "__main__":

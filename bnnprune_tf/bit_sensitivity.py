@@ -123,6 +123,12 @@ class BitSensitivity:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "BitSensitivity":
+        """The analysis back from :meth:`to_dict` (e.g. read from JSON)."""
+        return cls(values["samples"], values["baseline"], tuple(values["single"]),
+                   tuple(values["lowest"]))
+
 
 def analyze(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, seed: int = 0) -> BitSensitivity:
     """Both scans of ``model`` (raw-pixel input) on ``(x, y)``; see the module docstring."""

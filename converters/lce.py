@@ -312,6 +312,11 @@ class Inspection:
             out.pop("tensors")
         return out
 
+    @property
+    def constant_bytes(self) -> int:
+        """Every constant's bytes: bit-packed filters, float weights and the rest."""
+        return self.bitpacked_weight_bytes + self.float_weight_bytes + self.other_constant_bytes
+
     def op_rows(self) -> dict[str, dict]:
         """Op histogram as table rows."""
         return {op: {"count": n} for op, n in self.ops.items()}

@@ -1,5 +1,7 @@
 """CBNN: bit-level sensitivity (the reference's checks) and the ``cbnn`` method."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -76,6 +78,8 @@ def test_reference_checks_on_a_trained_model(sliced_trained, digits):
     assert result.baseline - result.lowest[dropped + 1] > 0.05 * result.samples
     assert set(result.rows()) == {"none", *(f"bit {k}" for k in range(8))}
     assert render_png(result.figure(0.05))[:4] == b"\x89PNG"
+    stored = json.loads(json.dumps(result.to_dict()))        # lists, as read from JSON
+    assert bit_sensitivity.BitSensitivity.from_dict(stored) == result
     with pytest.raises(DataError, match="raw pixels"):
         bit_sensitivity.analyze(sliced_trained, digits.arrays("val")[0], y)
 
