@@ -39,8 +39,9 @@ axis, paired differences and McNemar verdicts against the arms of the same budge
 ``arena_macs.png``, ``arena_m4.png``, ``arena_bytes.png`` (test accuracy against cost).
 
 Run: ``python -m benchmarks.arena [--arms wff_i1 l1_r30] [--seeds 0] [--recheck ARM]
-[--cached-only] [--retime]`` (``--arms``/``--seeds`` run a part; the cache makes a rerun
-resume; ``--cached-only`` reports what is cached so far;
+[--cached-only] [--retime] [--restore]`` (``--arms``/``--seeds`` run a part; the cache makes
+a rerun resume; ``--cached-only`` reports what is cached so far; ``--restore`` puts the
+cells of the committed ``arena.json`` back into an empty cache (:func:`restore`);
 ``--recheck ARM`` recomputes that arm's seed-0 cell and compares it with the cached one,
 timing excluded; ``--retime`` times the cached flatbuffers again, for a run that shared the
 machine: run it last, with nothing else running).
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import tempfile
 from pathlib import Path
 
@@ -190,6 +192,10 @@ ARMS = (
 BY_NAME = {a.name: a for a in ARMS}
 
 
+RESTORE_HELP = ("put the cells of the committed results back into the cache (a fresh "
+                "machine has none), train nothing")
+
+
 class Missing(Exception):
     """A cell that is not in the cache, under ``cached_only``."""
 
@@ -240,10 +246,9 @@ class Arena:
         """``dense_k{after}``: the checkpoint trained ``after`` more epochs at lr/10;
         with ``prelude``, ``dense_<prelude>_k{after}``: the checkpoint after it, trained the
         rest of the ``after`` epochs at lr/10 with its decay; ``after=None``:
-        ``dense_scratch``, E + K epochs from the untrained model."""
-        name = "dense_scratch" if after is None else \
-            f"dense_{prelude}_k{after}" if prelude else f"dense_k{after}"
-
+        ``dense_scratch``, E + K epochs from the untrained model. A control restored from
+        results (:func:`restore`) has no flatbuffer, which the arms' LCE timing needs: it
+        is computed again and must reproduce its row (:func:`reproduce`)."""
         def compute():
             if after is None:
                 model = self.fresh(ds, seed)
@@ -262,16 +267,24 @@ class Arena:
             return {"method": "dense", "config": {}, "epochs_total": total,
                     **self.deploy(model, ds, None, key)}
 
-        key = {**self.common, "arm": name, "seed": seed, "k": K, **prelude_key(prelude)}
-        return self.cell(key, compute)
+        key = self.control_key(seed, after, prelude)
+        row = self.cell(key, compute)
+        if not self.cached_only and "flatbuffer" in row and not cell_file(row).exists():
+            reproduce(row, {**key, **compute()})     # restored from results: remade here
+        return row
+
+    def control_key(self, seed: int, after: int | None, prelude: str = "") -> dict:
+        """The cell key of :meth:`control` ``(ds, seed, after, prelude)``."""
+        name = "dense_scratch" if after is None else \
+            f"dense_{prelude}_k{after}" if prelude else f"dense_k{after}"
+        return {**self.common, "arm": name, "seed": seed, "k": K, **prelude_key(prelude)}
 
     def arm(self, arm: Arm, seed: int, rows: dict, fresh: bool = False) -> dict:
         """The row of ``arm`` at ``seed`` (``rows``: the rows of the seed so far, which
         this adds to); ``fresh`` recomputes it even if it is cached."""
         key, compute, resolved = self.arm_cell(arm, seed, rows)
         row = {**key, **compute()} if fresh else self.cell(key, compute)
-        changed = {k: (v, resolved[k]) for k, v in row.get("resolved", {}).items()
-                   if k in resolved and resolved[k] != v}
+        changed = changed_defaults(row, resolved)
         if changed:
             raise Stale(
                 f"the cached cell {protocol.cell_path(key).name} of arm {arm.name!r} seed "
@@ -286,7 +299,6 @@ class Arena:
         """``(key, compute, resolved)`` of the cell of ``arm`` at ``seed``; ``resolved``:
         every parameter of the method as it runs (defaults included), which the cell
         keeps and :meth:`arm` checks a cached cell against."""
-        ds = protocol.dataset(seed)
         params = dict(arm.params)
         after_prelude, scratch = arm.start == "prelude", arm.start == "scratch"
         prelude_epochs = PRELUDES[arm.prelude].epochs if after_prelude else 0
@@ -313,6 +325,7 @@ class Arena:
         resolved = method.params.model_dump(mode="json")
 
         def compute():
+            ds = protocol.dataset(seed)
             start = self.fresh(ds, seed) if scratch else \
                 self.after_prelude(ds, seed, arm.prelude) if after_prelude else \
                 self.checkpoint(ds, seed)
@@ -342,7 +355,7 @@ class Arena:
     def deploy(self, model, ds, control: dict | None, key: dict, pixels: bool = False) -> dict:
         """Costs, accuracies and the deployed form of a final ``model`` (see the module
         docstring); the flatbuffer is kept next to the cell for later timing."""
-        from converters import fold
+        from converters import fold, lce
         from pipelines.stages.deploy import build_firmware, convert_lce
 
         view = ds.pixels() if pixels else ds
@@ -359,13 +372,15 @@ class Arena:
         else:
             path = protocol.cell_path(key, ".tflite")
             files.write_bytes(path, flatbuffer)
+            info = lce.inspect(flatbuffer)
             row.update(model_bytes=len(flatbuffer), flatbuffer=path.name,
+                       weight_bytes=info.constant_bytes,
+                       float_conv2d=int(info.ops.get("CONV_2D", 0)),
                        lce_binary_convs=lce_metrics["binary_convs"]["LceBconv2d"],
                        lce_argmax_agreement=lce_metrics["verify"]["argmax_agreement"],
                        lce_max_abs_diff=lce_metrics["verify"]["max_abs_diff"])
             if control is not None:
-                row["lce_time_ratio"] = lce_time_ratio(
-                    flatbuffer, (protocol.CACHE / "cells" / control["flatbuffer"]).read_bytes())
+                row["lce_time_ratio"] = lce_time_ratio(flatbuffer, stored(control))
         try:
             row.update(fold.fold(model).binary_cost())
             with tempfile.TemporaryDirectory() as tmp:
@@ -378,6 +393,13 @@ class Arena:
         except errors.ConversionError as e:
             row["c_runtime"] = f"refused: {e}"
         return row
+
+
+def changed_defaults(row: dict, resolved: dict) -> dict[str, tuple]:
+    """``{parameter: (value in row, value now)}`` for the parameters that the cell ``row``
+    was computed with and that its arm now resolves to differently (``resolved``)."""
+    return {k: (v, resolved[k]) for k, v in row.get("resolved", {}).items()
+            if k in resolved and resolved[k] != v}
 
 
 def prelude_key(prelude: str) -> dict:
@@ -534,14 +556,115 @@ def retime(rows: list[dict]) -> None:
     """Time every arm's flatbuffer against its control's again and store the ratios in
     the rows and their cells: for cells computed while the machine was busy, rerun once
     with nothing else running."""
-    cells = protocol.CACHE / "cells"
     by_arm = {(r["arm"], r["seed"]): r for r in rows}
     for row in rows:
         control = by_arm.get((row.get("control"), row["seed"]))
         if "flatbuffer" in row and control is not None and "flatbuffer" in control:
-            row["lce_time_ratio"] = lce_time_ratio((cells / row["flatbuffer"]).read_bytes(),
-                                                   (cells / control["flatbuffer"]).read_bytes())
-            files.write_json(cells / row["flatbuffer"].replace(".tflite", ".json"), row)
+            row["lce_time_ratio"] = lce_time_ratio(stored(row), stored(control))
+            files.write_json(cell_file(row).with_suffix(".json"), row)
+
+
+def cell_file(row: dict) -> Path:
+    """The flatbuffer file of the cached cell ``row``."""
+    return protocol.CACHE / "cells" / row["flatbuffer"]
+
+
+def stored(row: dict) -> bytes:
+    """The flatbuffer of the cached cell ``row``; a cell restored from results has none."""
+    path = cell_file(row)
+    if not path.exists():
+        raise FileNotFoundError(f"{row['arm']} seed {row['seed']}: its flatbuffer {path} is not here "
+                      "(a cell restored from results); recompute the cell first, for an "
+                      f"arm with --recheck {row['arm']}")
+    return path.read_bytes()
+
+
+def differences(cached: dict, fresh: dict) -> list[str]:
+    """The fields of the cell ``cached`` that ``fresh``, the same cell computed again, does
+    not reproduce; LCE timing is a measurement and is left out."""
+    return [k for k in cached if k != "lce_time_ratio" and cached[k] != fresh.get(k)]
+
+
+class NotReproduced(Exception):
+    """A cell restored from results that this machine computes differently."""
+
+
+def reproduce(cached: dict, fresh: dict) -> None:
+    """Check that ``fresh``, the cell ``cached`` computed again (which wrote its
+    flatbuffer), reproduces it; if not, remove that flatbuffer (the cell stays unverified)
+    and raise :class:`NotReproduced`."""
+    differ = differences(cached, fresh)
+    if differ:
+        cell_file(cached).unlink(missing_ok=True)
+        raise NotReproduced(
+            f"{cached['arm']} seed {cached['seed']}, restored from results, computes "
+            f"differently here: {', '.join(differ)}. Cells made on this machine cannot be "
+            f"compared with it: delete {protocol.cell_path(cached).parent} and recompute "
+            "every arm of the report.")
+
+
+def restore(rows: list[dict], arena: Arena) -> dict[str, list[str]]:
+    """Write the cells of committed result ``rows`` (``results/arena.json``'s, or a view's)
+    back into the cache, which a fresh machine lacks, so that reports regenerate and new
+    arms run without recomputing the old ones. Each row goes under its key as this code
+    computes it (``arena`` ``cached_only``: nothing is trained), after checking that the
+    row holds that key and was computed with the parameters its arm resolves to now; a row
+    that fails either (its arm changed since) or whose arm is gone is left out. A cell
+    already cached must agree with the row on the fields both have; they are merged.
+    Flatbuffers are not committed: a restored control is computed again when an arm needs
+    it (:meth:`Arena.control`), ``--recheck`` recomputes an arm. Returns the
+    ``"<arm> seed <s>"`` names ``restored`` and ``left_out``.
+
+    Example::
+
+        restore(json.loads((RESULTS / "arena.json").read_text())["rows"],
+                Arena(4, 1e-3, cached_only=True))
+    """
+    done: dict[str, list[str]] = {"restored": [], "left_out": []}
+    by_seed: dict[int, dict[str, dict]] = {}
+    for row in rows:
+        by_seed.setdefault(row["seed"], {})[row["arm"]] = row
+    for seed, seed_rows in sorted(by_seed.items()):
+        keys, resolved = {}, {}
+        for name, row in seed_rows.items():
+            if name in arena.by_name:
+                try:
+                    keys[name], _, resolved[name] = arena.arm_cell(arena.by_name[name], seed,
+                                                                  seed_rows)
+                except Missing:                    # a matched arm without its source
+                    continue
+                if "control_args" in row:
+                    control = arena.control_key(seed, *row["control_args"])
+                    keys[control["arm"]] = control
+        for name, row in seed_rows.items():
+            key = json.loads(json.dumps(keys.get(name, {})))
+            if not key or any(row.get(k) != v for k, v in key.items()) or \
+                    changed_defaults(row, resolved.get(name, {})):
+                done["left_out"].append(f"{name} seed {seed}")
+                continue
+            path = protocol.cell_path(key)
+            if path.exists():
+                cached = json.loads(path.read_text())
+                differ = [k for k in cached if k in row and cached[k] != row[k]]
+                if differ:
+                    raise NotReproduced(f"{name} seed {seed}: the cached cell {path} and "
+                                        f"the results differ in {', '.join(differ)}")
+                row = {**cached, **row}
+            files.write_json(path, row)
+            done["restored"].append(f"{name} seed {seed}")
+    return done
+
+
+def restore_results(name: str, model: str | None = None, arms=ARMS) -> dict[str, list[str]]:
+    """:func:`restore` the rows of ``model`` (default the protocol's) in the committed
+    ``results/<name>.json``, with an arena of ``arms`` at the results' epochs and lr (a
+    view's rows name their ``model``, which is not part of the cell)."""
+    results = json.loads((RESULTS / f"{name}.json").read_text())
+    model_name = model or protocol.SETUP["model"]
+    rows = [{k: v for k, v in r.items() if k != "model"} for r in results["rows"]
+            if r.get("model", protocol.SETUP["model"]) == model_name]
+    return restore(rows, Arena(results["protocol"]["epochs"], results["protocol"]["lr"],
+                               cached_only=True, model=model, arms=arms))
 
 
 def run(arm_names, seeds, arena: Arena) -> list[dict]:
@@ -568,12 +691,11 @@ def recheck(name: str, arena: Arena) -> dict:
     ones; LCE timing is a measurement and is left out."""
     rows: dict[str, dict] = {}
     first = arena.arm(arena.by_name[name], 0, rows)
-    flatbuffer = (protocol.CACHE / "cells" / first["flatbuffer"]).read_bytes() \
-        if "flatbuffer" in first else None
+    kept = "flatbuffer" in first and cell_file(first).exists()   # not in restored cells
+    before = stored(first) if kept else None
     second = arena.arm(arena.by_name[name], 0, rows, fresh=True)
-    differ = [k for k in first if k != "lce_time_ratio" and first[k] != second.get(k)]
-    if "flatbuffer" in first and (protocol.CACHE / "cells" / first["flatbuffer"]
-                                  ).read_bytes() != flatbuffer:
+    differ = differences(first, second)
+    if kept and stored(second) != before:
         differ.append("flatbuffer bytes")
     return {"arm": name, "identical": not differ, "differ": differ}
 
@@ -591,7 +713,11 @@ def main(argv=None):
     parser.add_argument("--retime", action="store_true",
                         help="time the LCE flatbuffers of the cells again (run it with "
                              "nothing else on the machine)")
+    parser.add_argument("--restore", action="store_true", help=RESTORE_HELP)
     args = parser.parse_args(argv)
+    if args.restore:
+        print(restore_results("arena"))
+        return
     arena = Arena(args.epochs, args.lr, cached_only=args.cached_only)
     if args.recheck:
         print(recheck(args.recheck, arena))

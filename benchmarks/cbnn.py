@@ -36,8 +36,10 @@ input stage costs (:func:`input_stage`). The sensitivity table and ``cbnn_sensit
 from the first CBNN cell of seed 0 that kept its analysis.
 
 Run: ``python -m benchmarks.cbnn [--seeds 0 1 2] [--epochs 4] [--lr 0.001] [--budget 0.01]
-[--cached-only] [--retime]`` (cells are cached: a rerun resumes; ``--cached-only`` reports
-what is cached; ``--retime`` times the cached flatbuffers against their controls again).
+[--cached-only] [--retime] [--restore]`` (cells are cached: a rerun resumes;
+``--cached-only`` reports what is cached; ``--retime`` times the cached flatbuffers against
+their controls again; ``--restore`` puts the cells of the committed ``cbnn.json`` back into
+an empty cache).
 """
 
 from __future__ import annotations
@@ -60,18 +62,6 @@ from bnnprune_tf.reporting import markdown_table, render_png
 ARMS = tuple(a for a in arena.ARMS if a.method == "cbnn")
 #: the issue's targets: weight bytes control / arm, test loss (points), M4 instructions ratio
 TARGETS = {"weight_bytes": 3.9, "test_loss_points": 1.0, "m4_instructions_ratio": 0.5}
-
-
-def deployed(row: dict) -> dict:
-    """``row`` with ``weight_bytes`` (every constant of its LCE flatbuffer) and
-    ``float_conv2d`` (float ``CONV_2D`` ops in it); unchanged without a flatbuffer."""
-    from converters import lce
-
-    if "flatbuffer" not in row:
-        return row
-    info = lce.inspect((protocol.CACHE / "cells" / row["flatbuffer"]).read_bytes())
-    return {**row, "float_conv2d": int(info.ops.get("CONV_2D", 0)),
-            "weight_bytes": info.constant_bytes}
 
 
 def summarize(rows: list[dict], budget: float, val_images: int) -> list[dict]:
@@ -233,12 +223,15 @@ def main(argv=None):
     parser.add_argument("--retime", action="store_true",
                         help="time the LCE flatbuffers of the cells again (run it with "
                              "nothing else on the machine)")
+    parser.add_argument("--restore", action="store_true", help=arena.RESTORE_HELP)
     args = parser.parse_args(argv)
+    if args.restore:
+        print(arena.restore_results("cbnn", arms=ARMS))
+        return
     bench = arena.Arena(args.epochs, args.lr, cached_only=args.cached_only, arms=ARMS)
     rows = arena.run([a.name for a in ARMS], args.seeds, bench)
     if args.retime:
         arena.retime(rows)
-    rows = [deployed(r) for r in rows]
     ds = protocol.dataset(0)
     sums = summarize(rows, args.budget, len(ds.y_val))
     stage, pick, found = input_stage(ds), chosen(sums), sensitivity(rows)

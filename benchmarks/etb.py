@@ -23,9 +23,10 @@ The controller error is the binary parameters removed (integer form, against the
 minus the target ratio. Headline arms run seeds 0, 1, 2; ``etb_r60`` seed 0.
 
 Run: ``python -m benchmarks.etb [--models vgg_small resnet18] [--seeds 0 1 2] [--epochs 4]
-[--lr 0.001] [--cached-only] [--retime]`` (the cache makes a rerun resume; ``--cached-only``
-reports what is cached so far; ``--retime`` times the cached flatbuffers against their
-controls again, for cells timed on a busy machine).
+[--lr 0.001] [--cached-only] [--retime] [--restore]`` (the cache makes a rerun resume;
+``--cached-only`` reports what is cached so far; ``--retime`` times the cached flatbuffers
+against their controls again, for cells timed on a busy machine; ``--restore`` puts the
+cells of the committed ``etb.json`` back into an empty cache).
 """
 
 from __future__ import annotations
@@ -104,7 +105,12 @@ def main(argv=None):
     parser.add_argument("--retime", action="store_true",
                         help="time the LCE flatbuffers of the cells again (run it with "
                              "nothing else on the machine)")
+    parser.add_argument("--restore", action="store_true", help=arena.RESTORE_HELP)
     args = parser.parse_args(argv)
+    if args.restore:
+        for name in args.models:
+            print(name, arena.restore_results("etb", MODELS[name][0], MODELS[name][1]))
+        return
     results = {}
     for name in args.models:
         model, arms, names = MODELS[name]

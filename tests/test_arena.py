@@ -4,6 +4,7 @@ epochs, every final model converts with LCE and runs bit-exact in the C runtime 
 Cortex-M4 under QEMU, cells are cached and a recomputed cell is identical."""
 
 import json
+import shutil
 
 import pytest
 
@@ -94,6 +95,39 @@ def test_arena_runs_every_arm_through_the_interface_and_deploys(tiny):
     # a recomputed cell is identical to the cached one (timing aside)
     assert arena.recheck("random_weight_w46", arena.Arena(1, 0.01, log=lambda _: None)) == {
         "arm": "random_weight_w46", "identical": True, "differ": []}
+
+    # a fresh machine: --restore puts the committed rows back, without flatbuffers
+    results = tiny / "results" / "arena.json"
+    committed = json.loads(results.read_text())
+    for row in committed["rows"]:                          # a row of an arm changed since
+        if row["arm"] == "l1_wff_i1":
+            row["params"] = {**row["params"], "round_to": 16}
+    files.write_json(results, committed)
+    shutil.rmtree(tiny / "cache" / "cells")
+    arena.main(["--restore"])
+    assert sorted(p.suffix for p in (tiny / "cache" / "cells").iterdir()) == \
+        [".json"] * (len(retimed) - 1)
+    arena.main(["--arms", *ARMS, "--seeds", "0", "--epochs", "1", "--lr", "0.01",
+                "--cached-only"])
+    restored = json.loads(results.read_text())
+    assert restored["rows"] == [r for r in retimed if r["arm"] != "l1_wff_i1"]
+    with pytest.raises(FileNotFoundError, match="restored from results.*--recheck"):
+        arena.retime(restored["rows"])
+    # an arm recomputed against a restored control recomputes that control, which must
+    # reproduce its row; a control that does not is an error and stays unverified
+    bench = arena.Arena(1, 0.01, log=lambda _: None)
+    control = protocol.cell_path(bench.control_key(0, None))
+    honest = json.loads(control.read_text())
+    files.write_json(control, {**honest, "val_correct": honest["val_correct"] + 1})
+    with pytest.raises(arena.NotReproduced, match="dense_scratch seed 0, restored from "
+                                                  "results, computes differently here: "
+                                                  "val_correct"):
+        arena.recheck("uniform_r30", bench)
+    assert not (tiny / "cache" / "cells" / honest["flatbuffer"]).exists()
+    files.write_json(control, honest)
+    assert arena.recheck("uniform_r30", bench) == {"arm": "uniform_r30", "identical": True,
+                                                   "differ": []}
+    assert (tiny / "cache" / "cells" / honest["flatbuffer"]).exists()
 
 
 def test_etb_benchmark_runs_resnet18_with_tied_channels(tiny, monkeypatch):
