@@ -43,7 +43,7 @@ Run: ``python -m benchmarks.arena [--arms wff_i1 l1_r30] [--seeds 0] [--recheck 
 a rerun resume; ``--cached-only`` reports what is cached so far; ``--restore`` puts the
 cells of the committed ``arena.json`` back into an empty cache (:func:`restore`);
 ``--recheck ARM`` recomputes that arm's seed-0 cell and compares it with the cached one,
-timing excluded; ``--retime`` times the cached flatbuffers again, for a run that shared the
+timing excluded (``results/arena_recheck.{json,md}``); ``--retime`` times the cached flatbuffers again, for a run that shared the
 machine: run it last, with nothing else running).
 """
 
@@ -59,7 +59,7 @@ import bnnprune_tf  # noqa: F401  (Keras 2 before tensorflow)
 import numpy as np
 
 from benchmarks import protocol
-from benchmarks.common import RESULTS, write_results
+from benchmarks.common import RESULTS, environment, write_results
 from bnnprune_tf import errors, files, methods, models
 from bnnprune_tf.methods import Context, flip_frequency
 from bnnprune_tf.prune import kept_widths
@@ -219,6 +219,7 @@ class Arena:
         self.by_name = {a.name: a for a in arms}
         self.common = {"bench": "arena", "setup": self.setup, "epochs": epochs, "lr": lr,
                        "verify": VERIFY, "board": BOARD}
+        self.reproduced: list[str] = []     # restored controls computed again, identical
 
     # ------------------------------------------------------------ models
     def checkpoint(self, ds, seed):
@@ -268,9 +269,11 @@ class Arena:
                     **self.deploy(model, ds, None, key)}
 
         key = self.control_key(seed, after, prelude)
+        name = key["arm"]
         row = self.cell(key, compute)
         if not self.cached_only and "flatbuffer" in row and not cell_file(row).exists():
             reproduce(row, {**key, **compute()})     # restored from results: remade here
+            self.reproduced.append(f"{name} seed {seed}")
         return row
 
     def control_key(self, seed: int, after: int | None, prelude: str = "") -> dict:
@@ -688,7 +691,9 @@ def run(arm_names, seeds, arena: Arena) -> list[dict]:
 
 def recheck(name: str, arena: Arena) -> dict:
     """Recompute ``name``'s seed-0 cell and compare it, and its flatbuffer, with the cached
-    ones; LCE timing is a measurement and is left out."""
+    ones; LCE timing is a measurement and is left out. A cell restored from results has
+    no flatbuffer to compare; a restored control it needs is computed again too and must
+    reproduce its row (``controls_reproduced``)."""
     rows: dict[str, dict] = {}
     first = arena.arm(arena.by_name[name], 0, rows)
     kept = "flatbuffer" in first and cell_file(first).exists()   # not in restored cells
@@ -697,7 +702,32 @@ def recheck(name: str, arena: Arena) -> dict:
     differ = differences(first, second)
     if kept and stored(second) != before:
         differ.append("flatbuffer bytes")
-    return {"arm": name, "identical": not differ, "differ": differ}
+    return {"arm": name, "seed": 0, "identical": not differ, "differ": differ,
+            "fields_compared": len(first) - ("lce_time_ratio" in first),
+            "flatbuffer_compared": kept, "controls_reproduced": arena.reproduced}
+
+
+def write_recheck(found: dict) -> None:
+    """Add ``found`` (:func:`recheck`) to ``results/arena_recheck.{json,md}``, one row per
+    arm, the latest check of each."""
+    path = RESULTS / "arena_recheck.json"
+    rows = {r["arm"]: r for r in json.loads(path.read_text())["rows"]} if path.exists() \
+        else {}
+    rows[found["arm"]] = {**found, "date": environment()["date"]}
+    lines = ["Each arm's seed-0 cell computed again and compared field by field with the "
+             "cached one (LCE timing, a measurement, left out); cells restored from the "
+             "committed results (`--restore`, a fresh machine) have no flatbuffer to "
+             "compare, and the restored controls they need are computed again too and "
+             "must reproduce their rows.", "",
+             "| arm | seed | identical | fields compared | differing | flatbuffer bytes "
+             "compared | controls computed again, identical | date |",
+             "|---|---:|---|---:|---|---|---|---|"]
+    for r in sorted(rows.values(), key=lambda r: r["arm"]):
+        lines.append(f"| {r['arm']} | {r['seed']} | {r['identical']} | {r['fields_compared']} "
+                     f"| {', '.join(r['differ'])} | {r['flatbuffer_compared']} "
+                     f"| {', '.join(r['controls_reproduced'])} | {r['date']} |")
+    write_results("arena_recheck", {"rows": list(rows.values())}, "\n".join(lines),
+                  "python -m benchmarks.arena --recheck ARM")
 
 
 def main(argv=None):
@@ -720,7 +750,9 @@ def main(argv=None):
         return
     arena = Arena(args.epochs, args.lr, cached_only=args.cached_only)
     if args.recheck:
-        print(recheck(args.recheck, arena))
+        found = recheck(args.recheck, arena)
+        print(found)
+        write_recheck(found)
         return
     rows = run(args.arms, args.seeds, arena)
     if args.retime:

@@ -93,8 +93,9 @@ def test_arena_runs_every_arm_through_the_interface_and_deploys(tiny):
         assert json.loads(cell.read_text()) == row
         assert cell.stat().st_mtime_ns > cache[cell]
     # a recomputed cell is identical to the cached one (timing aside)
-    assert arena.recheck("random_weight_w46", arena.Arena(1, 0.01, log=lambda _: None)) == {
-        "arm": "random_weight_w46", "identical": True, "differ": []}
+    found = arena.recheck("l1_wff_i1", arena.Arena(1, 0.01, log=lambda _: None))
+    assert (found["identical"], found["differ"], found["flatbuffer_compared"],
+            found["controls_reproduced"]) == (True, [], True, [])
 
     # a fresh machine: --restore puts the committed rows back, without flatbuffers
     results = tiny / "results" / "arena.json"
@@ -125,8 +126,12 @@ def test_arena_runs_every_arm_through_the_interface_and_deploys(tiny):
         arena.recheck("uniform_r30", bench)
     assert not (tiny / "cache" / "cells" / honest["flatbuffer"]).exists()
     files.write_json(control, honest)
-    assert arena.recheck("uniform_r30", bench) == {"arm": "uniform_r30", "identical": True,
-                                                   "differ": []}
+    arena.main(["--recheck", "uniform_r30", "--epochs", "1", "--lr", "0.01"])
+    found = json.loads((tiny / "results" / "arena_recheck.json").read_text())["rows"]
+    assert [(r["arm"], r["identical"], r["differ"], r["flatbuffer_compared"],
+             r["controls_reproduced"]) for r in found] == [
+        ("uniform_r30", True, [], False, ["dense_scratch seed 0"])]
+    assert found[0]["fields_compared"] > 30
     assert (tiny / "cache" / "cells" / honest["flatbuffer"]).exists()
 
 
