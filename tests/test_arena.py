@@ -177,6 +177,12 @@ def test_etb_benchmark_runs_resnet18_with_tied_channels(tiny, monkeypatch):
         [{**r, "lce_time_ratio": None} for r in result["rows"]]
     assert {r["arm"] for r in retimed if "lce_time_ratio" in r} == \
         {"etb_r30", "l1_etb_r30"}
+    # a fresh machine: the committed rows (which name their model) restore the cells
+    shutil.rmtree(tiny / "cache" / "cells")
+    etb.main(["--models", "resnet18", "--restore"])
+    etb.main(["--models", "resnet18", "--seeds", "0", "--epochs", "1", "--lr", "0.01",
+              "--cached-only"])
+    assert json.loads((tiny / "results" / "etb.json").read_text())["rows"] == retimed
 
 
 def test_cbnn_benchmark_reports_slices_weight_bytes_and_the_validation_choice(tiny,
