@@ -583,8 +583,10 @@ def stored(row: dict) -> bytes:
 
 
 def differences(cached: dict, fresh: dict) -> list[str]:
-    """The fields of the cell ``cached`` that ``fresh``, the same cell computed again, does
-    not reproduce; LCE timing is a measurement and is left out."""
+    """The fields of the cell ``cached`` (as read from its JSON) that ``fresh``, the same
+    cell computed again, does not reproduce once written as JSON too (a tuple is a list
+    there); LCE timing is a measurement and is left out."""
+    fresh = json.loads(json.dumps(fresh))
     return [k for k in cached if k != "lce_time_ratio" and cached[k] != fresh.get(k)]
 
 

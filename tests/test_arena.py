@@ -234,6 +234,16 @@ def test_cbnn_benchmark_reports_slices_weight_bytes_and_the_validation_choice(ti
     assert "Bit-level sensitivity of the sliced baseline (`cbnn_w50_s4`" in md
 
 
+def test_a_recomputed_cell_is_compared_as_its_json():
+    """A fresh row holds tuples where the cached JSON holds lists: equal values are no
+    difference; a differing value is, and timing never is."""
+    cached = {"sensitivity": {"single": [1, 2]}, "lce_time_ratio": 0.9, "val_correct": 5}
+    assert arena.differences(cached, {"sensitivity": {"single": (1, 2)},
+                                      "lce_time_ratio": 0.7, "val_correct": 5}) == []
+    assert arena.differences(cached, {"sensitivity": {"single": (1, 3)},
+                                      "val_correct": 4}) == ["sensitivity", "val_correct"]
+
+
 def test_a_cached_cell_computed_under_another_default_is_stale(tiny):
     """A cell keeps its parameters as resolved; when a method's default changes, its
     cached cells are an error that names the parameter, never silently reused. A field
