@@ -108,6 +108,9 @@ def test_arena_runs_every_arm_through_the_interface_and_deploys(tiny):
     arena.main(["--restore"])
     assert sorted(p.suffix for p in (tiny / "cache" / "cells").iterdir()) == \
         [".json"] * (len(retimed) - 1)
+    cells = {p: p.read_text() for p in (tiny / "cache" / "cells").iterdir()}
+    arena.main(["--restore"])                      # again: the cells agree, nothing changes
+    assert {p: p.read_text() for p in (tiny / "cache" / "cells").iterdir()} == cells
     arena.main(["--arms", *ARMS, "--seeds", "0", "--epochs", "1", "--lr", "0.01",
                 "--cached-only"])
     restored = json.loads(results.read_text())
@@ -120,6 +123,8 @@ def test_arena_runs_every_arm_through_the_interface_and_deploys(tiny):
     control = protocol.cell_path(bench.control_key(0, None))
     honest = json.loads(control.read_text())
     files.write_json(control, {**honest, "val_correct": honest["val_correct"] + 1})
+    with pytest.raises(ValueError, match="results differ in val_correct"):
+        arena.main(["--restore"])
     with pytest.raises(arena.NotReproduced, match="dense_scratch seed 0, restored from "
                                                   "results, computes differently here: "
                                                   "val_correct"):
