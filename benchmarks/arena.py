@@ -696,8 +696,9 @@ def run(arm_names, seeds, arena: Arena) -> list[dict]:
 
 def recheck(name: str, arena: Arena) -> dict:
     """Recompute ``name``'s seed-0 cell and compare it, and its flatbuffer, with the cached
-    ones; LCE timing is a measurement and is left out. A cell restored from results has
-    no flatbuffer to compare; a restored control it needs is computed again too and must
+    ones; LCE timing is a measurement and is left out. ``values``: cached and recomputed
+    value of each differing number or string. A cell restored from results has no
+    flatbuffer to compare; a restored control it needs is computed again too and must
     reproduce its row (``controls_reproduced``)."""
     rows: dict[str, dict] = {}
     first = arena.arm(arena.by_name[name], 0, rows)
@@ -705,9 +706,12 @@ def recheck(name: str, arena: Arena) -> dict:
     before = stored(first) if kept else None
     second = arena.arm(arena.by_name[name], 0, rows, fresh=True)
     differ = differences(first, second)
+    values = {k: [first[k], second[k]] for k in differ
+              if isinstance(first[k], (int, float, str)) and k in second}
     if kept and stored(second) != before:
         differ.append("flatbuffer bytes")
     return {"arm": name, "seed": 0, "identical": not differ, "differ": differ,
+            "values": values,
             "fields_compared": len(first) - ("lce_time_ratio" in first),
             "flatbuffer_compared": kept, "controls_reproduced": arena.reproduced}
 
@@ -731,8 +735,12 @@ def write_recheck(found: dict) -> None:
              "compared | controls computed again, identical | date |",
              "|---|---:|---|---:|---|---|---|---|"]
     for r in sorted(rows.values(), key=lambda r: r["arm"]):
+        values = r.get("values", {})
+        differ = [f"{k} ({values[k][0]:,} cached, {values[k][1]:,} now)"
+                  if k in values and not isinstance(values[k][0], str) else k
+                  for k in r["differ"]]
         lines.append(f"| {r['arm']} | {r['seed']} | {r['identical']} | {r['fields_compared']} "
-                     f"| {', '.join(r['differ'])} | {r['flatbuffer_compared']} "
+                     f"| {', '.join(differ)} | {r['flatbuffer_compared']} "
                      f"| {', '.join(r['controls_reproduced'])} | {r['date']} |")
     write_results("arena_recheck", {"rows": list(rows.values())}, "\n".join(lines),
                   "python -m benchmarks.arena --recheck ARM")

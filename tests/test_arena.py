@@ -249,6 +249,21 @@ def test_a_recomputed_cell_is_compared_as_its_json():
                                       "val_correct": 4}) == ["sensitivity", "val_correct"]
 
 
+def test_recheck_names_the_values_that_differ(tiny, monkeypatch):
+    """``--recheck`` records each differing number, cached and recomputed, in
+    ``arena_recheck.md`` (the recomputation is faked: a cell whose M4 count changed)."""
+    bench = arena.Arena(1, 0.01, log=lambda _: None)
+    row = {"arm": "uniform_r30", "seed": 0, "m4_instructions": 4371898, "bit_exact": True}
+    monkeypatch.setattr(bench, "arm", lambda arm, seed, rows, fresh=False: {
+        **row, "m4_instructions": 4360935 if fresh else row["m4_instructions"]})
+    found = arena.recheck("uniform_r30", bench)
+    assert (found["differ"], found["values"]) == (
+        ["m4_instructions"], {"m4_instructions": [4371898, 4360935]})
+    arena.write_recheck(found)
+    assert "| uniform_r30 | 0 | False | 4 | m4_instructions (4,371,898 cached, 4,360,935 " \
+           "now) |" in (tiny / "results" / "arena_recheck.md").read_text()
+
+
 def test_a_cached_cell_computed_under_another_default_is_stale(tiny):
     """A cell keeps its parameters as resolved; when a method's default changes, its
     cached cells are an error that names the parameter, never silently reused. A field
