@@ -43,8 +43,9 @@ Run: ``python -m benchmarks.arena [--arms wff_i1 l1_r30] [--seeds 0] [--recheck 
 a rerun resume; ``--cached-only`` reports what is cached so far; ``--restore`` puts the
 cells of the committed ``arena.json`` back into an empty cache (:func:`restore`);
 ``--recheck ARM`` recomputes that arm's seed-0 cell and compares it with the cached one,
-timing excluded (``results/arena_recheck.{json,md}``); ``--retime`` times the cached flatbuffers again, for a run that shared the
-machine: run it last, with nothing else running).
+timing excluded (``results/arena_recheck.{json,md}``); ``--retime`` times the cached
+flatbuffers again, for a run that shared the machine: run it last, with nothing else
+running).
 """
 
 from __future__ import annotations
@@ -576,9 +577,9 @@ def stored(row: dict) -> bytes:
     """The flatbuffer of the cached cell ``row``; a cell restored from results has none."""
     path = cell_file(row)
     if not path.exists():
-        raise FileNotFoundError(f"{row['arm']} seed {row['seed']}: its flatbuffer {path} is not here "
-                      "(a cell restored from results); recompute the cell first, for an "
-                      f"arm with --recheck {row['arm']}")
+        raise FileNotFoundError(f"{row['arm']} seed {row['seed']}: its flatbuffer {path} is "
+                                "not here (a cell restored from results); recompute the "
+                                f"cell first, for an arm with --recheck {row['arm']}")
     return path.read_bytes()
 
 
@@ -616,10 +617,10 @@ def restore(rows: list[dict], arena: Arena) -> dict[str, list[str]]:
     row holds that key and was computed with the parameters its arm resolves to now; a row
     that fails either (its arm changed since) or whose arm is gone is left out. A cell
     already cached must agree with the row on the fields both have (timing aside: the
-    cached one is kept); they are merged.
-    Flatbuffers are not committed: a restored control is computed again when an arm needs
-    it (:meth:`Arena.control`), ``--recheck`` recomputes an arm. Returns the
-    ``"<arm> seed <s>"`` names ``restored`` and ``left_out``.
+    cached one is kept); they are merged. Flatbuffers are not committed: a restored
+    control is computed again when an arm needs it (:meth:`Arena.control`), ``--recheck``
+    recomputes an arm. Returns the ``"<arm> seed <s>"`` names ``restored`` and
+    ``left_out``.
 
     Example::
 
