@@ -376,7 +376,7 @@ class Arena:
         else:
             path = protocol.cell_path(key, ".tflite")
             files.write_bytes(path, flatbuffer)
-            info = lce.inspect(flatbuffer)
+            info = lce.Inspection(**lce_metrics["inspect"])    # convert_lce inspected it
             row.update(model_bytes=len(flatbuffer), flatbuffer=path.name,
                        weight_bytes=info.constant_bytes,
                        float_conv2d=int(info.ops.get("CONV_2D", 0)),
@@ -587,8 +587,13 @@ def differences(cached: dict, fresh: dict) -> list[str]:
     """The fields of the cell ``cached`` (as read from its JSON) that ``fresh``, the same
     cell computed again, does not reproduce once written as JSON too (a tuple is a list
     there); LCE timing is a measurement and is left out."""
-    fresh = json.loads(json.dumps(fresh))
+    fresh = as_json(fresh)
     return [k for k in cached if k != "lce_time_ratio" and cached[k] != fresh.get(k)]
+
+
+def as_json(obj):
+    """``obj`` as its JSON file holds it (tuples become lists)."""
+    return json.loads(json.dumps(obj))
 
 
 class NotReproduced(Exception):
@@ -644,7 +649,7 @@ def restore(rows: list[dict], arena: Arena) -> dict[str, list[str]]:
                     control = arena.control_key(seed, *row["control_args"])
                     keys[control["arm"]] = control
         for name, row in seed_rows.items():
-            key = json.loads(json.dumps(keys.get(name, {})))
+            key = as_json(keys.get(name, {}))
             if not key or any(row.get(k) != v for k, v in key.items()) or \
                     changed_defaults(row, resolved.get(name, {})):
                 done["left_out"].append(f"{name} seed {seed}")
